@@ -1,0 +1,255 @@
+"""Turn a parsed trace.dat (structure + page records) into EventTables: the common table and typed tables.
+
+Steps: walk each CPU's pages (``pages``), correct timestamps as trace-cmd does, merge all
+buffers and CPUs into global time order (ties: buffer, then CPU, then stream order, like
+``trace-cmd report``), then decode each event type's fields straight from the record bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from kvmtrace.ingest.fields import field_series, gather_int, gather_uint
+from kvmtrace.ingest.formats import EventFormat
+from kvmtrace.ingest.pages import PageRecords, walk_pages
+from kvmtrace.ingest.tables import (
+    COMMON_SCHEMA,
+    CaptureMeta,
+    EventTables,
+    ReadReport,
+    SkippedRegion,
+    typed_key_names,
+)
+from kvmtrace.ingest.tracedat import BufferData, CpuData, TimestampCorrection, TraceDatFile
+
+Progress = Callable[[str, float], None]
+
+
+@dataclass
+class _Stream:
+    """Records of one (buffer, cpu) after the page walk, with corrected timestamps."""
+
+    buffer_index: int
+    cpu: int
+    ts: np.ndarray
+    payload: np.ndarray  # byte address in the file's blob
+    length: np.ndarray
+
+
+def decode_tracedat(f: TraceDatFile, progress: Progress | None = None) -> EventTables:
+    report = ReadReport()
+    streams = _walk_all(f, report, progress)
+    ts = _concat([s.ts for s in streams], np.int64)
+    payload = _concat([s.payload for s in streams], np.int64)
+    length = _concat([s.length for s in streams], np.int32)
+    cpu = _concat([np.full(len(s.ts), s.cpu, np.int32) for s in streams], np.int32)
+    buf_idx = _concat([np.full(len(s.ts), s.buffer_index, np.int16) for s in streams], np.int16)
+    if progress:
+        progress("ordering events", 0.6)
+    order = np.argsort(ts, kind="stable")
+    ts, payload, length, cpu, buf_idx = ts[order], payload[order], length[order], cpu[order], buf_idx[order]
+    del order
+    e = f.endian_char
+    formats = _formats_by_id(f.formats)
+    common = _common_layout(f.formats)
+    type_id = gather_uint(f.blob, payload + common["common_type"][0], common["common_type"][1], e)
+    pid = gather_int(f.blob, payload + common["common_pid"][0], 4, True, e).astype(np.int32)
+    events = _common_table(f, ts, cpu, pid, type_id, buf_idx, payload, formats, report)
+    if progress:
+        progress("decoding fields", 0.75)
+    by_event = _typed_tables(f, formats, type_id, ts, cpu, pid, payload, length)
+    if progress:
+        progress("done", 1.0)
+    meta = _meta(f)
+    return EventTables(events=events, by_event=by_event,
+                       formats={fmt.name: fmt for fmt in formats.values()}, meta=meta,
+                       report=report, cmdlines=dict(f.cmdlines))
+
+
+def _concat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0, dtype)
+
+
+def _walk_all(f: TraceDatFile, report: ReadReport, progress: Progress | None) -> list[_Stream]:
+    streams = []
+    todo = [(bi, b, c) for bi, b in enumerate(f.buffers) for c in b.cpus if c.length]
+    for n, (bi, buf, cpu) in enumerate(todo):
+        if progress:
+            progress(f"walking pages: buffer {buf.name or 'top'} cpu {cpu.cpu}", 0.5 * n / max(1, len(todo)))
+        rec = walk_pages(f.cpu_pages(cpu), buf.page_size, f.commit_size, f.page_data_offset, f.big_endian)
+        _account(report, f, buf, cpu, rec)
+        ts = _correct(rec.ts, cpu.cpu, f.correction)
+        streams.append(_Stream(bi, cpu.cpu, ts, rec.payload + cpu.start, rec.length))
+    for buf in f.buffers:
+        for c in buf.cpus:
+            if c.trailing_bytes:
+                report.skipped.append(SkippedRegion(
+                    f"buffer '{buf.name}' cpu {c.cpu} after page {c.length // buf.page_size}",
+                    f"{c.trailing_bytes} bytes of a partial page at the end of the data", None))
+    return streams
+
+
+def _account(report: ReadReport, f: TraceDatFile, buf: BufferData, cpu: CpuData, rec: PageRecords) -> None:
+    lost = int(rec.lost_per_page.sum())
+    flagged = int(rec.lost_flag_pages.sum())
+    report.lost_events.setdefault(buf.name, {})[cpu.cpu] = lost
+    if flagged:
+        report.lost_unknown_pages.setdefault(buf.name, {})[cpu.cpu] = flagged
+    for bad in rec.bad_pages:
+        where = (f"buffer '{buf.name}' cpu {cpu.cpu} page {bad.page}"
+                 + (f" (file offset {cpu.file_offset + bad.page * buf.page_size:#x})" if not cpu.compressed else ""))
+        report.skipped.append(SkippedRegion(where, bad.reason + f"; {bad.records_before} records before it kept",
+                                            None))
+
+
+def _correct(ts: np.ndarray, cpu: int, c: TimestampCorrection) -> np.ndarray:
+    """Raw ring-buffer time -> reported ns: TIME_SHIFT, then TSC2NSEC, then OFFSET/DATE."""
+    out = ts
+    if c.time_shift is not None and cpu < len(c.time_shift.samples):
+        out = _time_shift(out, c.time_shift.samples[cpu], c.time_shift.flags)
+    if c.tsc2nsec is not None and c.tsc2nsec[0]:
+        mult, shift, _ = c.tsc2nsec
+        u = out.astype(np.uint64)
+        lo, hi = u & np.uint64(0xFFFFFFFF), u >> np.uint64(32)
+        res = (lo * np.uint64(mult)) >> np.uint64(shift)
+        res = res + np.where(hi > 0, (hi * np.uint64(mult)) << np.uint64(32 - shift), np.uint64(0))
+        out = res.astype(np.int64)
+    if c.offset_ns:
+        out = out + np.int64(c.offset_ns)
+    return out
+
+
+def _time_shift(ts: np.ndarray, samples: tuple[np.ndarray, ...], flags: int) -> np.ndarray:
+    times, offsets, scaling, fraction = samples
+    n = len(times)
+    if n == 0:
+        return ts
+    if n == 1:
+        return ts + offsets[0]
+    i = np.clip(np.searchsorted(times, ts, side="right") - 1, 0, n - 2)
+    t0, t1, o0, o1 = times[i], times[i + 1], offsets[i], offsets[i + 1]
+    if flags & 1:  # TRACECMD_TSYNC_FLAG_INTERPOLATE
+        span = t1 - t0
+        cor = o0 + ((ts - t0) * (o1 - o0) + span // 2) // np.where(span == 0, 1, span)
+    else:
+        cor = o0
+    scaled = (ts * scaling[i]) >> fraction[i]
+    return scaled + cor
+
+
+def _formats_by_id(formats: list[EventFormat]) -> dict[int, EventFormat]:
+    return {fmt.id: fmt for fmt in formats}
+
+
+def _common_layout(formats: list[EventFormat]) -> dict[str, tuple[int, int]]:
+    layout = {"common_type": (0, 2), "common_flags": (2, 1), "common_preempt_count": (3, 1), "common_pid": (4, 4)}
+    for fmt in formats:
+        for fld in fmt.fields:
+            if fld.name in layout:
+                layout[fld.name] = (fld.offset, fld.size)
+        if fmt.fields:
+            break
+    return layout
+
+
+def _common_table(f: TraceDatFile, ts: np.ndarray, cpu: np.ndarray, pid: np.ndarray, type_id: np.ndarray,
+                  buf_idx: np.ndarray, payload: np.ndarray, formats: dict[int, EventFormat],
+                  report: ReadReport) -> pl.DataFrame:
+    e = f.endian_char
+    layout = _common_layout(f.formats)
+    flags = gather_uint(f.blob, payload + layout["common_flags"][0], 1, e)
+    preempt = gather_uint(f.blob, payload + layout["common_preempt_count"][0], 1, e)
+    event = _event_names(type_id, formats, report)
+    comm = _comm_names(pid, f.cmdlines)
+    buffer = pl.Series([b.name for b in f.buffers], dtype=pl.Categorical).gather(buf_idx.astype(np.uint32))
+    n = len(ts)
+    df = pl.DataFrame({
+        "idx": pl.Series(np.arange(n, dtype=np.uint32)),
+        "ts": pl.Series(ts), "cpu": pl.Series(cpu), "pid": pl.Series(pid),
+        "comm": comm, "event": event, "buffer": buffer,
+        "flags": pl.Series(flags), "preempt": pl.Series(preempt),
+    })
+    return df.cast(COMMON_SCHEMA)  # type: ignore[arg-type]
+
+
+def _event_names(type_id: np.ndarray, formats: dict[int, EventFormat], report: ReadReport) -> pl.Series:
+    ids = np.unique(type_id) if len(type_id) else np.zeros(0, np.int64)
+    names = []
+    lut = np.zeros(int(ids.max()) + 1 if len(ids) else 1, np.uint32)
+    for k, tid in enumerate(ids):
+        fmt = formats.get(int(tid))
+        if fmt is None:
+            name = f"unknown_type_{int(tid)}"
+            report.unknown_events[f"id {int(tid)}"] = int(np.count_nonzero(type_id == tid))
+        else:
+            name = fmt.name
+        names.append(name)
+        lut[tid] = k
+    return pl.Series(names, dtype=pl.Categorical).gather(lut[type_id])
+
+
+def _comm_names(pid: np.ndarray, cmdlines: dict[int, str]) -> pl.Series:
+    names = ["<...>", "<idle>", *sorted(set(cmdlines.values()))]
+    code = {name: i for i, name in enumerate(names)}
+    if len(pid) == 0:
+        return pl.Series(values=[], dtype=pl.Categorical)
+    top = int(max(pid.max(), max(cmdlines, default=0))) + 1
+    if top <= 1 << 24 and pid.min() >= 0:
+        lut = np.zeros(top, np.uint32)
+        for p, c in cmdlines.items():
+            if p >= 0:
+                lut[p] = code[c]
+        lut[0] = 1
+        codes = lut[pid]
+    else:
+        mapping = {p: code[c] for p, c in cmdlines.items()}
+        mapping[0] = 1
+        codes = np.array([mapping.get(int(p), 0) for p in pid], np.uint32)
+    return pl.Series(names, dtype=pl.Categorical).gather(codes)
+
+
+def _typed_tables(f: TraceDatFile, formats: dict[int, EventFormat], type_id: np.ndarray, ts: np.ndarray,
+                  cpu: np.ndarray, pid: np.ndarray, payload: np.ndarray, length: np.ndarray
+                  ) -> dict[str, pl.DataFrame]:
+    e = f.endian_char
+    by_type = np.argsort(type_id, kind="stable")
+    sorted_ids = type_id[by_type]
+    bounds = np.flatnonzero(np.diff(sorted_ids)) + 1
+    starts = np.concatenate(([0], bounds))
+    ends = np.concatenate((bounds, [len(sorted_ids)]))
+    out: dict[str, pl.DataFrame] = {}
+    for lo, hi in zip(starts, ends, strict=True):
+        if hi <= lo:
+            continue
+        fmt = formats.get(int(sorted_ids[lo]))
+        if fmt is None:
+            continue
+        rows = by_type[lo:hi]
+        keys = typed_key_names([fld.name for fld in fmt.payload_fields])
+        cols: list[pl.Series] = [
+            pl.Series("idx", rows.astype(np.uint32)), pl.Series("ts", ts[rows]),
+            pl.Series(keys["cpu"], cpu[rows]), pl.Series(keys["pid"], pid[rows]),
+        ]
+        p, ln = payload[rows], length[rows]
+        for fld in fmt.payload_fields:
+            cols.append(field_series(f.blob, p, ln, fld, e))
+        out[fmt.name] = pl.DataFrame(cols)
+    return out
+
+
+def _meta(f: TraceDatFile) -> CaptureMeta:
+    top = next((b for b in f.buffers if b.name == ""), f.buffers[0] if f.buffers else None)
+    ncpus = max((len(b.cpus) for b in f.buffers), default=0)
+    options = {k: v for k, v in f.options.items() if k not in ("CPUSTAT",)}
+    options["timestamp_correction"] = f.correction.describe()
+    return CaptureMeta(
+        path=f.path, kind="trace.dat", version=str(f.version), compression=f.compression,
+        endian="big" if f.big_endian else "little", long_size=f.commit_size, page_size=f.page_size,
+        clock=top.clock if top else None, cpus=f.cpu_count or ncpus,
+        uname=f.options.get("UNAME"), tracer_version=f.options.get("VERSION"),
+        buffers=[b.name for b in f.buffers], options=options,
+    )

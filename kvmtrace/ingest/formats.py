@@ -1,0 +1,212 @@
+"""Parse tracefs ``format`` files (events/<system>/<event>/format, header_page) into field layouts.
+
+Field layouts always come from the capture's own format text, never from hard-coded offsets.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from kvmtrace.errors import CaptureError
+
+_FIELD_RE = re.compile(
+    r"^\s*field:\s*(?P<decl>[^;]+);\s*offset:\s*(?P<offset>\d+);\s*size:\s*(?P<size>\d+);"
+    r"(?:\s*signed:\s*(?P<signed>-?\d+);)?"
+)
+_ARRAY_RE = re.compile(r"^(?P<head>.*?)(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*\[(?P<len>[^\]]*)\]\s*$")
+_NAME_RE = re.compile(r"^(?P<head>.*?)(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*$")
+
+COMMON_FIELDS = ("common_type", "common_flags", "common_preempt_count", "common_pid")
+
+
+@dataclass(frozen=True)
+class FieldFormat:
+    """One field of an event record, as the format file describes it."""
+
+    name: str
+    type: str  # the C type as written, e.g. "unsigned long", "char", "__data_loc char[]"
+    offset: int
+    size: int
+    signed: bool
+    array_len: int | None = None  # fixed arrays: element count; 0 for a trailing "name[]" (rest of record)
+    data_loc: bool = False  # __data_loc: u32 (len << 16 | offset from record start)
+    rel_loc: bool = False  # __rel_loc: u32 (len << 16 | offset from the end of this field)
+
+    @property
+    def is_string(self) -> bool:
+        """char arrays and __data_loc char[] are strings."""
+        base = self.type.replace("__data_loc", "").replace("__rel_loc", "").replace("[]", "")
+        base = base.replace("const", "").strip()
+        return base in ("char", "unsigned char", "signed char") and (
+            self.array_len is not None or self.data_loc or self.rel_loc
+        )
+
+    @property
+    def is_dynamic(self) -> bool:
+        return self.data_loc or self.rel_loc
+
+    @property
+    def is_bool(self) -> bool:
+        return self.type.strip() in ("bool", "_Bool") and self.array_len is None
+
+    @property
+    def element_size(self) -> int:
+        if self.is_dynamic:
+            base = self.type.replace("__data_loc", "").replace("__rel_loc", "").replace("[]", "")
+            return _c_type_size(base.strip())
+        if self.array_len:
+            return max(1, self.size // self.array_len)
+        return self.size
+
+    def polars_dtype(self) -> pl.DataType:
+        """The column type this field becomes in a typed event table."""
+        if self.is_string:
+            return pl.String()
+        if self.is_dynamic or (self.array_len is not None):
+            return pl.List(_int_dtype(self.element_size, self.signed))
+        if self.is_bool:
+            return pl.Boolean()
+        return _int_dtype(self.size, self.signed)
+
+
+@dataclass
+class EventFormat:
+    """One event type: its id, system, name, fields (common ones included) and print fmt."""
+
+    id: int
+    system: str
+    name: str
+    fields: list[FieldFormat]
+    print_fmt: str = ""
+    source: str = field(default="", repr=False)
+
+    @property
+    def payload_fields(self) -> list[FieldFormat]:
+        """The event's own fields, without the common_* header fields."""
+        return [f for f in self.fields if not f.name.startswith("common_")]
+
+    @property
+    def fixed_size(self) -> int:
+        """Bytes of the fixed part of a record (dynamic data follows)."""
+        return max((f.offset + f.size for f in self.fields), default=0)
+
+    def field(self, name: str) -> FieldFormat | None:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        return None
+
+
+def _int_dtype(size: int, signed: bool) -> pl.DataType:
+    table: dict[tuple[int, bool], pl.DataType] = {
+        (1, True): pl.Int8(), (1, False): pl.UInt8(),
+        (2, True): pl.Int16(), (2, False): pl.UInt16(),
+        (4, True): pl.Int32(), (4, False): pl.UInt32(),
+        (8, True): pl.Int64(), (8, False): pl.UInt64(),
+    }
+    return table.get((size, signed), pl.UInt64() if not signed else pl.Int64())
+
+
+_C_SIZES = {
+    "char": 1, "unsigned char": 1, "signed char": 1, "u8": 1, "s8": 1, "bool": 1, "__u8": 1,
+    "short": 2, "unsigned short": 2, "u16": 2, "s16": 2, "__u16": 2,
+    "int": 4, "unsigned int": 4, "u32": 4, "s32": 4, "__u32": 4, "pid_t": 4,
+    "u64": 8, "s64": 8, "__u64": 8, "long long": 8, "unsigned long long": 8,
+}
+
+
+def _c_type_size(ctype: str) -> int:
+    return _C_SIZES.get(ctype, 1)
+
+
+def parse_field_line(line: str, path: str | None = None, lineno: int | None = None) -> FieldFormat:
+    m = _FIELD_RE.match(line)
+    if not m:
+        raise CaptureError(path, f"line {lineno}" if lineno else None,
+                           f"expected 'field:TYPE NAME; offset:N; size:N; signed:N;', got {line.strip()!r}")
+    decl = m.group("decl").strip()
+    offset, size = int(m.group("offset")), int(m.group("size"))
+    signed_txt = m.group("signed")
+    signed = bool(int(signed_txt)) if signed_txt is not None else False
+    data_loc = decl.startswith("__data_loc")
+    rel_loc = decl.startswith("__rel_loc")
+    array_len: int | None = None
+    am = _ARRAY_RE.match(decl)
+    if am:
+        name, ctype = am.group("name"), am.group("head").strip()
+        length_txt = am.group("len").strip()
+        array_len = int(length_txt, 0) if length_txt.isdigit() else 0
+        if data_loc or rel_loc:
+            # "__data_loc char[] name": the brackets belong to the type
+            array_len = None
+    else:
+        nm = _NAME_RE.match(decl)
+        if not nm:
+            raise CaptureError(path, f"line {lineno}" if lineno else None,
+                               f"cannot read field declaration {decl!r}")
+        name, ctype = nm.group("name"), nm.group("head").strip()
+    if data_loc or rel_loc:
+        # __data_loc char[] name  -> type "__data_loc char[]", name "name"
+        parts = decl.rsplit(None, 1)
+        name, ctype = parts[1], parts[0]
+    return FieldFormat(name=name, type=ctype, offset=offset, size=size, signed=signed,
+                       array_len=array_len, data_loc=data_loc, rel_loc=rel_loc)
+
+
+def parse_event_format(text: str, system: str = "", path: str | None = None) -> EventFormat:
+    """Parse one ``events/<system>/<event>/format`` text."""
+    name: str | None = None
+    event_id: int | None = None
+    fields: list[FieldFormat] = []
+    print_fmt = ""
+    for lineno, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if stripped.startswith("name:"):
+            name = stripped[5:].strip()
+        elif stripped.startswith("ID:"):
+            try:
+                event_id = int(stripped[3:].strip())
+            except ValueError:
+                raise CaptureError(path, f"line {lineno}", f"expected a numeric event ID, got {stripped!r}") from None
+        elif stripped.startswith("field:"):
+            fields.append(parse_field_line(line, path, lineno))
+        elif stripped.startswith("print fmt:"):
+            print_fmt = stripped[len("print fmt:"):].strip()
+    if name is None or event_id is None:
+        what = "name:" if name is None else "ID:"
+        raise CaptureError(path, None, f"event format without a '{what}' line (system {system!r})")
+    return EventFormat(id=event_id, system=system, name=name, fields=fields, print_fmt=print_fmt, source=text)
+
+
+def parse_header_page(text: str, path: str | None = None) -> dict[str, FieldFormat]:
+    """Parse ``events/header_page``: timestamp, commit (its size is the kernel's long), data."""
+    out: dict[str, FieldFormat] = {}
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if line.strip().startswith("field:"):
+            f = parse_field_line(line, path, lineno)
+            out[f.name] = f
+    for needed in ("timestamp", "commit", "data"):
+        if needed not in out:
+            raise CaptureError(path, None, f"header_page has no '{needed}' field")
+    return out
+
+
+def load_format_dir(directory: str | Path) -> list[EventFormat]:
+    """Load every ``*.format`` file of a bundled format directory (system taken from the prefix)."""
+    formats = []
+    for p in sorted(Path(directory).glob("*.format")):
+        text = p.read_text()
+        system = _guess_system(p.stem)
+        formats.append(parse_event_format(text, system, str(p)))
+    return formats
+
+
+def _guess_system(stem: str) -> str:
+    for prefix in ("irq_", "sched_", "timer_", "ftrace_", "ipi_"):
+        if stem.startswith(prefix):
+            return prefix[:-1]
+    return "kvm"

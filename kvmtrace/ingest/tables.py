@@ -1,0 +1,158 @@
+"""The event tables every reader produces: one common table in time order plus one typed table per event.
+
+Contract (documented in docs/tables.md):
+
+``EventTables.events`` (the common table), one row per event, in global time order
+(``ts``, then ``cpu``, then position in that CPU's stream):
+
+=========  ===========  ==========================================================
+column     dtype        meaning
+=========  ===========  ==========================================================
+idx        UInt32       row number in this table; the join key of the typed tables
+ts         Int64        timestamp in ns (after OFFSET / TSC2NSEC / TIME_SHIFT)
+cpu        Int32        CPU the event was recorded on
+pid        Int32        common_pid
+comm       Categorical  task name from saved cmdlines (``<idle>`` for 0, ``<...>`` unknown)
+event      Categorical  event name (``sched_switch``); ``system`` in ``EventTables.formats``
+buffer     Categorical  ftrace instance ("" for the top-level buffer)
+flags      UInt8        common_flags (irqs-off, need-resched, hardirq, softirq bits)
+preempt    UInt8        common_preempt_count
+=========  ===========  ==========================================================
+
+``EventTables.by_event[name]``: ``idx``, ``ts``, ``cpu``, ``pid`` then every payload field of
+the event's format (where the event has a field named ``cpu`` or ``pid`` itself, e.g.
+``sched_wakeup.pid`` or ``ipi_send_cpu.cpu``, the key column is called ``common_cpu`` /
+``common_pid`` in that table: see ``typed_key_names``), typed from the format file: integers by size and signedness, ``bool`` as
+Boolean, char arrays and ``__data_loc char[]`` as String, other arrays as List of integers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+from kvmtrace.ingest.formats import EventFormat
+
+COMMON_SCHEMA: dict[str, pl.DataType] = {
+    "idx": pl.UInt32(),
+    "ts": pl.Int64(),
+    "cpu": pl.Int32(),
+    "pid": pl.Int32(),
+    "comm": pl.Categorical(),
+    "event": pl.Categorical(),
+    "buffer": pl.Categorical(),
+    "flags": pl.UInt8(),
+    "preempt": pl.UInt8(),
+}
+TYPED_KEY_COLUMNS = ("idx", "ts", "cpu", "pid")
+MARKER_EVENTS = ("print", "tracing_mark_write")
+
+
+def typed_key_names(field_names: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """Key column -> its name in a typed table whose payload fields are ``field_names``."""
+    names = set(field_names)
+    return {k: (f"common_{k}" if k in names else k) for k in TYPED_KEY_COLUMNS}
+
+
+@dataclass
+class SkippedRegion:
+    """A part of the input that could not be decoded and was skipped (never silently)."""
+
+    where: str  # "buffer '' cpu 1 page 17 (file offset 0x1a000)" or "line 1234"
+    reason: str
+    records_lost: int | None = None  # None when unknown
+
+
+@dataclass
+class ReadReport:
+    """Everything a reader could not turn into rows, counted: nothing is lost silently."""
+
+    lost_events: dict[str, dict[int, int]] = field(default_factory=dict)  # buffer -> cpu -> count
+    lost_unknown_pages: dict[str, dict[int, int]] = field(default_factory=dict)  # pages flagged, count not stored
+    kernel_overruns: dict[str, dict[int, int]] = field(default_factory=dict)  # from CPUSTAT / per_cpu stats
+    skipped: list[SkippedRegion] = field(default_factory=list)
+    unknown_events: dict[str, int] = field(default_factory=dict)  # "id 123" or text event name -> count
+    unparsed_lines: int = 0
+
+    def total_lost(self) -> int:
+        return sum(n for per_cpu in self.lost_events.values() for n in per_cpu.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "lost_events": {b: {str(c): n for c, n in v.items()} for b, v in self.lost_events.items()},
+            "lost_unknown_pages": {b: {str(c): n for c, n in v.items()} for b, v in self.lost_unknown_pages.items()},
+            "kernel_overruns": {b: {str(c): n for c, n in v.items()} for b, v in self.kernel_overruns.items()},
+            "skipped": [s.__dict__ for s in self.skipped],
+            "unknown_events": dict(self.unknown_events),
+            "unparsed_lines": self.unparsed_lines,
+        }
+
+
+@dataclass
+class CaptureMeta:
+    """Facts about the input file itself."""
+
+    path: str
+    kind: str  # "trace.dat" or "text"
+    version: str = ""  # "6", "7", or the text flavour ("report -R -t", "kernel trace")
+    compression: str = "none"
+    endian: str = "little"
+    long_size: int | None = None
+    page_size: int | None = None
+    clock: str | None = None
+    cpus: int | None = None
+    uname: str | None = None
+    tracer_version: str | None = None
+    buffers: list[str] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class EventTables:
+    """A capture's events as polars tables. See the module docstring for the columns."""
+
+    events: pl.DataFrame
+    by_event: dict[str, pl.DataFrame]
+    formats: dict[str, EventFormat]
+    meta: CaptureMeta
+    report: ReadReport
+    cmdlines: dict[int, str] = field(default_factory=dict)
+
+    def has(self, name: str) -> bool:
+        return name in self.by_event and self.by_event[name].height > 0
+
+    def table(self, name: str) -> pl.DataFrame:
+        """The typed table of one event; an empty, correctly typed frame when the capture has none."""
+        if name in self.by_event:
+            return self.by_event[name]
+        fmt = self.formats.get(name)
+        fields = fmt.payload_fields if fmt is not None else []
+        keys = typed_key_names([f.name for f in fields])
+        schema: dict[str, pl.DataType] = {keys[k]: COMMON_SCHEMA[k] for k in TYPED_KEY_COLUMNS}
+        for f in fields:
+            schema[f.name] = f.polars_dtype()
+        return pl.DataFrame(schema=schema)
+
+    def markers(self) -> pl.DataFrame:
+        """Marker events (``print`` / ``tracing_mark_write``): idx, ts, cpu, pid, comm, text."""
+        frames = []
+        for name in MARKER_EVENTS:
+            if name not in self.by_event:
+                continue
+            t = self.by_event[name]
+            text_col = "buf" if "buf" in t.columns else ("str" if "str" in t.columns else None)
+            if text_col is None:
+                continue
+            frames.append(t.select("idx", "ts", "cpu", "pid",
+                                   pl.col(text_col).str.strip_chars_end("\r\n").alias("text")))
+        if not frames:
+            return pl.DataFrame(schema={"idx": pl.UInt32(), "ts": pl.Int64(), "cpu": pl.Int32(),
+                                        "pid": pl.Int32(), "comm": pl.String(), "text": pl.String()})
+        m = pl.concat(frames).sort("ts", "idx")
+        comm = self.events.select("idx", pl.col("comm").cast(pl.String))
+        return m.join(comm, on="idx", how="left").select("idx", "ts", "cpu", "pid", "comm", "text")

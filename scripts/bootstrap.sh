@@ -1,0 +1,36 @@
+#!/bin/sh
+# Set up everything kvmtrace needs on a fresh Debian machine: trace-cmd and rt-tests
+# (when root and missing), a virtualenv in .venv, and the package itself.
+#   scripts/bootstrap.sh        runtime only
+#   scripts/bootstrap.sh --dev  plus the test tooling (pytest, hypothesis, ruff, mypy)
+set -eu
+cd "$(dirname "$0")/.."
+want_dev=0
+[ "${1:-}" = "--dev" ] && want_dev=1
+
+need_pkgs=""
+command -v trace-cmd >/dev/null 2>&1 || need_pkgs="$need_pkgs trace-cmd"
+if [ "$want_dev" = 1 ]; then
+    command -v cyclictest >/dev/null 2>&1 || need_pkgs="$need_pkgs rt-tests"
+fi
+if [ -n "$need_pkgs" ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "bootstrap: installing Debian packages:$need_pkgs" >&2
+        apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need_pkgs >/dev/null
+    else
+        echo "bootstrap: please install:$need_pkgs (trace-cmd is the reference reader)" >&2
+    fi
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+extra=""
+[ "$want_dev" = 1 ] && extra="[dev]"
+stamp=".venv/.kvmtrace-installed$extra"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+    .venv/bin/python -m pip install -q -e ".$extra"
+    touch "$stamp"
+fi
