@@ -41,7 +41,7 @@ def test_field_values_equal(pair: tuple) -> None:
         for row in by_idx:
             text = wanted[row["idx"]]
             for fld in fmt.payload_fields:
-                if fld.name not in text or fld.array_len is not None and not fld.is_string:
+                if fld.name not in text or (fld.array_len is not None and not fld.is_string):
                     continue
                 ours = row[fld.name]
                 theirs = text[fld.name]

@@ -7,13 +7,15 @@ buffers and CPUs into global time order (ties: buffer, then CPU, then stream ord
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 
-from kvmtrace.ingest.fields import field_series, gather_int, gather_uint
+from kvmtrace.ingest.fields import Words, field_series
 from kvmtrace.ingest.formats import EventFormat
 from kvmtrace.ingest.pages import PageRecords, walk_pages
 from kvmtrace.ingest.tables import (
@@ -53,18 +55,19 @@ def decode_tracedat(f: TraceDatFile, progress: Progress | None = None) -> EventT
     order = np.argsort(ts, kind="stable")
     ts, payload, length, cpu, buf_idx = ts[order], payload[order], length[order], cpu[order], buf_idx[order]
     del order
-    e = f.endian_char
+    words = Words(f.blob, f.endian_char)
     formats = _formats_by_id(f.formats)
     common = _common_layout(f.formats)
-    type_id = gather_uint(f.blob, payload + common["common_type"][0], common["common_type"][1], e)
-    pid = gather_int(f.blob, payload + common["common_pid"][0], 4, True, e).astype(np.int32)
-    events = _common_table(f, ts, cpu, pid, type_id, buf_idx, payload, formats, report)
+    type_id = words.uint(payload + common["common_type"][0], common["common_type"][1])
+    pid = words.int(payload + common["common_pid"][0], 4, True)
+    events = _common_table(f, words, ts, cpu, pid, type_id, buf_idx, payload, formats, report)
     if progress:
         progress("decoding fields", 0.75)
-    by_event = _typed_tables(f, formats, type_id, ts, cpu, pid, payload, length)
+    by_event = _typed_tables(words, formats, type_id, ts, cpu, pid, payload, length)
     if progress:
         progress("done", 1.0)
     meta = _meta(f)
+    report.kernel_overruns = _cpustat_overruns(f.options.get("CPUSTAT", []))
     return EventTables(events=events, by_event=by_event,
                        formats={fmt.name: fmt for fmt in formats.values()}, meta=meta,
                        report=report, cmdlines=dict(f.cmdlines))
@@ -75,12 +78,18 @@ def _concat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
 
 
 def _walk_all(f: TraceDatFile, report: ReadReport, progress: Progress | None) -> list[_Stream]:
-    streams = []
     todo = [(bi, b, c) for bi, b in enumerate(f.buffers) for c in b.cpus if c.length]
-    for n, (bi, buf, cpu) in enumerate(todo):
-        if progress:
-            progress(f"walking pages: buffer {buf.name or 'top'} cpu {cpu.cpu}", 0.5 * n / max(1, len(todo)))
-        rec = walk_pages(f.cpu_pages(cpu), buf.page_size, f.commit_size, f.page_data_offset, f.big_endian)
+    if progress:
+        progress("walking ring-buffer pages", 0.1)
+
+    def walk(job: tuple[int, BufferData, CpuData]) -> PageRecords:
+        _bi, buf, cpu = job
+        return walk_pages(f.cpu_pages(cpu), buf.page_size, f.commit_size, f.page_data_offset, f.big_endian)
+
+    with ThreadPoolExecutor(max_workers=_workers()) as pool:
+        walked = list(pool.map(walk, todo))
+    streams = []
+    for (bi, buf, cpu), rec in zip(todo, walked, strict=True):
         _account(report, f, buf, cpu, rec)
         ts = _correct(rec.ts, cpu.cpu, f.correction)
         streams.append(_Stream(bi, cpu.cpu, ts, rec.payload + cpu.start, rec.length))
@@ -156,13 +165,12 @@ def _common_layout(formats: list[EventFormat]) -> dict[str, tuple[int, int]]:
     return layout
 
 
-def _common_table(f: TraceDatFile, ts: np.ndarray, cpu: np.ndarray, pid: np.ndarray, type_id: np.ndarray,
-                  buf_idx: np.ndarray, payload: np.ndarray, formats: dict[int, EventFormat],
-                  report: ReadReport) -> pl.DataFrame:
-    e = f.endian_char
+def _common_table(f: TraceDatFile, words: Words, ts: np.ndarray, cpu: np.ndarray, pid: np.ndarray,
+                  type_id: np.ndarray, buf_idx: np.ndarray, payload: np.ndarray,
+                  formats: dict[int, EventFormat], report: ReadReport) -> pl.DataFrame:
     layout = _common_layout(f.formats)
-    flags = gather_uint(f.blob, payload + layout["common_flags"][0], 1, e)
-    preempt = gather_uint(f.blob, payload + layout["common_preempt_count"][0], 1, e)
+    flags = words.uint(payload + layout["common_flags"][0], 1)
+    preempt = words.uint(payload + layout["common_preempt_count"][0], 1)
     event = _event_names(type_id, formats, report)
     comm = _comm_names(pid, f.cmdlines)
     buffer = pl.Series([b.name for b in f.buffers], dtype=pl.Categorical).gather(buf_idx.astype(np.uint32))
@@ -212,33 +220,45 @@ def _comm_names(pid: np.ndarray, cmdlines: dict[int, str]) -> pl.Series:
     return pl.Series(names, dtype=pl.Categorical).gather(codes)
 
 
-def _typed_tables(f: TraceDatFile, formats: dict[int, EventFormat], type_id: np.ndarray, ts: np.ndarray,
+def _typed_tables(words: Words, formats: dict[int, EventFormat], type_id: np.ndarray, ts: np.ndarray,
                   cpu: np.ndarray, pid: np.ndarray, payload: np.ndarray, length: np.ndarray
                   ) -> dict[str, pl.DataFrame]:
-    e = f.endian_char
     by_type = np.argsort(type_id, kind="stable")
     sorted_ids = type_id[by_type]
     bounds = np.flatnonzero(np.diff(sorted_ids)) + 1
     starts = np.concatenate(([0], bounds))
     ends = np.concatenate((bounds, [len(sorted_ids)]))
-    out: dict[str, pl.DataFrame] = {}
-    for lo, hi in zip(starts, ends, strict=True):
-        if hi <= lo:
-            continue
-        fmt = formats.get(int(sorted_ids[lo]))
-        if fmt is None:
-            continue
-        rows = by_type[lo:hi]
+    jobs = [(formats[int(sorted_ids[lo])], by_type[lo:hi]) for lo, hi in zip(starts, ends, strict=True)
+            if hi > lo and int(sorted_ids[lo]) in formats]
+    jobs.sort(key=lambda job: -len(job[1]))
+
+    def build(job: tuple[EventFormat, np.ndarray]) -> tuple[str, pl.DataFrame]:
+        fmt, rows = job
         keys = typed_key_names([fld.name for fld in fmt.payload_fields])
         cols: list[pl.Series] = [
             pl.Series("idx", rows.astype(np.uint32)), pl.Series("ts", ts[rows]),
             pl.Series(keys["cpu"], cpu[rows]), pl.Series(keys["pid"], pid[rows]),
         ]
         p, ln = payload[rows], length[rows]
-        for fld in fmt.payload_fields:
-            cols.append(field_series(f.blob, p, ln, fld, e))
-        out[fmt.name] = pl.DataFrame(cols)
-    return out
+        cols.extend(field_series(words, p, ln, fld) for fld in fmt.payload_fields)
+        return fmt.name, pl.DataFrame(cols)
+
+    with ThreadPoolExecutor(max_workers=_workers()) as pool:
+        return dict(pool.map(build, jobs))
+
+
+def _workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _cpustat_overruns(texts: list[str]) -> dict[str, dict[int, int]]:
+    """'overrun:' of each CPUSTAT option (the kernel's per_cpu/cpuN/stats at record time)."""
+    out: dict[int, int] = {}
+    for n, text in enumerate(texts):
+        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+        cpu = int(fields.get("CPU", n))
+        out[cpu] = int(fields.get("overrun", "0").strip() or 0)
+    return {"": out} if out else {}
 
 
 def _meta(f: TraceDatFile) -> CaptureMeta:

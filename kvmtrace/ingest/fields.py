@@ -10,21 +10,45 @@ from kvmtrace.ingest.formats import FieldFormat
 _MATRIX_BYTES = 64 << 20  # bytes gathered at once when cutting strings out of records
 
 
-def gather_uint(blob: np.ndarray, addr: np.ndarray, size: int, e: str) -> np.ndarray:
-    """Unsigned integers of ``size`` bytes at byte addresses ``addr`` (any alignment)."""
-    if len(addr) == 0:
-        return np.zeros(0, f"u{size}")
-    if size == 1:
-        return blob[addr]
-    if size in (2, 4, 8) and not np.any(addr % size):
-        view = blob[: len(blob) // size * size].view(f"{e}u{size}")
-        return view[addr // size].astype(f"u{size}")
-    if size == 8 and not np.any(addr % 4):
-        words = blob[: len(blob) // 4 * 4].view(f"{e}u4")
-        first = words[addr // 4].astype(np.uint64)
-        second = words[addr // 4 + 1].astype(np.uint64)
-        lo, hi = (second, first) if e == ">" else (first, second)
+class Words:
+    """The blob as native u32 words in the file's byte order, for gathering aligned fields fast."""
+
+    def __init__(self, blob: np.ndarray, e: str) -> None:
+        self.blob = blob
+        self.e = e
+        self.words = blob[: len(blob) // 4 * 4].view(f"{e}u4")
+
+    def uint(self, addr: np.ndarray, size: int) -> np.ndarray:
+        """Unsigned integers of ``size`` bytes at byte addresses ``addr``."""
+        if len(addr) == 0:
+            return np.zeros(0, f"u{size}")
+        head = int(addr[0]) & 3
+        if size == 1:
+            return self.blob[addr]
+        if size in (2, 4, 8) and head % min(size, 4) == 0 and not np.any((addr & 3) != head):
+            return self._aligned(addr >> 2, head, size)
+        return _bytes_uint(self.blob, addr, size, self.e)
+
+    def _aligned(self, word: np.ndarray, head: int, size: int) -> np.ndarray:
+        w = self.words[word]
+        if size == 4:
+            return w.astype(np.uint32, copy=False)
+        if size == 2:
+            shift = 8 * (4 - head - 2) if self.e == ">" else 8 * head
+            return ((w >> np.uint32(shift)) & np.uint32(0xFFFF)).astype(np.uint16)
+        second = self.words[np.minimum(word + 1, len(self.words) - 1)].astype(np.uint64)
+        first = w.astype(np.uint64)
+        lo, hi = (second, first) if self.e == ">" else (first, second)
         return lo | (hi << np.uint64(32))
+
+    def int(self, addr: np.ndarray, size: int, signed: bool) -> np.ndarray:
+        raw = self.uint(addr, size)
+        if signed and size in (1, 2, 4, 8):
+            return raw.view(f"i{size}")
+        return raw
+
+
+def _bytes_uint(blob: np.ndarray, addr: np.ndarray, size: int, e: str) -> np.ndarray:
     out = np.zeros(len(addr), np.uint64)
     for k in range(size):
         shift = (size - 1 - k) if e == ">" else k
@@ -32,11 +56,13 @@ def gather_uint(blob: np.ndarray, addr: np.ndarray, size: int, e: str) -> np.nda
     return out.astype(f"u{size}") if size in (1, 2, 4, 8) else out
 
 
+def gather_uint(blob: np.ndarray, addr: np.ndarray, size: int, e: str) -> np.ndarray:
+    """Unsigned integers of ``size`` bytes at byte addresses ``addr`` (any alignment)."""
+    return Words(blob, e).uint(addr, size)
+
+
 def gather_int(blob: np.ndarray, addr: np.ndarray, size: int, signed: bool, e: str) -> np.ndarray:
-    raw = gather_uint(blob, addr, size, e)
-    if signed and size in (1, 2, 4, 8):
-        return raw.view(f"i{size}")
-    return raw
+    return Words(blob, e).int(addr, size, signed)
 
 
 def strings_from_spans(blob: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> pl.Series:
@@ -63,12 +89,12 @@ def strings_from_spans(blob: np.ndarray, starts: np.ndarray, lengths: np.ndarray
     return pl.Series(values=fixed).cast(pl.String, strict=False)
 
 
-def field_series(blob: np.ndarray, payload: np.ndarray, length: np.ndarray, f: FieldFormat,
-                 e: str) -> pl.Series:
+def field_series(words: Words, payload: np.ndarray, length: np.ndarray, f: FieldFormat) -> pl.Series:
     """One field of one event type, for every record (payload byte addresses given)."""
+    blob, e = words.blob, words.e
     addr = payload + f.offset
     if f.is_dynamic:
-        return _dynamic_field(blob, payload, addr, f, e)
+        return _dynamic_field(words, payload, addr, f)
     if f.array_len == 0:  # trailing "char buf[]": the rest of the record
         span = np.clip(length - f.offset, 0, None)
         if f.is_string:
@@ -78,15 +104,15 @@ def field_series(blob: np.ndarray, payload: np.ndarray, length: np.ndarray, f: F
         if f.is_string:
             return strings_from_spans(blob, addr, np.full(len(addr), f.size)).alias(f.name)
         return _int_lists(blob, addr, np.full(len(addr), f.size), f.element_size, f.signed, e).alias(f.name)
-    values = gather_int(blob, addr, f.size, f.signed, e)
+    values = words.int(addr, f.size, f.signed)
     if f.is_bool:
         return pl.Series(f.name, values != 0)
     return pl.Series(f.name, values, dtype=f.polars_dtype())
 
 
-def _dynamic_field(blob: np.ndarray, payload: np.ndarray, addr: np.ndarray, f: FieldFormat,
-                   e: str) -> pl.Series:
-    loc = gather_uint(blob, addr, 4, e).astype(np.int64)
+def _dynamic_field(words: Words, payload: np.ndarray, addr: np.ndarray, f: FieldFormat) -> pl.Series:
+    blob, e = words.blob, words.e
+    loc = words.uint(addr, 4).astype(np.int64)
     offset, span = loc & 0xFFFF, loc >> 16
     start = (addr + 4 + offset) if f.rel_loc else (payload + offset)
     if f.is_string:

@@ -40,7 +40,6 @@ class PageRecords:
     ts: np.ndarray  # int64 raw ring-buffer time (before trace-cmd's corrections)
     payload: np.ndarray  # int64 offset of each payload in the CPU's byte array
     length: np.ndarray  # int32 payload length in bytes
-    page: np.ndarray  # int32 page number of each record
     lost_per_page: np.ndarray  # int64 missed-event count stored in page headers (0 if none)
     lost_flag_pages: np.ndarray  # bool: page flagged missed events without a stored count
     bad_pages: list[BadPage] = field(default_factory=list)
@@ -54,7 +53,7 @@ def walk_pages(data: np.ndarray, page_size: int, commit_size: int, data_offset: 
     e = ">" if big_endian else "<"
     if n_pages == 0:
         z = np.zeros(0, np.int64)
-        return PageRecords(z, z, z.astype(np.int32), z.astype(np.int32), z, z.astype(bool))
+        return PageRecords(z, z, z.astype(np.int32), z, z.astype(bool))
     pages = data[: n_pages * page_size].reshape(n_pages, page_size)
     page_ts = pages[:, 0:8].copy().view(e + "u8").ravel().astype(np.int64)
     commit_word = pages[:, 8:8 + commit_size].copy().view(f"{e}u{commit_size}").ravel().astype(np.uint64)
@@ -71,17 +70,13 @@ def walk_pages(data: np.ndarray, page_size: int, commit_size: int, data_offset: 
     stored = missed & ((flags & np.uint64(MISSED_STORED)) != 0)
     lost_per_page = _stored_missed_counts(pages, size, stored, data_offset, commit_size, e)
     words = data[: n_pages * page_size].view(e + "u4")
-    walker = _Walker(words, page_size, data_offset, size, big_endian)
+    walker = _Walker(words, page_size, data_offset, size, page_ts, big_endian)
     walker.run()
     bad.extend(walker.bad_pages)
-    rec = walker.records()
-    ts = _timestamps(rec, page_ts)
-    is_data = rec["type_len"] <= 28
-    lost_flag_pages = missed & ~stored
+    ts, payload, length = walker.records()
     return PageRecords(
-        ts=ts[is_data], payload=rec["payload"][is_data], length=rec["length"][is_data].astype(np.int32),
-        page=rec["page"][is_data].astype(np.int32), lost_per_page=lost_per_page,
-        lost_flag_pages=lost_flag_pages, bad_pages=sorted(bad, key=lambda b: b.page),
+        ts=ts, payload=payload, length=length, lost_per_page=lost_per_page,
+        lost_flag_pages=missed & ~stored, bad_pages=sorted(bad, key=lambda b: b.page),
         empty_pages=int(np.count_nonzero(size == 0)),
     )
 
@@ -98,110 +93,117 @@ def _stored_missed_counts(pages: np.ndarray, size: np.ndarray, stored: np.ndarra
 
 
 class _Walker:
-    """Lockstep walk: one record per active page per step."""
+    """Lockstep walk: one record per active page per step, timestamps kept running per page."""
 
     def __init__(self, words: np.ndarray, page_size: int, data_offset: int, size: np.ndarray,
-                 big_endian: bool) -> None:
+                 page_ts: np.ndarray, big_endian: bool) -> None:
         self.words = words
         self.n_words = len(words)
         self.page_size = page_size
         self.data_offset = data_offset
         self.size = size
+        self.page_ts = page_ts
         self.big_endian = big_endian
         self.steps: list[tuple[np.ndarray, ...]] = []
-        self.count = np.zeros(len(size), np.int64)
+        self.count = np.zeros(len(size), np.int64)  # data records emitted per page so far
         self.bad_pages: list[BadPage] = []
 
     def run(self) -> None:
         active = np.flatnonzero(self.size > 0)
-        pos = np.zeros(len(active), np.int64)  # byte position inside the page's data
-        base = active.astype(np.int64) * self.page_size + self.data_offset
-        while len(active):
-            active, pos, base = self._step(active, pos, base)
+        state = _State(active, np.zeros(len(active), np.int64),
+                       active.astype(np.int64) * self.page_size + self.data_offset,
+                       self.page_ts[active].copy(), self.size[active])
+        while len(state.page):
+            state = self._step(state)
 
-    def _step(self, active: np.ndarray, pos: np.ndarray, base: np.ndarray
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        at = base + pos
-        word_idx = at >> 2
-        header = self.words[word_idx].astype(np.int64)
-        nxt = self.words[np.minimum(word_idx + 1, self.n_words - 1)].astype(np.int64)
+    def _step(self, st: _State) -> _State:
+        at = st.base + st.pos
+        header = self.words[at >> 2]
         if self.big_endian:
-            type_len = header >> 27
-            delta = header & COMMIT_MASK
+            type_len = (header >> 27).astype(np.int64)
+            delta = (header & COMMIT_MASK).astype(np.int64)
         else:
-            type_len = header & 31
-            delta = header >> 5
-        small = (type_len >= 1) & (type_len <= 28)
-        is_big = type_len == 0
-        is_pad = type_len == TYPE_PADDING
-        is_time = type_len >= TYPE_TIME_EXTEND
-        length = np.where(small, type_len * 4, 0)
-        length = np.where(is_big, ((nxt - 4) + 3) & ~3, length)
-        payload_at = np.where(is_big, at + 8, at + 4)
-        rec_len = np.where(small, 4 + length, 0)
-        rec_len = np.where(is_big, 8 + length, rec_len)
-        rec_len = np.where(is_pad, 4 + nxt, rec_len)
-        rec_len = np.where(is_time, 8, rec_len)
-        delta = np.where(is_time, (nxt << TS_SHIFT) + delta, delta)
-        page_size = self.size[active]
-        end = pos + rec_len
-        broken = (end > page_size) | (is_big & (nxt < 4)) | (rec_len <= 0)
-        # a padding record with a zero delta fills the rest of the page
-        null_pad = is_pad & (delta == 0)
-        ok = ~broken
+            type_len = (header & 31).astype(np.int64)
+            delta = (header >> 5).astype(np.int64)
+        length = type_len << 2
+        rec_len = length + 4
+        special = np.flatnonzero((type_len == 0) | (type_len > 28))
+        payload = at + 4
+        if len(special):
+            self._special(special, at, type_len, delta, length, rec_len, payload, st)
+        ts = st.ts + delta
+        end = st.pos + rec_len
+        broken = end > st.size
+        if len(special):
+            broken |= rec_len <= 0
+            ts[special] = np.where(type_len[special] == TYPE_TIME_STAMP, delta[special], ts[special])
         if broken.any():
-            self._note_broken(active[broken], pos[broken], type_len[broken], rec_len[broken],
-                              page_size[broken])
-        keep = ok
-        self.steps.append((active[keep], self.count[active[keep]], type_len[keep], delta[keep],
-                           payload_at[keep], length[keep]))
-        self.count[active[keep]] += 1
-        cont = ok & ~null_pad & (end < page_size)
-        return active[cont], end[cont], base[cont]
+            self._note_broken(st, np.flatnonzero(broken), type_len, rec_len)
+        is_data = (type_len <= 28) & ~broken
+        if len(special) or not is_data.all():
+            sel = np.flatnonzero(is_data)
+            self._emit(st.page[sel], ts[sel], payload[sel], length[sel])
+        else:
+            self._emit(st.page, ts, payload, length)
+        cont = (end < st.size) & ~broken
+        if len(special):
+            cont &= ~((type_len == TYPE_PADDING) & (delta == 0))
+        if cont.all():
+            return _State(st.page, end, st.base, ts, st.size)
+        keep = np.flatnonzero(cont)
+        return _State(st.page[keep], end[keep], st.base[keep], ts[keep], st.size[keep])
 
-    def _note_broken(self, pages: np.ndarray, pos: np.ndarray, type_len: np.ndarray, rec_len: np.ndarray,
-                     page_len: np.ndarray) -> None:
-        for p, o, t, r, s in zip(pages, pos, type_len, rec_len, page_len, strict=True):
-            why = (f"record at data byte {int(o)} (type_len {int(t)}, length {int(r)}) "
-                   f"runs past the page's {int(s)} committed bytes")
-            self.bad_pages.append(BadPage(int(p), int(o), why, int(self.count[p])))
+    def _special(self, special: np.ndarray, at: np.ndarray, type_len: np.ndarray, delta: np.ndarray,
+                 length: np.ndarray, rec_len: np.ndarray, payload: np.ndarray, st: _State) -> None:
+        """Fix up the rare records: big data (type 0), padding, time extend and absolute time."""
+        word_after = self.words[np.minimum((at[special] >> 2) + 1, self.n_words - 1)].astype(np.int64)
+        tl = type_len[special]
+        big, pad, time = tl == 0, tl == TYPE_PADDING, tl >= TYPE_TIME_EXTEND
+        big_len = ((word_after - 4) + 3) & ~3
+        length[special] = np.where(big, big_len, 0)
+        payload[special] = np.where(big, at[special] + 8, payload[special])
+        rec = np.where(big, 8 + big_len, 8)
+        rec = np.where(pad, 4 + word_after, rec)
+        rec = np.where(big & (word_after < 4), -1, rec)
+        rec_len[special] = rec
+        extended = (word_after << TS_SHIFT) + delta[special]
+        msb = st.ts[special] & ~((1 << 59) - 1)
+        delta[special] = np.where(time, extended, delta[special])
+        delta[special] = np.where(tl == TYPE_TIME_STAMP, extended | msb, delta[special])
 
-    def records(self) -> dict[str, np.ndarray]:
+    def _emit(self, page: np.ndarray, ts: np.ndarray, payload: np.ndarray, length: np.ndarray) -> None:
+        self.steps.append((page, self.count[page], ts, payload, length))
+        self.count[page] += 1
+
+    def _note_broken(self, st: _State, idx: np.ndarray, type_len: np.ndarray, rec_len: np.ndarray) -> None:
+        for i in idx:
+            p = int(st.page[i])
+            why = (f"record at data byte {int(st.pos[i])} (type_len {int(type_len[i])}, length "
+                   f"{int(rec_len[i])}) runs past the page's {int(st.size[i])} committed bytes")
+            self.bad_pages.append(BadPage(p, int(st.pos[i]), why, int(self.count[p])))
+
+    def records(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """ts, payload, length of every data record in stream (page-major) order."""
         starts = np.concatenate(([0], np.cumsum(self.count)))[:-1]
         total = int(self.count.sum())
-        out = {
-            "page": np.empty(total, np.int64), "type_len": np.empty(total, np.int64),
-            "delta": np.empty(total, np.int64), "payload": np.empty(total, np.int64),
-            "length": np.empty(total, np.int64),
-        }
-        for pages, seq, type_len, delta, payload, length in self.steps:
-            dest = starts[pages] + seq
-            out["page"][dest] = pages
-            out["type_len"][dest] = type_len
-            out["delta"][dest] = delta
-            out["payload"][dest] = payload
-            out["length"][dest] = length
+        ts = np.empty(total, np.int64)
+        payload = np.empty(total, np.int64)
+        length = np.empty(total, np.int32)
+        for pg, seq, t, p, ln in self.steps:
+            dest = starts[pg] + seq
+            ts[dest] = t
+            payload[dest] = p
+            length[dest] = ln
         self.steps = []
-        return out
+        return ts, payload, length
 
 
-def _timestamps(rec: dict[str, np.ndarray], page_ts: np.ndarray) -> np.ndarray:
-    """Running timestamps: page time plus the deltas, reset by absolute time stamps."""
-    n = len(rec["page"])
-    if n == 0:
-        return np.zeros(0, np.int64)
-    page = rec["page"]
-    is_abs = rec["type_len"] == TYPE_TIME_STAMP
-    inc = np.where(is_abs, 0, rec["delta"])
-    page_start = np.empty(n, bool)
-    page_start[0] = True
-    page_start[1:] = page[1:] != page[:-1]
-    seg_start = page_start | is_abs
-    seg_base = np.where(is_abs, rec["delta"], page_ts[page])
-    cs = np.cumsum(inc)
-    seg_id = np.cumsum(seg_start) - 1
-    starts = np.flatnonzero(seg_start)
-    offset_at_start = cs[starts] - inc[starts]
-    msb = page_ts[page] & ~((1 << 59) - 1)
-    base = np.where(is_abs[starts], seg_base[starts] | msb[starts], seg_base[starts])
-    return base[seg_id] + (cs - offset_at_start[seg_id])
+@dataclass
+class _State:
+    """Per active page: page number, position in its data, file address of the data, running time."""
+
+    page: np.ndarray
+    pos: np.ndarray
+    base: np.ndarray
+    ts: np.ndarray
+    size: np.ndarray

@@ -22,8 +22,9 @@ preempt    UInt8        common_preempt_count
 ``EventTables.by_event[name]``: ``idx``, ``ts``, ``cpu``, ``pid`` then every payload field of
 the event's format (where the event has a field named ``cpu`` or ``pid`` itself, e.g.
 ``sched_wakeup.pid`` or ``ipi_send_cpu.cpu``, the key column is called ``common_cpu`` /
-``common_pid`` in that table: see ``typed_key_names``), typed from the format file: integers by size and signedness, ``bool`` as
-Boolean, char arrays and ``__data_loc char[]`` as String, other arrays as List of integers.
+``common_pid`` in that table: see ``typed_key_names``), typed from the format file: integers
+by size and signedness, ``bool`` as Boolean, char arrays and ``__data_loc char[]`` as String,
+other arrays as List of integers.
 """
 
 from __future__ import annotations

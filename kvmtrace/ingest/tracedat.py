@@ -18,6 +18,7 @@ import numpy as np
 
 from kvmtrace.errors import CaptureError
 from kvmtrace.ingest.formats import EventFormat, FieldFormat, parse_event_format, parse_header_page
+from kvmtrace.ingest.tables import EventTables
 
 MAGIC = b"\x17\x08\x44tracing"
 
@@ -575,7 +576,7 @@ class _Builder:
             pos += usize
 
     def _latency_text(self, offset: int) -> str:
-        sec_id, flags, size, cur = self._section_header(offset)
+        _sec_id, _flags, size, cur = self._section_header(offset)
         return bytes(self.view[cur.pos:cur.pos + size]).decode("utf-8", "replace")
 
     def result(self) -> TraceDatFile:
@@ -646,7 +647,7 @@ def _parse_time_shift(data: bytes, e: str) -> TimeShift:
     return TimeShift(peer, flags, samples)
 
 
-def read_tracedat(path: str | Path, progress: Any = None) -> Any:
+def read_tracedat(path: str | Path, progress: Any = None) -> EventTables:
     """Read a trace.dat file into EventTables (see ``kvmtrace.ingest.tables``)."""
     from kvmtrace.ingest.decode import decode_tracedat
 

@@ -1,0 +1,215 @@
+"""Turn trace text (trace-cmd report or tracefs ``trace``) into a frame of parsed line prefixes.
+
+Everything here is vectorised: the file is read once as bytes, split into a polars String
+column, and the common prefix (buffer, comm, pid, cpu, latency flags, timestamp, event name)
+is extracted with one regex per layout. Lines that are not events are classified (header,
+lost-event notice, unparsed).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+import zstandard
+
+from kvmtrace.errors import CaptureError
+
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+_BUFFER = r"(?:(?P<buffer>[^\s\[\]:]+): )?"
+_TS_EVENT = r"(?P<sec>\d+)\.(?P<frac>\d+): (?P<event>\w+):\s*(?P<rest>.*)$"
+# "comm-pid [CPU] [flags] ts: event: payload" (trace-cmd report, tracefs trace).
+BRACKET_LINE = (
+    "^" + _BUFFER + r"\s*(?P<comm>.*?)-(?P<pid>\d+)\s+\[(?P<cpu>\d+)\]\s+"
+    r"(?:(?P<lat>[.a-zA-Z0-9]{4,5})\s+)?" + _TS_EVENT
+)
+# "comm-pid CPUflags ts: event: payload" (trace-cmd report -l).
+LATENCY_LINE = (
+    "^" + _BUFFER + r"\s*(?P<comm>.*?)-(?P<pid>\d+)\s+(?P<cpu>\d+)"
+    r"(?P<lat>[.a-zA-Z][.a-zA-Z0-9]{3,4}|-0x[0-9a-fA-F]+)\s+" + _TS_EVENT
+)
+LINE_LAYOUTS = (BRACKET_LINE, LATENCY_LINE)
+PREFIX_COLUMNS = ("buffer", "comm", "pid", "cpu", "lat", "sec", "frac", "event", "rest")
+
+# "CPU:1 [LOST 12 EVENTS]" (kernel), "CPU:1 [12 EVENTS DROPPED]", "CPU:1 [EVENTS DROPPED]"
+LOST_LINE = (
+    "^"
+    + _BUFFER
+    + r"\s*CPU:?\s*(?P<cpu>\d+):?\s*\[?(?:LOST (?P<n1>\d+) EVENTS|(?P<n2>\d+) EVENTS DROPPED"
+    r"|EVENTS DROPPED|.*LOST.*?(?P<n3>\d+))"
+)
+# header / informational lines that carry no event
+NOISE_LINE = (
+    r"^\s*(?:#.*|cpus=\d+|version\s*=\s*\d+|CPU\s*\d+ is empty|"
+    r"[^\s:]+: \s*#.*|##### CPU \d+ buffer started ####|)\s*$"
+)
+
+
+@dataclass
+class RawText:
+    """The decompressed text and how it was stored."""
+
+    data: bytes
+    compression: str
+
+
+@dataclass
+class ClassifiedLines:
+    """Event prefixes plus what the non-event lines were."""
+
+    events: pl.DataFrame  # line (0-based), PREFIX_COLUMNS
+    cpus: int | None
+    lost: dict[str, dict[int, int]] = field(default_factory=dict)
+    lost_unknown: dict[str, dict[int, int]] = field(default_factory=dict)
+    unparsed: pl.DataFrame = field(default_factory=pl.DataFrame)  # line, text
+    total_lines: int = 0
+
+
+def read_raw(path: Path) -> RawText:
+    """Read the file and decompress gzip/zstd, detected by magic bytes."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CaptureError(path, None, f"cannot read file: {exc.strerror or exc}") from None
+    if data.startswith(GZIP_MAGIC):
+        try:
+            return RawText(gzip.decompress(data), "gzip")
+        except (OSError, EOFError) as exc:
+            raise CaptureError(path, None, f"corrupt gzip data: {exc}") from None
+    if data.startswith(ZSTD_MAGIC):
+        try:
+            reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data))
+            return RawText(reader.read(), "zstd")
+        except zstandard.ZstdError as exc:
+            raise CaptureError(path, None, f"corrupt zstd data: {exc}") from None
+    return RawText(data, "none")
+
+
+def split_lines(data: bytes) -> pl.Series:
+    """One String value per line (empty lines as null), in file order."""
+    if not data.strip():
+        return pl.Series("text", [], dtype=pl.String)
+    if b"\x1f" in data:
+        text = data.decode("utf-8", errors="replace")
+        return pl.Series("text", text.split("\n")).replace("", None)
+    frame = pl.read_csv(
+        data,
+        has_header=False,
+        separator="\x1f",
+        quote_char=None,
+        new_columns=["text"],
+        schema={"text": pl.String},
+        truncate_ragged_lines=True,
+        comment_prefix=None,
+        encoding="utf8-lossy",
+    )
+    return frame["text"]
+
+
+def parse_prefixes(lines: pl.Series) -> pl.DataFrame:
+    """Match every line against the event layouts; non-matching rows have a null ``event``."""
+    frame = lines.to_frame().with_row_index("line")
+    parsed = (
+        frame.lazy()
+        .select("line", "text", pl.col("text").str.extract_groups(BRACKET_LINE).alias("m"))
+        .unnest("m")
+        .collect()
+    )
+    missing = parsed.filter(pl.col("event").is_null() & pl.col("text").is_not_null())
+    if missing.height and missing.height < parsed.height:
+        # only a few lines: the second layout is only worth trying where the first failed
+        retry = _match_layout(missing, LATENCY_LINE)
+        parsed = parsed.update(retry, on="line", how="left")
+    elif missing.height:
+        parsed = _match_layout(parsed, LATENCY_LINE)
+    return parsed
+
+
+def _match_layout(frame: pl.DataFrame, layout: str) -> pl.DataFrame:
+    matched = frame.lazy().select(
+        "line", "text", pl.col("text").str.extract_groups(layout).alias("m")
+    )
+    return matched.unnest("m").select("line", "text", *PREFIX_COLUMNS).collect()
+
+
+def classify(lines: pl.Series, path: Path) -> ClassifiedLines:
+    """Split the text into event prefixes, header lines, lost-event notices and unparsed lines."""
+    parsed = parse_prefixes(lines)
+    other = parsed.filter(pl.col("event").is_null() & pl.col("text").is_not_null()).select(
+        "line", "text"
+    )
+    events = parsed.filter(pl.col("event").is_not_null()).drop("text")
+    cpus = _cpus_line(other)
+    noise = pl.col("text").str.contains(NOISE_LINE)
+    lost_frame = (
+        other.filter(~noise)
+        .select("line", "text", pl.col("text").str.extract_groups(LOST_LINE).alias("m"))
+        .unnest("m")
+    )
+    lost, lost_unknown = _lost_counts(lost_frame.filter(pl.col("cpu").is_not_null()))
+    unparsed = lost_frame.filter(pl.col("cpu").is_null()).select("line", "text")
+    if events.height == 0:
+        _raise_no_events(path, lines, unparsed)
+    return ClassifiedLines(
+        events=events,
+        cpus=cpus,
+        lost=lost,
+        lost_unknown=lost_unknown,
+        unparsed=unparsed,
+        total_lines=lines.len(),
+    )
+
+
+def _cpus_line(other: pl.DataFrame) -> int | None:
+    found = other.select(pl.col("text").str.extract(r"^\s*cpus=(\d+)\s*$", 1).drop_nulls().first())
+    value = found.item() if found.height else None
+    return int(value) if value is not None else None
+
+
+def _lost_counts(
+    frame: pl.DataFrame,
+) -> tuple[dict[str, dict[int, int]], dict[str, dict[int, int]]]:
+    lost: dict[str, dict[int, int]] = {}
+    unknown: dict[str, dict[int, int]] = {}
+    for row in frame.iter_rows(named=True):
+        buffer = row["buffer"] or ""
+        cpu = int(row["cpu"])
+        count = row["n1"] or row["n2"] or row["n3"]
+        target = lost if count is not None else unknown
+        per_cpu = target.setdefault(buffer, {})
+        per_cpu[cpu] = per_cpu.get(cpu, 0) + (int(count) if count is not None else 1)
+    return lost, unknown
+
+
+def _raise_no_events(path: Path, lines: pl.Series, unparsed: pl.DataFrame) -> None:
+    if unparsed.height:
+        lineno, text = unparsed.row(0)
+        raise CaptureError(
+            path,
+            f"line {lineno + 1}",
+            f"expected a trace-cmd report or tracefs trace line, got {_excerpt(text)!r}",
+        )
+    raise CaptureError(
+        path,
+        None if lines.len() == 0 else "line 1",
+        "expected a trace-cmd report or tracefs trace line, got no event lines"
+        + (" (empty file)" if lines.len() == 0 else ""),
+    )
+
+
+def _excerpt(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def looks_binary(data: bytes) -> bool:
+    """True for data that is not text at all (NUL bytes or mostly non-printable in the first KB)."""
+    head = data[:1024]
+    if b"\x00" in head:
+        return True
+    printable = sum(1 for b in head if b in (9, 10, 13) or 32 <= b < 127 or b >= 128)
+    return bool(head) and printable < 0.9 * len(head)

@@ -1,0 +1,1 @@
+"""Models built from event tables: phases, vCPU state timelines, interrupts, exits, faults."""

@@ -1,0 +1,1 @@
+"""Recording side of kvmtrace: capture helpers and the trace.dat writer."""

@@ -1,0 +1,1 @@
+"""Render results: rich terminal views, JSON documents, Parquet files."""
