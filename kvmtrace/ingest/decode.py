@@ -91,7 +91,7 @@ def _walk_all(f: TraceDatFile, report: ReadReport, progress: Progress | None) ->
     streams = []
     for (bi, buf, cpu), rec in zip(todo, walked, strict=True):
         _account(report, f, buf, cpu, rec)
-        ts = _correct(rec.ts, cpu.cpu, f.correction)
+        ts = _correct(rec.ts, cpu.cpu, f.correction, top_buffer=buf.name == "")
         streams.append(_Stream(bi, cpu.cpu, ts, rec.payload + cpu.start, rec.length))
     for buf in f.buffers:
         for c in buf.cpus:
@@ -115,10 +115,13 @@ def _account(report: ReadReport, f: TraceDatFile, buf: BufferData, cpu: CpuData,
                                             None))
 
 
-def _correct(ts: np.ndarray, cpu: int, c: TimestampCorrection) -> np.ndarray:
-    """Raw ring-buffer time -> reported ns: TIME_SHIFT, then TSC2NSEC, then OFFSET/DATE."""
+def _correct(ts: np.ndarray, cpu: int, c: TimestampCorrection, top_buffer: bool) -> np.ndarray:
+    """Raw ring-buffer time -> reported ns: TIME_SHIFT, then TSC2NSEC, then OFFSET/DATE.
+
+    Like trace-cmd report, TIME_SHIFT (guest -> host clock) applies to the top buffer only.
+    """
     out = ts
-    if c.time_shift is not None and cpu < len(c.time_shift.samples):
+    if top_buffer and c.time_shift is not None and cpu < len(c.time_shift.samples):
         out = _time_shift(out, c.time_shift.samples[cpu], c.time_shift.flags)
     if c.tsc2nsec is not None and c.tsc2nsec[0]:
         mult, shift, _ = c.tsc2nsec

@@ -86,7 +86,10 @@ def strings_from_spans(blob: np.ndarray, starts: np.ndarray, lengths: np.ndarray
         m[cols >= first_nul[:, None]] = 0
         parts.append(np.ascontiguousarray(m).view(f"S{width}").ravel())
     fixed = np.concatenate(parts) if len(parts) > 1 else parts[0]
-    return pl.Series(values=fixed).cast(pl.String, strict=False)
+    try:
+        return pl.Series(values=fixed).cast(pl.String)
+    except pl.exceptions.ComputeError:  # invalid UTF-8 somewhere: decode with U+FFFD replacements
+        return pl.Series(values=[b.decode("utf-8", "replace") for b in fixed.tolist()], dtype=pl.String)
 
 
 def field_series(words: Words, payload: np.ndarray, length: np.ndarray, f: FieldFormat) -> pl.Series:
