@@ -11,7 +11,7 @@ import pytest
 
 from kvmtrace.ingest.tracedat import read_tracedat
 from kvmtrace.record.tracedat_writer import TimeShiftSample
-from tests.test_tracedat_writer import BASE, COMBOS, Expected, events_of, new_writer, ordered, scenario
+from tests.test_tracedat_writer import BASE, COMBOS, Expected, events_of, new_writer, scenario
 
 
 def ours(path: Path) -> list[tuple[str, int, int, str, str]]:
