@@ -73,6 +73,109 @@ def convert(capture: CaptureArg,
     err.print(f"wrote {len(written)} files to {outdir}")
 
 
+Window = Annotated[str | None, typer.Option("--window", help="phase name, 'all' or START:END seconds "
+                                            "(default: the cyclictest phase if markers show one)")]
+
+
+@app.command()
+def analyze(capture: CaptureArg, window: Window = None,
+            worst: Annotated[int, typer.Option("--worst", help="how many worst interrupts to explain")] = 5,
+            json_out: Annotated[bool, typer.Option("--json", help="print the JSON document")] = False,
+            no_cache: NoCache = False) -> None:
+    """Every guest interrupt as a timeline of stages, percentiles, and who is to blame for the worst."""
+    from kvmtrace.analysis.latency import analyze as run
+    from kvmtrace.render.analyze import render_analyze
+
+    with user_errors():
+        doc = run(_open(capture, no_cache), window, worst).document()
+    if json_out:
+        sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+    else:
+        render_analyze(doc, Console())
+
+
+@app.command()
+def irqs(capture: CaptureArg,
+         out: Annotated[Path, typer.Option("--out", help="FILE.parquet, .csv or .json")],
+         window: Window = None, no_cache: NoCache = False) -> None:
+    """Write the per-interrupt table (columns: docs/stages.md)."""
+    from kvmtrace.analysis.latency import analyze as run
+    from kvmtrace.render.parquet import write_frame
+
+    with user_errors():
+        table = run(_open(capture, no_cache), window).table
+        write_frame(table, out)
+    err.print(f"wrote {table.height:,} interrupts to {out}")
+
+
+@app.command()
+def vcpus(capture: CaptureArg,
+          out: Annotated[Path | None, typer.Option("--out", help="state timeline: FILE.parquet, .csv, .json")] = None,
+          no_cache: NoCache = False) -> None:
+    """vCPU threads and the time each spent in guest, host_handling, blocked, preempted and waking."""
+    from kvmtrace.model.vcpus import state_summary, state_timeline, vcpu_threads
+    from kvmtrace.render.parquet import write_frame
+    from kvmtrace.render.tables import frame_table
+
+    with user_errors():
+        tables = _open(capture, no_cache).tables
+        threads = vcpu_threads(tables)
+        timeline = state_timeline(tables, threads["vcpu_tid"])
+        if out is not None:
+            write_frame(timeline, out)
+    console = Console()
+    console.print(frame_table(threads, "vCPU threads"))
+    console.print(frame_table(state_summary(timeline), "Time per state"))
+
+
+@app.command()
+def exits(capture: CaptureArg,
+          json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+          out: Annotated[Path | None, typer.Option("--out", help="write the per-exit table (.parquet, .csv, .json)")] = None,
+          window: Annotated[str | None, typer.Option("--window", help="only exits inside this phase")] = None,
+          by_thread: Annotated[bool, typer.Option("--by-thread", help="also show each vCPU thread")] = False,
+          no_cache: NoCache = False) -> None:
+    """Exit profile per class, vCPU thread and phase: handling and guest-run intervals, what happened inside."""
+    from kvmtrace.model.exits import exits_report
+    from kvmtrace.render.exits import render_exits, write_table
+
+    with user_errors():
+        cap = _open(capture, no_cache)
+        rep = exits_report(cap.tables, cap.phases, str(capture), window)
+        if out is not None:
+            write_table(rep.exits, out)
+    if json_out:
+        sys.stdout.write(json.dumps(rep.to_json(), indent=2, default=str) + "\n")
+    else:
+        render_exits(rep, Console(), by_thread)
+
+
+@app.command()
+def faults(capture: CaptureArg,
+           json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+           out: Annotated[Path | None, typer.Option("--out", help="write the per-fault table (.parquet, .csv, .json)")] = None,
+           window: Annotated[str | None, typer.Option("--window", help="only faults inside this phase")] = None,
+           guest: Annotated[Path | None, typer.Option("--guest", help="guest-side capture: count stage-1 faults")] = None,
+           no_cache: NoCache = False) -> None:
+    """Stage-2 faults: decoded ESR, RAM or MMIO, region, phase, handling cost, and when they happened."""
+    from kvmtrace.model.faults import faults_report
+    from kvmtrace.render.exits import write_table
+    from kvmtrace.render.faults import render_faults
+
+    with user_errors():
+        cap = _open(capture, no_cache)
+        gcap = _open(guest, no_cache) if guest is not None else None
+        memory = cap.manifest.guest_memory if cap.manifest else None
+        rep = faults_report(cap.tables, cap.phases, str(capture), window, memory,
+                            (gcap.tables, gcap.phases) if gcap is not None else None)
+        if out is not None:
+            write_table(rep.faults, out)
+    if json_out:
+        sys.stdout.write(json.dumps(rep.to_json(), indent=2, default=str) + "\n")
+    else:
+        render_faults(rep, Console())
+
+
 @app.callback(invoke_without_command=True)
 def _version(version: Annotated[bool, typer.Option("--version", help="print the version")] = False) -> None:
     if version:

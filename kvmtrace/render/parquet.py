@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import polars as pl
+
+from kvmtrace.errors import CaptureError
 from kvmtrace.ingest.tables import EventTables
 
 
@@ -24,3 +27,16 @@ def write_tables(tables: EventTables, outdir: Path) -> list[Path]:
     (outdir / "read.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
     written.append(outdir / "read.json")
     return written
+
+
+def write_frame(df: pl.DataFrame, path: Path) -> None:
+    """One table to a file, the format chosen by its suffix: .parquet, .csv or .json (records)."""
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        df.write_parquet(path)
+    elif suffix == ".csv":
+        df.write_csv(path)
+    elif suffix == ".json":
+        path.write_text(json.dumps(df.to_dicts(), default=str) + "\n")
+    else:
+        raise CaptureError(path, None, "unknown output type: expected a .parquet, .csv or .json file name")

@@ -1,0 +1,1 @@
+"""Analyses: questions answered from the models (latency of guest interrupts, ...)."""

@@ -1,0 +1,106 @@
+"""Who held a CPU: exclusive ownership segments per CPU, and the blockers of a vCPU's wait.
+
+A CPU's time is cut at every sched_switch, hard-IRQ entry/exit and softirq entry/exit. Each
+segment has one owner: the hard-IRQ handler running (``irq:<name>``), else the softirq
+(``softirq:<VEC>``), else the current task. Interrupt time is therefore never charged to the
+task that happened to be current. The idle task (pid 0) is never a blocker (docs/stages.md).
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from kvmtrace.ingest.tables import EventTables
+
+SOFTIRQ_NAMES = ("HI", "TIMER", "NET_TX", "NET_RX", "BLOCK", "IRQ_POLL", "TASKLET", "SCHED", "HRTIMER", "RCU")
+SEGMENT_SCHEMA = {"cpu": pl.Int32(), "seg_idx": pl.UInt32(), "start_ns": pl.Int64(), "end_ns": pl.Int64(),
+                  "owner": pl.String(), "owner_pid": pl.Int32()}
+
+
+def _boundaries(t: EventTables) -> pl.DataFrame:
+    parts = []
+    cols = ("cpu", "idx", "ts")
+    if t.has("sched_switch"):
+        parts.append(t.table("sched_switch").select(
+            *cols, pl.col("next_pid").alias("task_pid"), pl.col("next_comm").alias("task"),
+            pl.lit(None, pl.String).alias("hard"), pl.lit(None, pl.String).alias("soft"), pl.lit(0).alias("kind")))
+    if t.has("irq_handler_entry"):
+        parts.append(t.table("irq_handler_entry").select(
+            *cols, pl.lit(None, pl.Int32).alias("task_pid"), pl.lit(None, pl.String).alias("task"),
+            ("irq:" + pl.col("name")).alias("hard"), pl.lit(None, pl.String).alias("soft"), pl.lit(1).alias("kind")))
+    if t.has("irq_handler_exit"):
+        parts.append(t.table("irq_handler_exit").select(
+            *cols, pl.lit(None, pl.Int32).alias("task_pid"), pl.lit(None, pl.String).alias("task"),
+            pl.lit("").alias("hard"), pl.lit(None, pl.String).alias("soft"), pl.lit(2).alias("kind")))
+    names = pl.Series(SOFTIRQ_NAMES)
+    for name, entering in (("softirq_entry", True), ("softirq_exit", False)):
+        if t.has(name):
+            soft = ("softirq:" + pl.col("vec").cast(pl.Int64).replace_strict(
+                list(range(len(names))), names.to_list(), default="?")) if entering else pl.lit("")
+            parts.append(t.table(name).select(
+                *cols, pl.lit(None, pl.Int32).alias("task_pid"), pl.lit(None, pl.String).alias("task"),
+                pl.lit(None, pl.String).alias("hard"), soft.alias("soft"), pl.lit(3).alias("kind")))
+    schema = {"cpu": pl.Int32(), "idx": pl.UInt32(), "ts": pl.Int64(), "task_pid": pl.Int32(), "task": pl.String(),
+              "hard": pl.String(), "soft": pl.String(), "kind": pl.Int32()}
+    if not parts:
+        return pl.DataFrame(schema=schema)
+    return pl.concat([p.cast(schema) for p in parts]).sort("cpu", "idx")  # type: ignore[arg-type]
+
+
+def cpu_segments(t: EventTables) -> pl.DataFrame:
+    """Per CPU, consecutive segments with one owner: cpu, seg_idx (start event), start_ns, end_ns, owner, owner_pid."""
+    b = _boundaries(t)
+    if b.height == 0:
+        return pl.DataFrame(schema=SEGMENT_SCHEMA)
+    last_ts = int(t.events["ts"][-1])
+    pid_at = t.events.select("idx", pl.col("pid").alias("ev_pid"), pl.col("comm").cast(pl.String).alias("ev_comm"))
+    b = b.join(pid_at, on="idx", how="left").with_columns(
+        # outside a switch, the task is the event's own current task (common_pid)
+        pl.coalesce("task_pid", "ev_pid").alias("task_pid"), pl.coalesce("task", "ev_comm").alias("task"))
+    seg = b.with_columns(
+        pl.col("hard").forward_fill().over("cpu"), pl.col("soft").forward_fill().over("cpu"),
+        pl.col("ts").shift(-1).over("cpu").fill_null(last_ts).alias("end_ns"),
+    ).with_columns(
+        pl.when(pl.col("hard").fill_null("") != "").then(pl.col("hard"))
+          .when(pl.col("soft").fill_null("") != "").then(pl.col("soft"))
+          .otherwise(pl.col("task")).alias("owner"),
+        pl.when(pl.col("hard").fill_null("") != "").then(None)
+          .when(pl.col("soft").fill_null("") != "").then(None)
+          .otherwise(pl.col("task_pid")).alias("owner_pid"),
+    )
+    return seg.select("cpu", pl.col("idx").alias("seg_idx"), pl.col("ts").alias("start_ns"), "end_ns",
+                      "owner", "owner_pid").cast(SEGMENT_SCHEMA)  # type: ignore[arg-type]
+
+
+def owners_during(segments: pl.DataFrame, cpu: int, start_ns: int, end_ns: int) -> pl.DataFrame:
+    """Who owned ``cpu`` between two times (idle included): owner, owner_pid, share_ns, longest first."""
+    seg = segments.filter(pl.col("cpu") == cpu, pl.col("end_ns") > start_ns, pl.col("start_ns") < end_ns)
+    overlap = (pl.min_horizontal(pl.col("end_ns"), pl.lit(end_ns))
+               - pl.max_horizontal(pl.col("start_ns"), pl.lit(start_ns)))
+    return (seg.with_columns(overlap.alias("share_ns")).filter(pl.col("share_ns") > 0)
+               .group_by("owner", "owner_pid").agg(pl.col("share_ns").sum())
+               .sort(["share_ns", "owner"], descending=[True, False]))
+
+
+def wait_shares(waits: pl.DataFrame, segments: pl.DataFrame) -> pl.DataFrame:
+    """Owner shares of each wait window.
+
+    ``waits``: key, cpu, start_idx, end_idx, start_ns, end_ns. Returns key, owner, owner_pid, share_ns
+    (idle excluded), longest first within each key.
+    """
+    seg = segments.with_row_index("seg_no")
+    first = waits.sort("start_idx").join_asof(
+        seg.select("cpu", "seg_idx", pl.col("seg_no").alias("k0")), left_on="start_idx", right_on="seg_idx",
+        by="cpu", strategy="backward", check_sortedness=False).drop("seg_idx")
+    last = first.sort("end_idx").join_asof(
+        seg.select("cpu", "seg_idx", pl.col("seg_no").alias("k1")), left_on="end_idx", right_on="seg_idx",
+        by="cpu", strategy="backward", allow_exact_matches=False, check_sortedness=False).drop("seg_idx")
+    rows = (last.filter(pl.col("k0").is_not_null(), pl.col("k1").is_not_null())
+                .with_columns(pl.int_ranges("k0", pl.col("k1") + 1).alias("seg_no")).explode("seg_no")
+                .join(seg.select("seg_no", pl.col("start_ns").alias("s0"), pl.col("end_ns").alias("s1"),
+                                 "owner", "owner_pid"), on="seg_no", how="left"))
+    overlap = pl.min_horizontal("s1", "end_ns") - pl.max_horizontal("s0", "start_ns")
+    return (rows.with_columns(overlap.alias("share_ns"))
+                .filter(pl.col("share_ns") > 0, pl.col("owner_pid").fill_null(-1) != 0)
+                .group_by("key", "owner", "owner_pid").agg(pl.col("share_ns").sum())
+                .sort(["key", "share_ns", "owner"], descending=[False, True, False]))

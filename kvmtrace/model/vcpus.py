@@ -1,0 +1,110 @@
+"""vCPU threads and their state timelines, from kvm_entry/kvm_exit and the scheduler events.
+
+arm64 kvm_entry/kvm_exit carry no vCPU id, so a vCPU is a thread: every ``common_pid`` that
+emits kvm_entry or kvm_exit. Its state over time:
+
+=================  ===========================================================================
+``guest``          kvm_entry -> kvm_exit
+``host_handling``  kvm_exit (or switch-in) -> next kvm_entry while on a CPU
+``blocked``        switched out asleep (``prev_state`` S/D/...; typically after WFx)
+``preempted``      switched out while runnable (``prev_state`` R / R+)
+``waking``         woken (sched_waking / sched_wakeup) -> switched in: waiting for a CPU
+=================  ===========================================================================
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from kvmtrace.errors import MissingEventsError
+from kvmtrace.ingest.tables import EventTables
+
+STATES = ("guest", "host_handling", "blocked", "preempted", "waking")
+TASK_STATE_MASK = 0xFF  # TASK_REPORT bits; 0 means runnable (printed R or R+)
+
+VCPU_SCHEMA = {"vcpu_tid": pl.Int32(), "comm": pl.String(), "entries": pl.UInt32(), "cpus": pl.List(pl.Int32())}
+STATE_SCHEMA = {"vcpu_tid": pl.Int32(), "state": pl.String(), "start_ns": pl.Int64(), "end_ns": pl.Int64(),
+                "cpu": pl.Int32(), "start_idx": pl.UInt32()}
+
+
+def vcpu_threads(t: EventTables) -> pl.DataFrame:
+    """One row per vCPU thread: vcpu_tid, comm, entries (kvm_entry count), cpus it entered the guest on."""
+    if not t.has("kvm_entry") and not t.has("kvm_exit"):
+        raise MissingEventsError(t.meta.path, "vCPU discovery", ["kvm:kvm_entry", "kvm:kvm_exit"],
+                                 "record with -e kvm:kvm_entry -e kvm:kvm_exit")
+    name = "kvm_entry" if t.has("kvm_entry") else "kvm_exit"
+    entries = t.table(name)
+    pid = _pid_col(entries)
+    comm = t.events.select("idx", pl.col("comm").cast(pl.String))
+    return (entries.select("idx", pl.col(pid).alias("vcpu_tid"), "cpu")
+            .join(comm, on="idx", how="left")
+            .group_by("vcpu_tid")
+            .agg(pl.col("comm").last(), pl.len().cast(pl.UInt32).alias("entries"),
+                 pl.col("cpu").unique().sort().alias("cpus"))
+            .sort("vcpu_tid")
+            .cast(VCPU_SCHEMA))  # type: ignore[arg-type]
+
+
+def _pid_col(df: pl.DataFrame) -> str:
+    return "common_pid" if "common_pid" in df.columns else "pid"
+
+
+def state_transitions(t: EventTables, vcpus: pl.Series) -> pl.DataFrame:
+    """Every event that changes a vCPU thread's state: vcpu_tid, idx, ts, cpu, to_state."""
+    parts = []
+    for name, state in (("kvm_entry", "guest"), ("kvm_exit", "host_handling")):
+        if t.has(name):
+            df = t.table(name)
+            parts.append(df.filter(pl.col(_pid_col(df)).is_in(vcpus.implode()))
+                         .select(pl.col(_pid_col(df)).alias("vcpu_tid"), "idx", "ts", "cpu",
+                                 pl.lit(state).alias("to_state")))
+    if t.has("sched_switch"):
+        sw = t.table("sched_switch")
+        parts.append(sw.filter(pl.col("prev_pid").is_in(vcpus.implode()))
+                     .select(pl.col("prev_pid").alias("vcpu_tid"), "idx", "ts", "cpu",
+                             pl.when((pl.col("prev_state") & TASK_STATE_MASK) == 0).then(pl.lit("preempted"))
+                             .otherwise(pl.lit("blocked")).alias("to_state")))
+        parts.append(sw.filter(pl.col("next_pid").is_in(vcpus.implode()))
+                     .select(pl.col("next_pid").alias("vcpu_tid"), "idx", "ts", "cpu",
+                             pl.lit("host_handling").alias("to_state")))
+    for name in ("sched_waking", "sched_wakeup"):
+        if t.has(name):
+            parts.append(t.table(name).filter(pl.col("pid").is_in(vcpus.implode()))
+                         .select(pl.col("pid").alias("vcpu_tid"), "idx", "ts",
+                                 pl.col("target_cpu").alias("cpu"), pl.lit("waking").alias("to_state")))
+    schema = {"vcpu_tid": pl.Int32(), "idx": pl.UInt32(), "ts": pl.Int64(), "cpu": pl.Int32(), "to_state": pl.String()}
+    if not parts:
+        return pl.DataFrame(schema=schema)
+    return pl.concat([p.cast(schema) for p in parts]).sort("vcpu_tid", "idx")  # type: ignore[arg-type]
+
+
+def state_timeline(t: EventTables, vcpus: pl.Series | None = None) -> pl.DataFrame:
+    """Per vCPU thread, consecutive state intervals: vcpu_tid, state, start_ns, end_ns, cpu, start_idx.
+
+    A wakeup counts only when the thread was blocked; repeated transitions into the same state
+    merge. The last interval of each thread ends at the capture's last event.
+    """
+    if vcpus is None:
+        vcpus = vcpu_threads(t)["vcpu_tid"]
+    tr = state_transitions(t, vcpus)
+    if tr.height == 0:
+        return pl.DataFrame(schema=STATE_SCHEMA)
+    last_ts = int(t.events["ts"][-1])
+    not_wake = pl.col("to_state") != "waking"
+    tr = (tr.with_columns(pl.when(not_wake).then(pl.col("to_state")).forward_fill().over("vcpu_tid")
+                          .shift(1).over("vcpu_tid").alias("before"))
+            .filter(not_wake | (pl.col("before") == "blocked"))
+            .filter(pl.col("to_state") != pl.col("to_state").shift(1).over("vcpu_tid").fill_null(""))
+            .with_columns(pl.col("ts").shift(-1).over("vcpu_tid").fill_null(last_ts).alias("end_ns")))
+    return (tr.select("vcpu_tid", pl.col("to_state").alias("state"), pl.col("ts").alias("start_ns"), "end_ns",
+                      "cpu", pl.col("idx").alias("start_idx"))
+              .cast(STATE_SCHEMA))  # type: ignore[arg-type]
+
+
+def state_summary(timeline: pl.DataFrame) -> pl.DataFrame:
+    """Time per vCPU thread and state: vcpu_tid, state, intervals, total_ns, share."""
+    return (timeline.with_columns((pl.col("end_ns") - pl.col("start_ns")).alias("dur"))
+            .group_by("vcpu_tid", "state")
+            .agg(pl.len().alias("intervals"), pl.col("dur").sum().alias("total_ns"))
+            .with_columns((pl.col("total_ns") / pl.col("total_ns").sum().over("vcpu_tid")).alias("share"))
+            .sort("vcpu_tid", "state"))

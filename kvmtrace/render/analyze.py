@@ -1,0 +1,133 @@
+"""``kvmtrace analyze`` in the terminal: facts, percentiles, stage breakdown, histogram, worst interrupts."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from kvmtrace.analysis.latency import STAGE_WORDS, fmt_ns
+from kvmtrace.model.interrupts import STAGES
+
+STAGE_SPAN = {"timer": "deadline -> host IRQ", "host_irq": "host IRQ -> wakeup / injection",
+              "vcpu_wait": "wakeup -> switch-in", "inject": "switch-in -> injection",
+              "exit": "injection -> kvm_exit", "entry": "injection / exit -> kvm_entry"}
+STAGE_STYLE = {"timer": "magenta", "host_irq": "red", "vcpu_wait": "yellow", "inject": "cyan",
+               "exit": "blue", "entry": "green"}
+BAR_WIDTH = 50
+HIST_WIDTH = 36
+
+
+def render_analyze(doc: dict[str, Any], console: Console) -> None:
+    console.print(_facts(doc))
+    irqs = doc["interrupts"]
+    if irqs["count"] == 0:
+        console.print("[yellow]no guest interrupts found in this window[/yellow]")
+    else:
+        console.print(_percentiles(irqs))
+        console.print(_stages(irqs))
+        console.print(_histogram(irqs))
+        console.print(_worst(irqs))
+        console.print(_overall(irqs))
+    for note in doc["notes"]:
+        console.print(f"[dim]note: {note}[/dim]")
+
+
+def _facts(doc: dict[str, Any]) -> Table:
+    w = doc["window"]
+    t = Table(title=f"kvmtrace analyze {doc['capture']}", show_header=False, title_justify="left")
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_row("window", f"{w['name']}: {w['start_ns'] / 1e9:.6f} .. {w['end_ns'] / 1e9:.6f} s "
+                        f"({w['duration_ns'] / 1e9:.3f} s)")
+    for v in doc["vcpus"]:
+        t.add_row("vCPU thread", f"{v['comm']} (tid {v['vcpu_tid']}), {v['entries']:,} guest entries, "
+                                 f"CPUs {', '.join(str(c) for c in v['cpus'])}")
+    irqs = doc["interrupts"]
+    paths = ", ".join(f"{n:,} {p}" for p, n in sorted(irqs["by_path"].items()))
+    t.add_row("interrupts", f"{irqs['count']:,} ({paths}); IRQs {', '.join(irqs['by_irq'])}")
+    for c in doc["cyclictest"]:
+        t.add_row("cyclictest", f"{c['loops']:,} loops, interval {c['interval_us']} us, "
+                                f"min {c['min_us']} / avg {c['avg_us']} / max {c['max_us']} us (its own figures)")
+    return t
+
+
+def _percentiles(irqs: dict[str, Any]) -> Table:
+    t = Table(title="Latency (host side: first host event -> kvm_entry; with deadline: deadline -> kvm_entry)",
+              title_justify="left")
+    for col in ("measure", "count", "min", "p50", "p95", "p99", "max"):
+        t.add_column(col, justify="left" if col == "measure" else "right")
+    for key, label in (("total_ns", "host side (total)"), ("latency_ns", "from deadline"),
+                       ("timer_ns", "deadline -> host IRQ")):
+        p = irqs[key]
+        if p.get("count"):
+            t.add_row(label, f"{p['count']:,}", *(fmt_ns(p[k]) for k in ("min", "p50", "p95", "p99", "max")))
+    return t
+
+
+def _stages(irqs: dict[str, Any]) -> Table:
+    t = Table(title="Stages", title_justify="left")
+    for col in ("stage", "span", "count", "share", "p50", "p99", "max"):
+        t.add_column(col, justify="left" if col in ("stage", "span") else "right")
+    for stage, s in irqs["stages"].items():
+        share = f"{100 * s['share']:.1f}%" if s["share"] is not None else "-"
+        t.add_row(Text(stage, style=STAGE_STYLE[stage]), STAGE_SPAN[stage], f"{s['count']:,}", share,
+                  fmt_ns(s["p50"]), fmt_ns(s["p99"]), fmt_ns(s["max"]))
+    return t
+
+
+def _histogram(irqs: dict[str, Any]) -> Table:
+    which = "from deadline" if irqs["latency_ns"].get("count") else "host side"
+    t = Table(title=f"Latency histogram ({which}; bar length ~ log10(count))", title_justify="left")
+    t.add_column("bucket", justify="right")
+    t.add_column("count", justify="right")
+    t.add_column("")
+    top = max((b["count"] for b in irqs["histogram"]), default=1)
+    for b in irqs["histogram"]:
+        width = max(1, round(HIST_WIDTH * math.log10(b["count"] + 1) / math.log10(top + 1)))
+        t.add_row(f"{_us(b['from_us'])} - {_us(b['to_us'])}", f"{b['count']:,}", "█" * width)
+    return t
+
+
+def _us(us: int) -> str:
+    return f"{us / 1000:g} ms" if us >= 1000 else f"{us} us"
+
+
+def _bar(row: dict[str, Any]) -> Text:
+    total = sum(row.get(f"{s}_ns") or 0 for s in STAGES) or 1
+    bar = Text()
+    for s in STAGES:
+        ns = row.get(f"{s}_ns")
+        if ns:
+            bar.append("█" * max(1, round(BAR_WIDTH * ns / total)), style=STAGE_STYLE[s])
+    return bar
+
+
+def _worst(irqs: dict[str, Any]) -> Panel:
+    items = []
+    for n, r in enumerate(irqs["worst"], 1):
+        head = Text(f"#{n} t={r['t_ns'] / 1e9:.6f} s  vCPU {r['vcpu_tid']}  irq {r['irq']}  {r['path']}  "
+                    f"total {fmt_ns(r['latency_ns'] or r['total_ns'])}", style="bold")
+        stages = Text("    " + "  ".join(f"{s} {fmt_ns(r.get(f'{s}_ns'))}" for s in STAGES
+                                           if r.get(f"{s}_ns") is not None))
+        items += [head, Text("    ").append(_bar(r)), stages, Text(f"    {r['verdict']}")]
+    legend = Text("stages: ")
+    for s in STAGES:
+        legend.append(f"█ {s}  ", style=STAGE_STYLE[s])
+    return Panel(Group(*items, legend), title="Worst interrupts", title_align="left")
+
+
+def _overall(irqs: dict[str, Any]) -> Text:
+    worst = irqs["worst"]
+    if not worst:
+        return Text("")
+    counts: dict[str, int] = {}
+    for r in worst:
+        counts[r["dominant_stage"]] = counts.get(r["dominant_stage"], 0) + 1
+    stage, n = max(counts.items(), key=lambda kv: kv[1])
+    return Text(f"Verdict: in {n} of the {len(worst)} worst interrupts most time went {STAGE_WORDS[stage]} "
+                f"({stage}). Worst: {worst[0]['verdict']}.", style="bold")
