@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from kvmtrace.ingest.fields import Words, field_series
+from kvmtrace.ingest.fields import Records, Words, field_series
 from kvmtrace.ingest.formats import EventFormat
 from kvmtrace.ingest.pages import PageRecords, walk_pages
 from kvmtrace.ingest.tables import (
@@ -45,25 +45,24 @@ class _Stream:
 def decode_tracedat(f: TraceDatFile, progress: Progress | None = None) -> EventTables:
     report = ReadReport()
     streams = _walk_all(f, report, progress)
-    ts = _concat([s.ts for s in streams], np.int64)
-    payload = _concat([s.payload for s in streams], np.int64)
-    length = _concat([s.length for s in streams], np.int32)
-    cpu = _concat([np.full(len(s.ts), s.cpu, np.int32) for s in streams], np.int32)
-    buf_idx = _concat([np.full(len(s.ts), s.buffer_index, np.int16) for s in streams], np.int16)
     if progress:
         progress("ordering events", 0.6)
-    order = np.argsort(ts, kind="stable")
-    ts, payload, length, cpu, buf_idx = ts[order], payload[order], length[order], cpu[order], buf_idx[order]
-    del order
+    order, ts = _global_order(streams)
+    payload = _concat([s.payload for s in streams], np.int64)[order]
+    stream = _concat([np.full(len(s.ts), n, np.uint8) for n, s in enumerate(streams)], np.uint8)[order]
+    cpu = np.array([s.cpu for s in streams] or [0], np.int32)[stream]
+    buf_idx = np.array([s.buffer_index for s in streams] or [0], np.int16)[stream]
     words = Words(f.blob, f.endian_char)
+    common = Records(words, payload)
+    layout = _common_layout(f.formats)
+    type_id = common.uint(*layout["common_type"])
+    pid = common.int(layout["common_pid"][0], 4, True)
     formats = _formats_by_id(f.formats)
-    common = _common_layout(f.formats)
-    type_id = words.uint(payload + common["common_type"][0], common["common_type"][1])
-    pid = words.int(payload + common["common_pid"][0], 4, True)
-    events = _common_table(f, words, ts, cpu, pid, type_id, buf_idx, payload, formats, report)
+    events = _common_table(f, common, layout, ts, cpu, pid, type_id, buf_idx, formats, report)
     if progress:
         progress("decoding fields", 0.75)
-    by_event = _typed_tables(words, formats, type_id, ts, cpu, pid, payload, length)
+    lengths = _concat([s.length for s in streams], np.int32)
+    by_event = _typed_tables(words, formats, type_id, ts, cpu, pid, payload, lengths, order)
     if progress:
         progress("done", 1.0)
     meta = _meta(f)
@@ -71,6 +70,13 @@ def decode_tracedat(f: TraceDatFile, progress: Progress | None = None) -> EventT
     return EventTables(events=events, by_event=by_event,
                        formats={fmt.name: fmt for fmt in formats.values()}, meta=meta,
                        report=report, cmdlines=dict(f.cmdlines))
+
+
+def _global_order(streams: list[_Stream]) -> tuple[np.ndarray, np.ndarray]:
+    """The merge of all streams by time (ties: buffer, CPU, stream order) and the merged times."""
+    ts = _concat([s.ts for s in streams], np.int64)
+    order = np.argsort(ts, kind="stable")
+    return order, ts[order]
 
 
 def _concat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
@@ -111,7 +117,8 @@ def _account(report: ReadReport, f: TraceDatFile, buf: BufferData, cpu: CpuData,
     for bad in rec.bad_pages:
         where = (f"buffer '{buf.name}' cpu {cpu.cpu} page {bad.page}"
                  + (f" (file offset {cpu.file_offset + bad.page * buf.page_size:#x})" if not cpu.compressed else ""))
-        report.skipped.append(SkippedRegion(where, bad.reason + f"; {bad.records_before} records before it kept",
+        kept = "" if bad.data_offset == 0 else "; the page's records before it are kept"
+        report.skipped.append(SkippedRegion(where, bad.reason + kept,
                                             None))
 
 
@@ -168,12 +175,11 @@ def _common_layout(formats: list[EventFormat]) -> dict[str, tuple[int, int]]:
     return layout
 
 
-def _common_table(f: TraceDatFile, words: Words, ts: np.ndarray, cpu: np.ndarray, pid: np.ndarray,
-                  type_id: np.ndarray, buf_idx: np.ndarray, payload: np.ndarray,
+def _common_table(f: TraceDatFile, common: Records, layout: dict[str, tuple[int, int]], ts: np.ndarray,
+                  cpu: np.ndarray, pid: np.ndarray, type_id: np.ndarray, buf_idx: np.ndarray,
                   formats: dict[int, EventFormat], report: ReadReport) -> pl.DataFrame:
-    layout = _common_layout(f.formats)
-    flags = words.uint(payload + layout["common_flags"][0], 1)
-    preempt = words.uint(payload + layout["common_preempt_count"][0], 1)
+    flags = common.uint(layout["common_flags"][0], 1)
+    preempt = common.uint(layout["common_preempt_count"][0], 1)
     event = _event_names(type_id, formats, report)
     comm = _comm_names(pid, f.cmdlines)
     buffer = pl.Series([b.name for b in f.buffers], dtype=pl.Categorical).gather(buf_idx.astype(np.uint32))
@@ -224,8 +230,9 @@ def _comm_names(pid: np.ndarray, cmdlines: dict[int, str]) -> pl.Series:
 
 
 def _typed_tables(words: Words, formats: dict[int, EventFormat], type_id: np.ndarray, ts: np.ndarray,
-                  cpu: np.ndarray, pid: np.ndarray, payload: np.ndarray, length: np.ndarray
-                  ) -> dict[str, pl.DataFrame]:
+                  cpu: np.ndarray, pid: np.ndarray, payload: np.ndarray, lengths: np.ndarray,
+                  order: np.ndarray) -> dict[str, pl.DataFrame]:
+    """One table per event type; ``lengths`` is in stream order (``order`` maps rows to it)."""
     by_type = np.argsort(type_id, kind="stable")
     sorted_ids = type_id[by_type]
     bounds = np.flatnonzero(np.diff(sorted_ids)) + 1
@@ -242,8 +249,10 @@ def _typed_tables(words: Words, formats: dict[int, EventFormat], type_id: np.nda
             pl.Series("idx", rows.astype(np.uint32)), pl.Series("ts", ts[rows]),
             pl.Series(keys["cpu"], cpu[rows]), pl.Series(keys["pid"], pid[rows]),
         ]
-        p, ln = payload[rows], length[rows]
-        cols.extend(field_series(words, p, ln, fld) for fld in fmt.payload_fields)
+        rec = Records(words, payload[rows])
+        trailing = any(fld.array_len == 0 for fld in fmt.payload_fields)
+        ln = lengths[order[rows]] if trailing else None
+        cols.extend(field_series(rec, ln, fld) for fld in fmt.payload_fields)
         return fmt.name, pl.DataFrame(cols)
 
     with ThreadPoolExecutor(max_workers=_workers()) as pool:
@@ -251,17 +260,29 @@ def _typed_tables(words: Words, formats: dict[int, EventFormat], type_id: np.nda
 
 
 def _workers() -> int:
+    """Threads for the page walks and field decoding (numpy and polars release the GIL);
+    ``KVMTRACE_THREADS`` overrides."""
+    env = os.environ.get("KVMTRACE_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
     return max(1, min(4, os.cpu_count() or 1))
 
 
 def _cpustat_overruns(texts: list[str]) -> dict[str, dict[int, int]]:
-    """'overrun:' of each CPUSTAT option (the kernel's per_cpu/cpuN/stats at record time)."""
-    out: dict[int, int] = {}
-    for n, text in enumerate(texts):
-        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-        cpu = int(fields.get("CPU", n))
-        out[cpu] = int(fields.get("overrun", "0").strip() or 0)
-    return {"": out} if out else {}
+    """'overrun:' of each CPUSTAT option (the kernel's per_cpu/cpuN/stats at record time), per buffer.
+
+    trace-cmd writes the top buffer's CPUs first, then a ``Buffer: NAME`` text before each
+    instance's CPUs."""
+    out: dict[str, dict[int, int]] = {}
+    buffer = ""
+    for text in texts:
+        fields = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in text.splitlines() if ":" in line)}
+        if "Buffer" in fields and "CPU" not in fields:
+            buffer = fields["Buffer"]
+            continue
+        if fields.get("CPU", "").isdigit():
+            out.setdefault(buffer, {})[int(fields["CPU"])] = int(fields.get("overrun", "0") or 0)
+    return out
 
 
 def _meta(f: TraceDatFile) -> CaptureMeta:

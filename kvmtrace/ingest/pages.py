@@ -11,6 +11,7 @@ page still active, so the number of Python-level steps is the longest page's rec
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -30,7 +31,6 @@ class BadPage:
     page: int
     data_offset: int  # byte offset inside the page's data where decoding stopped
     reason: str
-    records_before: int
 
 
 @dataclass
@@ -64,7 +64,7 @@ def walk_pages(data: np.ndarray, page_size: int, commit_size: int, data_offset: 
     oversize = size > max_data
     for p in np.flatnonzero(oversize):
         bad.append(BadPage(int(p), 0, f"commit length {int(size[p])} exceeds the page's "
-                                      f"{max_data} data bytes", 0))
+                                      f"{max_data} data bytes"))
     size[oversize] = 0
     missed = (flags & np.uint64(MISSED_EVENTS)) != 0
     stored = missed & ((flags & np.uint64(MISSED_STORED)) != 0)
@@ -93,7 +93,11 @@ def _stored_missed_counts(pages: np.ndarray, size: np.ndarray, stored: np.ndarra
 
 
 class _Walker:
-    """Lockstep walk: one record per active page per step, timestamps kept running per page."""
+    """Lockstep walk: one record per active page per step, timestamps kept running per page.
+
+    Step ``k`` reads record ``k`` of every page still active, so a record's place in its CPU's
+    stream is ``first_record_of_page + k``: no per-step bookkeeping beyond the state arrays.
+    """
 
     def __init__(self, words: np.ndarray, page_size: int, data_offset: int, size: np.ndarray,
                  page_ts: np.ndarray, big_endian: bool) -> None:
@@ -104,106 +108,119 @@ class _Walker:
         self.size = size
         self.page_ts = page_ts
         self.big_endian = big_endian
-        self.steps: list[tuple[np.ndarray, ...]] = []
-        self.count = np.zeros(len(size), np.int64)  # data records emitted per page so far
+        self.steps: list[tuple[Any, ...]] = []
+        self.records_per_page = np.zeros(len(size), np.int64)
+        self.any_special = False
         self.bad_pages: list[BadPage] = []
 
     def run(self) -> None:
         active = np.flatnonzero(self.size > 0)
-        state = _State(active, np.zeros(len(active), np.int64),
-                       active.astype(np.int64) * self.page_size + self.data_offset,
-                       self.page_ts[active].copy(), self.size[active])
+        base = active.astype(np.int64) * self.page_size + self.data_offset
+        state = _State(active, base, self.page_ts[active].copy(), base + self.size[active])
+        step = 0
         while len(state.page):
-            state = self._step(state)
+            state = self._step(state, step)
+            step += 1
 
-    def _step(self, st: _State) -> _State:
-        at = st.base + st.pos
-        header = self.words[at >> 2]
+    def _step(self, st: _State, step: int) -> _State:
+        header = self.words[st.at >> 2]
         if self.big_endian:
-            type_len = (header >> 27).astype(np.int64)
-            delta = (header & COMMIT_MASK).astype(np.int64)
+            type_len, delta = header >> 27, header & COMMIT_MASK
         else:
-            type_len = (header & 31).astype(np.int64)
-            delta = (header >> 5).astype(np.int64)
-        length = type_len << 2
-        rec_len = length + 4
+            type_len, delta = header & 31, header >> 5
+        length = type_len.astype(np.int64) << 2
         special = np.flatnonzero((type_len == 0) | (type_len > 28))
-        payload = at + 4
         if len(special):
-            self._special(special, at, type_len, delta, length, rec_len, payload, st)
-        ts = st.ts + delta
-        end = st.pos + rec_len
-        broken = end > st.size
-        if len(special):
-            broken |= rec_len <= 0
-            ts[special] = np.where(type_len[special] == TYPE_TIME_STAMP, delta[special], ts[special])
-        if broken.any():
-            self._note_broken(st, np.flatnonzero(broken), type_len, rec_len)
-        is_data = (type_len <= 28) & ~broken
-        if len(special) or not is_data.all():
-            sel = np.flatnonzero(is_data)
-            self._emit(st.page[sel], ts[sel], payload[sel], length[sel])
+            self.any_special = True
+            delta = delta.astype(np.int64)
+            payload = st.at + 4
+            self._special(special, st, type_len, delta, length, payload)
+            ts = st.ts + delta
+            is_abs = special[type_len[special] == TYPE_TIME_STAMP]
+            ts[is_abs] = delta[is_abs]
+            rec_len = np.where(length < 0, -1, length + 4)
+            rec_len[special] = self._special_len
+            nxt = st.at + rec_len
+            is_data = type_len <= 28
         else:
-            self._emit(st.page, ts, payload, length)
-        cont = (end < st.size) & ~broken
+            payload = st.at + 4
+            ts = st.ts + delta
+            nxt = payload + length
+            is_data = None
+        broken = nxt > st.limit
         if len(special):
+            broken |= nxt <= st.at
+        any_broken = bool(broken.any())
+        if any_broken:
+            self._note_broken(st, np.flatnonzero(broken), type_len, nxt - st.at)
+            ok = np.flatnonzero(~broken)
+            self.steps.append((st.page[ok], step, ts[ok], payload[ok], length[ok],
+                               None if is_data is None else is_data[ok]))
+        else:
+            self.steps.append((st.page, step, ts, payload, length, is_data))
+        cont = nxt < st.limit
+        if len(special) or any_broken:
+            cont &= ~broken
             cont &= ~((type_len == TYPE_PADDING) & (delta == 0))
         if cont.all():
-            return _State(st.page, end, st.base, ts, st.size)
+            return _State(st.page, nxt, ts, st.limit)
+        done = ~cont
+        self.records_per_page[st.page[done]] = step + 1 - broken[done]
         keep = np.flatnonzero(cont)
-        return _State(st.page[keep], end[keep], st.base[keep], ts[keep], st.size[keep])
+        return _State(st.page[keep], nxt[keep], ts[keep], st.limit[keep])
 
-    def _special(self, special: np.ndarray, at: np.ndarray, type_len: np.ndarray, delta: np.ndarray,
-                 length: np.ndarray, rec_len: np.ndarray, payload: np.ndarray, st: _State) -> None:
+    def _special(self, special: np.ndarray, st: _State, type_len: np.ndarray, delta: np.ndarray,
+                 length: np.ndarray, payload: np.ndarray) -> None:
         """Fix up the rare records: big data (type 0), padding, time extend and absolute time."""
-        word_after = self.words[np.minimum((at[special] >> 2) + 1, self.n_words - 1)].astype(np.int64)
+        at = st.at[special]
+        word_after = self.words[np.minimum((at >> 2) + 1, self.n_words - 1)].astype(np.int64)
         tl = type_len[special]
         big, pad, time = tl == 0, tl == TYPE_PADDING, tl >= TYPE_TIME_EXTEND
         big_len = ((word_after - 4) + 3) & ~3
         length[special] = np.where(big, big_len, 0)
-        payload[special] = np.where(big, at[special] + 8, payload[special])
+        payload[special] = np.where(big, at + 8, payload[special])
         rec = np.where(big, 8 + big_len, 8)
         rec = np.where(pad, 4 + word_after, rec)
-        rec = np.where(big & (word_after < 4), -1, rec)
-        rec_len[special] = rec
+        self._special_len = np.where(big & (word_after < 4), -1, rec)
         extended = (word_after << TS_SHIFT) + delta[special]
         msb = st.ts[special] & ~((1 << 59) - 1)
         delta[special] = np.where(time, extended, delta[special])
         delta[special] = np.where(tl == TYPE_TIME_STAMP, extended | msb, delta[special])
 
-    def _emit(self, page: np.ndarray, ts: np.ndarray, payload: np.ndarray, length: np.ndarray) -> None:
-        self.steps.append((page, self.count[page], ts, payload, length))
-        self.count[page] += 1
-
     def _note_broken(self, st: _State, idx: np.ndarray, type_len: np.ndarray, rec_len: np.ndarray) -> None:
         for i in idx:
             p = int(st.page[i])
-            why = (f"record at data byte {int(st.pos[i])} (type_len {int(type_len[i])}, length "
-                   f"{int(rec_len[i])}) runs past the page's {int(st.size[i])} committed bytes")
-            self.bad_pages.append(BadPage(p, int(st.pos[i]), why, int(self.count[p])))
+            pos = int(st.at[i] - (p * self.page_size + self.data_offset))
+            why = (f"record at data byte {pos} (type_len {int(type_len[i])}, length "
+                   f"{int(rec_len[i])}) runs past the page's {int(self.size[p])} committed bytes")
+            self.bad_pages.append(BadPage(p, pos, why))
 
     def records(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """ts, payload, length of every data record in stream (page-major) order."""
-        starts = np.concatenate(([0], np.cumsum(self.count)))[:-1]
-        total = int(self.count.sum())
+        starts = np.concatenate(([0], np.cumsum(self.records_per_page)))[:-1]
+        total = int(self.records_per_page.sum())
         ts = np.empty(total, np.int64)
         payload = np.empty(total, np.int64)
         length = np.empty(total, np.int32)
-        for pg, seq, t, p, ln in self.steps:
-            dest = starts[pg] + seq
+        data = np.ones(total, bool) if self.any_special else None
+        for page, step, t, p, ln, is_data in self.steps:
+            dest = starts[page] + step
+            if is_data is not None and data is not None:
+                data[dest] = is_data
             ts[dest] = t
             payload[dest] = p
             length[dest] = ln
         self.steps = []
+        if data is not None and not data.all():
+            return ts[data], payload[data], length[data]
         return ts, payload, length
 
 
 @dataclass
 class _State:
-    """Per active page: page number, position in its data, file address of the data, running time."""
+    """Per active page: page number, address of its next record, running time, end of its data."""
 
     page: np.ndarray
-    pos: np.ndarray
-    base: np.ndarray
+    at: np.ndarray
     ts: np.ndarray
-    size: np.ndarray
+    limit: np.ndarray

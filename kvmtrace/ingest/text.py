@@ -6,10 +6,12 @@ the common table (time ordered) and one typed table per event, and reports every
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from kvmtrace.errors import CaptureError
@@ -23,6 +25,7 @@ from kvmtrace.ingest.tables import (
     SkippedRegion,
     typed_key_names,
 )
+from kvmtrace.ingest.text_fast import ByteText, FastPrefixes, line_bounds, parse_prefixes
 from kvmtrace.ingest.text_fields import FormatCatalog, PayloadResult, bundled_catalog, parse_payload
 from kvmtrace.ingest.text_lines import (
     ClassifiedLines,
@@ -31,9 +34,11 @@ from kvmtrace.ingest.text_lines import (
     read_raw,
     split_lines,
 )
+from kvmtrace.ingest.text_typed import fast_payload
 
 SKIPPED_LIMIT = 100
 KERNEL_MARKER = "tracing_mark_write"  # tracefs prints the print event by its ip symbol
+FAST_MIN_BYTES = 4096  # below this the exact (regex) path is fast enough
 
 
 def read_text(path: str | Path, progress: bool = False) -> EventTables:
@@ -48,16 +53,30 @@ def read_text(path: str | Path, progress: bool = False) -> EventTables:
             "expected a trace-cmd report or tracefs trace line, "
             "got binary data (is this a trace.dat? use the trace.dat reader)",
         )
-    lines = split_lines(raw.data)
-    clock.step(f"split {lines.len()} lines")
-    classified = classify(lines, path)
-    clock.step(f"parsed {classified.events.height} event prefixes")
-    events = _common_columns(_rename_kernel_markers(classified.events))
+    text = ByteText(raw.data)
+    fast: FastPrefixes | None = None
+    # small texts, and text with \x1f (split_lines reads it differently), stay on the exact path
+    if len(raw.data) >= FAST_MIN_BYTES and b"\x1f" not in raw.data:
+        starts, ends = line_bounds(text.buf)
+        clock.step(f"found {starts.size} lines")
+        fast = parse_prefixes(text, starts, ends)
+    if fast is None:
+        lines = split_lines(raw.data)
+        clock.step(f"split {lines.len()} lines")
+        classified = classify(lines, path)
+        events = _sorted(_common_columns(_rename_kernel_markers(classified.events)))
+    else:
+        fast = _demote_unusual(fast)
+        classified = _classify_rest(raw.data, starts, ends, fast, path)
+        clock.step(f"parsed {fast.rows.size} event prefixes, {classified.total_lines} other lines")
+        slow = _common_columns(_rename_kernel_markers(classified.events))
+        events = _sorted(pl.concat([_fast_frame(fast), slow], how="vertical"))
+    clock.step(f"ordered {events.height} events")
     report = _report(classified)
-    by_event, formats = _typed_tables(events, report)
+    by_event, formats = _typed_tables(events, report, text)
     clock.step(f"typed {len(by_event)} event tables")
     common = events.select(*COMMON_SCHEMA)
-    meta = _meta(path, raw.compression, classified, events, formats, by_event)
+    meta = _meta(path, raw.compression, classified, events, formats, by_event, text)
     meta.options["payload_forms"] = {name: how for name, how in _forms(by_event, formats).items()}
     return EventTables(
         events=common,
@@ -67,6 +86,91 @@ def read_text(path: str | Path, progress: bool = False) -> EventTables:
         report=report,
         cmdlines=_cmdlines(events),
     )
+
+
+def _demote_unusual(fast: FastPrefixes) -> FastPrefixes:
+    """Lines whose comm/event/buffer text the exact reader may read differently go to it."""
+    bad_comm = [not _plain(v) for v in fast.comm.values]
+    bad_event = [not (v.isascii() and v.replace(b"_", b"a").isalnum()) or v == KERNEL_MARKER.encode()
+                 for v in fast.event.values]
+    bad_buffer = [not _plain(v) for v in fast.buffer.values]
+    keep = ~(
+        np.array(bad_comm, dtype=bool)[fast.comm.codes]
+        | np.array(bad_event, dtype=bool)[fast.event.codes]
+        | np.array(bad_buffer, dtype=bool)[fast.buffer.codes]
+    )
+    return fast.subset(keep) if not bool(keep.all()) else fast
+
+
+def _plain(value: bytes) -> bool:
+    return value.isascii() and all(32 <= b < 127 for b in value)
+
+
+def _classify_rest(
+    data: bytes, starts: np.ndarray, ends: np.ndarray, fast: FastPrefixes, path: Path
+) -> ClassifiedLines:
+    """The exact reader on the lines the fast path did not take; line numbers of the whole text."""
+    rest = np.ones(starts.size, dtype=bool)
+    rest[fast.rows] = False
+    rows = np.flatnonzero(rest)
+    lines = split_lines(b"\n".join(data[int(starts[i]) : int(ends[i])] for i in rows) + b"\n")
+    if lines.len() != rows.size:  # cannot happen with one line per row; be safe
+        lines = pl.Series("text", [data[int(starts[i]) : int(ends[i])].decode("utf-8", "replace") or None
+                                   for i in rows], dtype=pl.String)
+    if rows.size == 0:
+        lines = pl.Series("text", [], dtype=pl.String)
+    classified = classify(lines, path, require_events=fast.rows.size == 0)
+    line_map = rows.astype(np.uint32)
+
+    def renumber(frame: pl.DataFrame) -> pl.DataFrame:
+        if "line" not in frame.columns:
+            return frame
+        return frame.with_columns(pl.Series("line", line_map[frame["line"].to_numpy()]))
+
+    classified.events = renumber(classified.events)
+    classified.unparsed = renumber(classified.unparsed)
+    classified.total_lines = int(starts.size)
+    return classified
+
+
+def _fast_frame(fast: FastPrefixes) -> pl.DataFrame:
+    def categorical(values: list[bytes], codes: np.ndarray) -> pl.Series:
+        names = pl.Series([v.decode() for v in values], dtype=pl.String).cast(pl.Categorical)
+        return names.gather(pl.Series(codes.astype(np.uint32)))
+
+    n = fast.rows.size
+    return pl.DataFrame(
+        [
+            pl.Series("line", fast.rows.astype(np.uint32)),
+            pl.Series("ts", fast.ts),
+            pl.Series("cpu", fast.cpu.astype(np.int32)),
+            pl.Series("pid", fast.pid.astype(np.int32)),
+            categorical(fast.comm.values, fast.comm.codes).alias("comm"),
+            categorical(fast.event.values, fast.event.codes).alias("event"),
+            categorical(fast.buffer.values, fast.buffer.codes).alias("buffer"),
+            pl.Series("flags", [None], dtype=pl.UInt8).extend_constant(None, n - 1) if n else
+            pl.Series("flags", [], dtype=pl.UInt8),
+            pl.Series("preempt", [None], dtype=pl.UInt8).extend_constant(None, n - 1) if n else
+            pl.Series("preempt", [], dtype=pl.UInt8),
+            pl.Series("rest", [None], dtype=pl.String).extend_constant(None, n - 1) if n else
+            pl.Series("rest", [], dtype=pl.String),
+            pl.Series("ts_digits", fast.frac_digits.astype(np.uint32)),
+            pl.Series("ps", fast.payload_start),
+            pl.Series("pe", fast.payload_end),
+        ]
+    )
+
+
+def _sorted(frame: pl.DataFrame) -> pl.DataFrame:
+    """Stable time order (ts, then line), idx = row number."""
+    ts = frame["ts"].to_numpy()
+    line = frame["line"].to_numpy()
+    in_order = ts.size < 2 or bool(
+        ((ts[1:] > ts[:-1]) | ((ts[1:] == ts[:-1]) & (line[1:] > line[:-1]))).all()
+    )
+    if not in_order:
+        frame = frame.sort("ts", "line", maintain_order=True)
+    return frame.with_columns(pl.int_range(pl.len(), dtype=pl.UInt32).alias("idx"))
 
 
 class _Progress:
@@ -80,31 +184,26 @@ class _Progress:
 
 
 def _common_columns(prefixes: pl.DataFrame) -> pl.DataFrame:
-    """ts in ns, typed common columns, stable time order, idx = row number."""
+    """ts in ns and typed common columns, in line order (see _sorted)."""
     frac = pl.col("frac")
     ts = pl.col("sec").cast(pl.Int64) * 1_000_000_000 + frac.str.slice(0, 9).str.pad_end(
         9, "0"
     ).cast(pl.Int64)
     flags, preempt = _latency_columns(pl.col("lat"))
-    frame = prefixes.select(
-        pl.col("line"),
+    return prefixes.select(
+        pl.col("line").cast(pl.UInt32),
         ts.alias("ts"),
         pl.col("cpu").cast(pl.Int32),
         pl.col("pid").cast(pl.Int32),
-        pl.col("comm"),
-        pl.col("event"),
-        pl.col("buffer").fill_null(""),
-        flags.alias("flags"),
-        preempt.alias("preempt"),
-        pl.col("rest"),
-        pl.col("frac").str.len_bytes().alias("ts_digits"),
-    )
-    frame = frame.sort("ts", "line", maintain_order=True)
-    return frame.with_columns(
-        pl.int_range(pl.len(), dtype=pl.UInt32).alias("idx"),
         pl.col("comm").cast(pl.Categorical),
         pl.col("event").cast(pl.Categorical),
-        pl.col("buffer").cast(pl.Categorical),
+        pl.col("buffer").fill_null("").cast(pl.Categorical),
+        flags.alias("flags"),
+        preempt.alias("preempt"),
+        pl.col("rest").cast(pl.String),
+        pl.col("frac").str.len_bytes().alias("ts_digits"),
+        pl.lit(-1, dtype=pl.Int64).alias("ps"),
+        pl.lit(-1, dtype=pl.Int64).alias("pe"),
     )
 
 
@@ -153,21 +252,56 @@ def _rename_kernel_markers(prefixes: pl.DataFrame) -> pl.DataFrame:
 def _typed_tables(
     events: pl.DataFrame,
     report: ReadReport,
+    text: ByteText,
 ) -> tuple[dict[str, pl.DataFrame], dict[str, EventFormat]]:
     catalog: FormatCatalog = bundled_catalog()
     by_event: dict[str, pl.DataFrame] = {}
     formats: dict[str, EventFormat] = {}
-    keyed = events.select("idx", "ts", "cpu", "pid", "event", "rest")
-    for (name,), group in keyed.group_by("event", maintain_order=True):
-        name = str(name)
-        result = parse_payload(name, group["rest"], catalog)
+    keys_frame = events.select("idx", "ts", "cpu", "pid")
+    codes = events["event"].to_physical().to_numpy()
+    order = np.argsort(codes, kind="stable")
+    sorted_codes = codes[order]
+    bounds = np.flatnonzero(np.diff(sorted_codes)) + 1
+    groups = np.split(order, bounds) if order.size else []
+    groups.sort(key=lambda rows: int(rows[0]))  # first appearance, as group_by(maintain_order=True)
+    ps_all = events["ps"].to_numpy()
+    pe_all = events["pe"].to_numpy()
+    equals: np.ndarray | None = None
+    for rows in groups:
+        name = str(events["event"][int(rows[0])])
+        ps, pe = ps_all[rows], pe_all[rows]
+        result: PayloadResult | None = None
+        if bool((ps >= 0).all()):
+            if equals is None:
+                equals = np.flatnonzero(text.buf == ord("="))
+            result = fast_payload(name, text, equals, ps, pe, catalog)
+        if result is None:
+            rest = _rest_texts(events, rows, ps, pe, text)
+            result = parse_payload(name, rest, catalog)
         keys = typed_key_names(result.columns.columns)
-        key_columns = group.select(*(pl.col(k).alias(keys[k]) for k in TYPED_KEY_COLUMNS))
+        key_columns = keys_frame[rows].select(*(pl.col(k).alias(keys[k]) for k in TYPED_KEY_COLUMNS))
         by_event[name] = pl.concat([key_columns, result.columns], how="horizontal")
         if result.fmt is not None:
             formats[name] = result.fmt
         _note_payload(report, name, result)
     return by_event, formats
+
+
+def _rest_texts(
+    events: pl.DataFrame, rows: np.ndarray, ps: np.ndarray, pe: np.ndarray, text: ByteText
+) -> pl.Series:
+    """The payload texts of some rows: decoded from the bytes where the fast path read the line."""
+    rest = events["rest"].gather(pl.Series(rows))
+    fast = np.flatnonzero(ps >= 0)
+    if fast.size == 0:
+        return rest
+    data = text.data
+    decoded = pl.Series(
+        "rest",
+        [data[int(ps[i]) : int(pe[i])].decode("utf-8", errors="replace") for i in fast],
+        dtype=pl.String,
+    )
+    return rest.scatter(pl.Series(fast), decoded)
 
 
 def _note_payload(report: ReadReport, name: str, result: PayloadResult) -> None:
@@ -199,12 +333,13 @@ def _meta(
     events: pl.DataFrame,
     formats: dict[str, EventFormat],
     by_event: dict[str, pl.DataFrame],
+    text: ByteText,
 ) -> CaptureMeta:
     buffers = sorted(str(b) for b in events["buffer"].unique().to_list())
     return CaptureMeta(
         path=str(path),
         kind="text",
-        version=_flavour(classified, events, by_event),
+        version=_flavour(classified, events, by_event, text),
         compression=compression,
         cpus=classified.cpus,
         buffers=buffers,
@@ -212,7 +347,7 @@ def _meta(
 
 
 def _flavour(
-    classified: ClassifiedLines, events: pl.DataFrame, by_event: dict[str, pl.DataFrame]
+    classified: ClassifiedLines, events: pl.DataFrame, by_event: dict[str, pl.DataFrame], text: ByteText
 ) -> str:
     """Name the text form: kernel trace, or trace-cmd report with the options it was run with."""
     digits = events["ts_digits"].max()
@@ -220,8 +355,8 @@ def _flavour(
     if classified.cpus is None:
         return "tracefs trace" if has_lat else "text trace"
     opts = []
-    raw = _looks_raw(events)
-    if not raw and not _looks_plugin(events):
+    raw = _looks_raw(events, text)
+    if not raw and not _looks_plugin(events, text):
         opts.append("-N")  # with -R, plugins make no difference and cannot be told apart
     if isinstance(digits, int) and digits >= 9:
         opts.append("-t")
@@ -232,17 +367,29 @@ def _flavour(
     return " ".join(["trace-cmd report", *opts])
 
 
-def _looks_raw(events: pl.DataFrame) -> bool:
-    switch = events.filter(pl.col("event") == "sched_switch").head(1)
-    if switch.height:
-        return not bool(switch["rest"].str.contains("==>").item())
-    irq_exit = events.filter(pl.col("event") == "softirq_entry").head(1)
-    return bool(irq_exit.height) and not bool(irq_exit["rest"].str.contains(r"\[action=").item())
+def _first_rest(events: pl.DataFrame, name: str, text: ByteText) -> str | None:
+    """The payload text of the first ``name`` event, or None."""
+    first = events.filter(pl.col("event") == name).head(1)
+    if not first.height:
+        return None
+    ps, pe = int(first["ps"].item()), int(first["pe"].item())
+    if ps >= 0:
+        return text.data[ps:pe].decode("utf-8", errors="replace")
+    rest = first["rest"].item()
+    return str(rest) if rest is not None else None
 
 
-def _looks_plugin(events: pl.DataFrame) -> bool:
-    switch = events.filter(pl.col("event") == "sched_switch").head(1)
-    return bool(switch.height) and bool(switch["rest"].str.contains(r"\] \S+ ==> ").item())
+def _looks_raw(events: pl.DataFrame, text: ByteText) -> bool:
+    switch = _first_rest(events, "sched_switch", text)
+    if switch is not None:
+        return "==>" not in switch
+    irq_exit = _first_rest(events, "softirq_entry", text)
+    return irq_exit is not None and re.search(r"\[action=", irq_exit) is None
+
+
+def _looks_plugin(events: pl.DataFrame, text: ByteText) -> bool:
+    switch = _first_rest(events, "sched_switch", text)
+    return switch is not None and re.search(r"\] \S+ ==> ", switch) is not None
 
 
 def _cmdlines(events: pl.DataFrame) -> dict[int, str]:

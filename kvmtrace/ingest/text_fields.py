@@ -64,12 +64,20 @@ class FormatCatalog:
 
 @lru_cache(maxsize=1)
 def bundled_catalog() -> FormatCatalog:
-    """Every ``*.format`` under kvmtrace/data/formats, flat files or system subfolders."""
+    """Every ``*.format`` under kvmtrace/data/formats, flat files or system subfolders; where two kernels
+    define the same event, the newer kernel's format comes first (text carries no field sizes)."""
     catalog = FormatCatalog()
-    for path in sorted(FORMAT_ROOT.rglob("*.format")):
+    for path in sorted(FORMAT_ROOT.rglob("*.format"), key=_newest_kernel_first):
         fmt = parse_event_format(path.read_text(), _system_of(path), str(path))
         catalog.by_name.setdefault(fmt.name, []).append(fmt)
     return catalog
+
+
+def _newest_kernel_first(path: Path) -> tuple[tuple[int, ...], str]:
+    """Sort key: the format set's kernel version (``arm64-6.1`` -> (6, 1)), newest first."""
+    kernel_dir = path.relative_to(FORMAT_ROOT).parts[0]
+    version = tuple(int(x) for x in re.findall(r"\d+", kernel_dir.rsplit("-", 1)[-1]))
+    return tuple(-v for v in version), str(path)
 
 
 def _system_of(path: Path) -> str:

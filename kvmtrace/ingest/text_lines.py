@@ -137,7 +137,7 @@ def _match_layout(frame: pl.DataFrame, layout: str) -> pl.DataFrame:
     return matched.unnest("m").select("line", "text", *PREFIX_COLUMNS).collect()
 
 
-def classify(lines: pl.Series, path: Path) -> ClassifiedLines:
+def classify(lines: pl.Series, path: Path, require_events: bool = True) -> ClassifiedLines:
     """Split the text into event prefixes, header lines, lost-event notices and unparsed lines."""
     parsed = parse_prefixes(lines)
     other = parsed.filter(pl.col("event").is_null() & pl.col("text").is_not_null()).select(
@@ -153,8 +153,8 @@ def classify(lines: pl.Series, path: Path) -> ClassifiedLines:
     )
     lost, lost_unknown = _lost_counts(lost_frame.filter(pl.col("cpu").is_not_null()))
     unparsed = lost_frame.filter(pl.col("cpu").is_null()).select("line", "text")
-    if events.height == 0:
-        _raise_no_events(path, lines, unparsed)
+    if events.height == 0 and require_events:
+        raise_no_events(path, lines, unparsed)
     return ClassifiedLines(
         events=events,
         cpus=cpus,
@@ -186,7 +186,7 @@ def _lost_counts(
     return lost, unknown
 
 
-def _raise_no_events(path: Path, lines: pl.Series, unparsed: pl.DataFrame) -> None:
+def raise_no_events(path: Path, lines: pl.Series, unparsed: pl.DataFrame) -> None:
     if unparsed.height:
         lineno, text = unparsed.row(0)
         raise CaptureError(

@@ -134,7 +134,7 @@ def _lost_table(doc: dict[str, Any]) -> Table:
         for cpu in cpus:
             t.add_row(repr(buf), cpu, f"{per_cpu.get(cpu, 0):,}", f"{lost.get(cpu, 0):,}",
                       str(read["lost_unknown_pages"].get(buf, {}).get(cpu, 0)),
-                      str(read["kernel_overruns"].get("", {}).get(cpu, "-")))
+                      str(read["kernel_overruns"].get(buf, {}).get(cpu, "-")))
     return t
 
 
