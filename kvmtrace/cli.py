@@ -131,7 +131,8 @@ def vcpus(capture: CaptureArg,
 @app.command()
 def exits(capture: CaptureArg,
           json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
-          out: Annotated[Path | None, typer.Option("--out", help="write the per-exit table (.parquet, .csv, .json)")] = None,
+          out: Annotated[Path | None, typer.Option(
+              "--out", help="write the per-exit table (.parquet, .csv, .json)")] = None,
           window: Annotated[str | None, typer.Option("--window", help="only exits inside this phase")] = None,
           by_thread: Annotated[bool, typer.Option("--by-thread", help="also show each vCPU thread")] = False,
           no_cache: NoCache = False) -> None:
@@ -153,9 +154,11 @@ def exits(capture: CaptureArg,
 @app.command()
 def faults(capture: CaptureArg,
            json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
-           out: Annotated[Path | None, typer.Option("--out", help="write the per-fault table (.parquet, .csv, .json)")] = None,
+           out: Annotated[Path | None, typer.Option(
+               "--out", help="write the per-fault table (.parquet, .csv, .json)")] = None,
            window: Annotated[str | None, typer.Option("--window", help="only faults inside this phase")] = None,
-           guest: Annotated[Path | None, typer.Option("--guest", help="guest-side capture: count stage-1 faults")] = None,
+           guest: Annotated[Path | None, typer.Option(
+               "--guest", help="guest-side capture: count stage-1 faults")] = None,
            no_cache: NoCache = False) -> None:
     """Stage-2 faults: decoded ESR, RAM or MMIO, region, phase, handling cost, and when they happened."""
     from kvmtrace.model.faults import faults_report
@@ -174,6 +177,55 @@ def faults(capture: CaptureArg,
         sys.stdout.write(json.dumps(rep.to_json(), indent=2, default=str) + "\n")
     else:
         render_faults(rep, Console())
+
+
+@app.command()
+def synth(scenario: Annotated[str, typer.Argument(help="preset: study-host, study-guest, hog, rt-vcpu, "
+                                                      "boot-faults, arm32")],
+          out: Annotated[Path, typer.Option("-o", "--out", help="capture directory to write")],
+          seed: Annotated[int, typer.Option("--seed", help="random seed (same seed, same bytes)")] = 1,
+          events: Annotated[int | None, typer.Option("--events", help="scale the run to about N events")] = None,
+          loops: Annotated[int | None, typer.Option("--loops", help="cyclictest loops")] = None,
+          text: Annotated[bool, typer.Option("--text", help="also write trace.txt (trace-cmd report)")] = False,
+          zstd: Annotated[bool, typer.Option("--zstd", help="trace.dat v7 with zstd")] = False,
+          overrides: Annotated[list[str] | None, typer.Option("--set", help="override a parameter: key=value")]
+          = None) -> None:
+    """Simulate a KVM host running a guest; write trace.dat, capture.json and truth/ (docs/synth.md)."""
+    from kvmtrace.synth.run import _loops_for_events, simulate
+    from kvmtrace.synth.scenario import apply_override, preset
+
+    with user_errors():
+        try:
+            params = preset(scenario)
+            for item in overrides or []:
+                apply_override(params, item)
+        except (KeyError, ValueError, IndexError) as exc:
+            raise CaptureError(None, None, str(exc).strip("'\"")) from None
+        if loops is not None:
+            params["cyclictest"]["loops"] = loops
+        if events is not None:
+            params["cyclictest"]["loops"] = _loops_for_events(params, seed, events)
+        result = simulate(params, seed, out, zstd=zstd, text=text)
+    rate = result.events / result.seconds if result.seconds else 0.0
+    err.print(f"wrote {out}: {result.events} events ({result.loops} loops) in {result.seconds:.1f} s "
+              f"({rate / 1e6:.2f} M events/s)")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                               "help_option_names": []}, add_help_option=False)
+def record(ctx: typer.Context) -> None:
+    """Record a capture on this machine (run as root): kvmtrace record -o DIR [--workload KIND] [-- ARGS].
+
+    A thin wrapper: the recorder is kvmtrace.record (standard library only, also shipped as
+    kvmtrace-record.pyz); `kvmtrace record --help` lists its options.
+    """
+    from kvmtrace.record.__main__ import main as record_main
+
+    args = list(ctx.args)
+    tail = sys.argv[sys.argv.index("record") + 1:] if "record" in sys.argv else []
+    if "--" in tail and [a for a in tail if a != "--"] == [a for a in args if a != "--"]:
+        args = tail  # click drops the "--" that separates the workload's own arguments
+    raise typer.Exit(record_main(args))
 
 
 @app.callback(invoke_without_command=True)

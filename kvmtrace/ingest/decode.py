@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from kvmtrace.ingest.fields import Records, Words, field_series
+from kvmtrace.ingest.fields import Blob, field_series
 from kvmtrace.ingest.formats import EventFormat
 from kvmtrace.ingest.pages import PageRecords, walk_pages
 from kvmtrace.ingest.tables import (
@@ -52,17 +52,17 @@ def decode_tracedat(f: TraceDatFile, progress: Progress | None = None) -> EventT
     stream = _concat([np.full(len(s.ts), n, np.uint8) for n, s in enumerate(streams)], np.uint8)[order]
     cpu = np.array([s.cpu for s in streams] or [0], np.int32)[stream]
     buf_idx = np.array([s.buffer_index for s in streams] or [0], np.int16)[stream]
-    words = Words(f.blob, f.endian_char)
-    common = Records(words, payload)
+    blob = Blob(f.blob, f.endian_char)
     layout = _common_layout(f.formats)
-    type_id = common.uint(*layout["common_type"])
-    pid = common.int(layout["common_pid"][0], 4, True)
+    type_off, type_size = layout["common_type"]
+    type_id = blob.uint(payload, type_size, type_off)
+    pid = blob.integer(payload, 4, True, layout["common_pid"][0])
     formats = _formats_by_id(f.formats)
-    events = _common_table(f, common, layout, ts, cpu, pid, type_id, buf_idx, formats, report)
+    events = _common_table(f, blob, payload, layout, ts, cpu, pid, type_id, buf_idx, formats, report)
     if progress:
         progress("decoding fields", 0.75)
     lengths = _concat([s.length for s in streams], np.int32)
-    by_event = _typed_tables(words, formats, type_id, ts, cpu, pid, payload, lengths, order)
+    by_event = _typed_tables(blob, formats, type_id, ts, cpu, pid, payload, lengths, order)
     if progress:
         progress("done", 1.0)
     meta = _meta(f)
@@ -175,11 +175,11 @@ def _common_layout(formats: list[EventFormat]) -> dict[str, tuple[int, int]]:
     return layout
 
 
-def _common_table(f: TraceDatFile, common: Records, layout: dict[str, tuple[int, int]], ts: np.ndarray,
-                  cpu: np.ndarray, pid: np.ndarray, type_id: np.ndarray, buf_idx: np.ndarray,
+def _common_table(f: TraceDatFile, blob: Blob, payload: np.ndarray, layout: dict[str, tuple[int, int]],
+                  ts: np.ndarray, cpu: np.ndarray, pid: np.ndarray, type_id: np.ndarray, buf_idx: np.ndarray,
                   formats: dict[int, EventFormat], report: ReadReport) -> pl.DataFrame:
-    flags = common.uint(layout["common_flags"][0], 1)
-    preempt = common.uint(layout["common_preempt_count"][0], 1)
+    flags = blob.uint(payload, 1, layout["common_flags"][0])
+    preempt = blob.uint(payload, 1, layout["common_preempt_count"][0])
     event = _event_names(type_id, formats, report)
     comm = _comm_names(pid, f.cmdlines)
     buffer = pl.Series([b.name for b in f.buffers], dtype=pl.Categorical).gather(buf_idx.astype(np.uint32))
@@ -194,14 +194,15 @@ def _common_table(f: TraceDatFile, common: Records, layout: dict[str, tuple[int,
 
 
 def _event_names(type_id: np.ndarray, formats: dict[int, EventFormat], report: ReadReport) -> pl.Series:
-    ids = np.unique(type_id) if len(type_id) else np.zeros(0, np.int64)
+    counts = np.bincount(type_id, minlength=1) if len(type_id) else np.zeros(1, np.int64)
+    ids = np.flatnonzero(counts)
     names = []
-    lut = np.zeros(int(ids.max()) + 1 if len(ids) else 1, np.uint32)
+    lut = np.zeros(len(counts), np.uint32)
     for k, tid in enumerate(ids):
         fmt = formats.get(int(tid))
         if fmt is None:
             name = f"unknown_type_{int(tid)}"
-            report.unknown_events[f"id {int(tid)}"] = int(np.count_nonzero(type_id == tid))
+            report.unknown_events[f"id {int(tid)}"] = int(counts[tid])
         else:
             name = fmt.name
         names.append(name)
@@ -229,7 +230,7 @@ def _comm_names(pid: np.ndarray, cmdlines: dict[int, str]) -> pl.Series:
     return pl.Series(names, dtype=pl.Categorical).gather(codes)
 
 
-def _typed_tables(words: Words, formats: dict[int, EventFormat], type_id: np.ndarray, ts: np.ndarray,
+def _typed_tables(blob: Blob, formats: dict[int, EventFormat], type_id: np.ndarray, ts: np.ndarray,
                   cpu: np.ndarray, pid: np.ndarray, payload: np.ndarray, lengths: np.ndarray,
                   order: np.ndarray) -> dict[str, pl.DataFrame]:
     """One table per event type; ``lengths`` is in stream order (``order`` maps rows to it)."""
@@ -249,10 +250,10 @@ def _typed_tables(words: Words, formats: dict[int, EventFormat], type_id: np.nda
             pl.Series("idx", rows.astype(np.uint32)), pl.Series("ts", ts[rows]),
             pl.Series(keys["cpu"], cpu[rows]), pl.Series(keys["pid"], pid[rows]),
         ]
-        rec = Records(words, payload[rows])
+        addr = payload[rows]
         trailing = any(fld.array_len == 0 for fld in fmt.payload_fields)
         ln = lengths[order[rows]] if trailing else None
-        cols.extend(field_series(rec, ln, fld) for fld in fmt.payload_fields)
+        cols.extend(field_series(blob, addr, ln, fld) for fld in fmt.payload_fields)
         return fmt.name, pl.DataFrame(cols)
 
     with ThreadPoolExecutor(max_workers=_workers()) as pool:

@@ -1,0 +1,245 @@
+"""Bulk event encoding for the synthesiser: numpy payloads, numpy page packing, the stdlib writer.
+
+The simulator hands over *batches*: one event type, arrays of timestamps, CPUs, pids and field
+values (scalars broadcast). :class:`EventSink` groups them per CPU, sorts them by time, lays them
+out in kernel ring-buffer pages (event headers, TIME_EXTEND when a delta does not fit 27 bits,
+tail padding) with numpy, and appends the pages to :class:`TraceDatWriter` with
+``add_raw_pages``. Field offsets come from the format files, never from hard-coded layouts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kvmtrace.record.tracedat_writer import (
+    TS_MASK,
+    TYPE_PADDING,
+    TYPE_TIME_EXTEND,
+    EventEncoder,
+    EventFormat,
+    TraceDatWriter,
+    parse_format,
+)
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "formats"
+EXTRA_ARM64 = Path(__file__).resolve().parent / "formats_arm64"
+SYSTEM_PREFIXES = ("irq_", "sched_", "ftrace_")
+
+
+def load_formats(arch: str) -> dict[str, tuple[str, str]]:
+    """event name -> (system, format text) for ``arm64`` (Linux 6.1) or ``arm32`` (Linux 3.9)."""
+    dirs = [DATA / "arm64-6.1", EXTRA_ARM64] if arch == "arm64" else [DATA / "arm32-3.9"]
+    out: dict[str, tuple[str, str]] = {}
+    for d in dirs:
+        for p in sorted(d.glob("*.format")):
+            system = next((pre[:-1] for pre in SYSTEM_PREFIXES if p.stem.startswith(pre)), "kvm")
+            text = p.read_text()
+            fmt = parse_format(text, system)
+            out[fmt.name] = (system, text)
+    return out
+
+
+def _dtype_for(fmt: EventFormat, size: int) -> np.dtype[Any]:
+    names, formats, offsets = [], [], []
+    for f in fmt.fields:
+        if f.kind == "tail" or f.size == 0:
+            continue
+        if f.kind == "array":
+            code: Any = f"S{f.size}"
+        elif f.kind in ("data_loc", "rel_loc"):
+            code = "<u4"
+        else:
+            code = ("<i" if f.signed else "<u") + str(f.size)
+        names.append(f.name)
+        formats.append(code)
+        offsets.append(f.offset)
+    return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": size})
+
+
+@dataclass
+class _Group:
+    """Events of one CPU that share one payload layout (event type plus string variant)."""
+
+    ts: list[np.ndarray] = field(default_factory=list)
+    order: list[np.ndarray] = field(default_factory=list)
+    payload: list[np.ndarray] = field(default_factory=list)  # (n, words) uint32
+
+
+class EventSink:
+    """Collects event batches for one chunk of simulated time, then packs and writes them."""
+
+    def __init__(self, writer: TraceDatWriter, formats: dict[str, tuple[str, str]],
+                 keep: bool = False) -> None:
+        self.writer = writer
+        self.formats = {name: parse_format(text, system) for name, (system, text) in formats.items()}
+        self.long_size = writer.long_size
+        self.page_size = writer.page_size
+        self._groups: dict[tuple[int, str, str], _Group] = {}
+        self._variant_cache: dict[tuple[str, str], tuple[bytes, int, int]] = {}
+        self.counts: dict[str, int] = {}
+        self.keep = keep
+        self.kept: list[dict[str, Any]] = []  # with keep=True: what was emitted, for tests
+
+    # -- input
+    def add(self, name: str, ts: Any, cpu: Any, common_pid: Any, order: int = 0, text: str | None = None,
+            **values: Any) -> None:
+        """Add events of type ``name``. ``text`` fills the format's one string field
+        (``__data_loc`` or trailing ``buf[]``); ``values`` fill the other fields (arrays or scalars)."""
+        ts = np.asarray(ts, dtype=np.int64)
+        n = ts.shape[0] if ts.ndim else 1
+        ts = np.broadcast_to(ts, (n,))
+        if n == 0:
+            return
+        fmt = self.formats[name]
+        cpus = np.broadcast_to(np.asarray(cpu, dtype=np.int64), (n,))
+        prefix, size, loc_at = self._variant(name, text or "")
+        dt = _dtype_for(fmt, size)
+        rec = np.zeros(n, dtype=dt)
+        rec["common_type"] = fmt.id
+        rec["common_pid"] = common_pid
+        for key, val in values.items():
+            rec[key] = val
+        raw = rec.view(np.uint8).reshape(n, size).copy()
+        if prefix:
+            raw[:, loc_at:] = np.frombuffer(prefix, np.uint8)[loc_at:]
+        words = raw.view("<u4")
+        self.counts[name] = self.counts.get(name, 0) + n
+        order_arr = np.full(n, order, np.int64)
+        for c in np.unique(cpus):
+            sel = cpus == c
+            gkey = (int(c), name, text or "")
+            g = self._groups.setdefault(gkey, _Group())
+            g.ts.append(ts[sel])
+            g.order.append(order_arr[sel])
+            g.payload.append(words[sel])
+        if self.keep:
+            self.kept.append({"name": name, "ts": ts.copy(), "cpu": cpus.copy(),
+                              "pid": np.broadcast_to(np.asarray(common_pid, np.int64), (n,)).copy(),
+                              "text": text, "values": {k: np.broadcast_to(np.asarray(v), (n,)).copy()
+                                                       for k, v in values.items()}})
+
+    def _variant(self, name: str, text: str) -> tuple[bytes, int, int]:
+        """(template bytes for the string part, padded record size, where string bytes start)."""
+        key = (name, text)
+        hit = self._variant_cache.get(key)
+        if hit is not None:
+            return hit
+        fmt = self.formats[name]
+        has_string = any(f.kind in ("data_loc", "rel_loc", "tail") for f in fmt.fields)
+        if has_string:
+            template = EventEncoder(fmt).encode({"common_type": 0, _string_field(fmt): text})
+            # keep only the string-bearing part: data_loc word(s) and the bytes after the fixed part
+            loc_at = min(f.offset for f in fmt.fields if f.kind in ("data_loc", "rel_loc", "tail"))
+            size = (len(template) + 3) & ~3
+            template = template.ljust(size, b"\0")
+            out = (template, size, loc_at)
+        else:
+            size = max(4, (fmt.fixed_size + 3) & ~3)
+            out = (b"", size, size)
+        if size > 112:
+            raise ValueError(f"{name}: payload of {size} bytes needs a length word; keep it short")
+        self._variant_cache[key] = out
+        return out
+
+    # -- output
+    def flush(self) -> None:
+        """Pack everything collected so far into pages and hand them to the writer."""
+        by_cpu: dict[int, list[tuple[str, _Group]]] = {}
+        for (cpu, name, _text), g in self._groups.items():
+            by_cpu.setdefault(cpu, []).append((name, g))
+        for cpu in sorted(by_cpu):
+            pages = self._pack(by_cpu[cpu])
+            if pages.size:
+                self.writer.add_raw_pages(cpu, pages.tobytes())
+        self._groups.clear()
+
+    def _pack(self, groups: list[tuple[str, _Group]]) -> np.ndarray:
+        ts_parts, order_parts, gid_parts, idx_parts, words = [], [], [], [], []
+        for gi, (_name, g) in enumerate(groups):
+            ts = np.concatenate(g.ts)
+            ts_parts.append(ts)
+            order_parts.append(np.concatenate(g.order))
+            gid_parts.append(np.full(ts.shape[0], gi, np.int32))
+            idx_parts.append(np.arange(ts.shape[0], dtype=np.int64))
+            words.append(np.concatenate(g.payload))
+        ts = np.concatenate(ts_parts)
+        order = np.concatenate(order_parts)
+        perm = np.lexsort((order, ts))
+        ts = ts[perm]
+        gid = np.concatenate(gid_parts)[perm]
+        gidx = np.concatenate(idx_parts)[perm]
+        nwords = np.array([w.shape[1] for w in words], np.int64)[gid]
+        n = ts.shape[0]
+        delta = np.empty(n, np.int64)
+        delta[0] = 0
+        np.subtract(ts[1:], ts[:-1], out=delta[1:])
+        ext = delta > TS_MASK
+        size = 4 + 4 * nwords + 8 * ext
+        cap = self.page_size - 8 - self.long_size
+        csum = np.concatenate(([0], np.cumsum(size)))
+        starts = []
+        i = 0
+        while i < n:
+            starts.append(i)
+            limit = csum[i] + cap + (8 if ext[i] else 0)
+            j = int(np.searchsorted(csum, limit, side="right")) - 1
+            i = max(j, i + 1)
+        start_arr = np.array(starts, np.int64)
+        first = np.zeros(n, bool)
+        first[start_arr] = True
+        delta[first] = 0
+        ext &= ~first
+        size = 4 + 4 * nwords + 8 * ext
+        csum = np.concatenate(([0], np.cumsum(size)))
+        page_of = np.cumsum(first) - 1
+        hdr = 8 + self.long_size
+        pos = csum[:-1] - csum[start_arr][page_of] + hdr + page_of * self.page_size  # byte offset
+        npages = start_arr.shape[0]
+        buf = np.zeros(npages * self.page_size // 4, np.uint32)
+        ends = np.append(start_arr[1:], n)
+        used = csum[ends] - csum[start_arr]
+        page_words = np.arange(npages, dtype=np.int64) * (self.page_size // 4)
+        page_ts = ts[start_arr]
+        buf[page_words] = (page_ts & 0xFFFFFFFF).astype(np.uint32)
+        buf[page_words + 1] = (page_ts >> 32).astype(np.uint32)
+        buf[page_words + 2] = used.astype(np.uint32)
+        if self.long_size == 8:
+            buf[page_words + 3] = 0
+        # padding event after the data, as the kernel leaves it
+        space = cap - used
+        pad_at = (page_words * 4 + hdr + used) // 4
+        big = space >= 8
+        buf[pad_at[big]] = (1 << 5) | TYPE_PADDING
+        buf[pad_at[big] + 1] = (space[big] - 4).astype(np.uint32)
+        small = (space >= 4) & ~big
+        buf[pad_at[small]] = TYPE_PADDING
+        wpos = pos // 4
+        e = np.flatnonzero(ext)
+        buf[wpos[e]] = (((delta[e] & TS_MASK) << 5) | TYPE_TIME_EXTEND).astype(np.uint32)
+        buf[wpos[e] + 1] = (delta[e] >> 27).astype(np.uint32)
+        hword = wpos + 2 * ext
+        d = np.where(ext, 0, delta)
+        buf[hword] = ((d << 5) | nwords).astype(np.uint32)
+        for gi, w in enumerate(words):
+            sel = np.flatnonzero(gid == gi)
+            if sel.size == 0:
+                continue
+            rows = w[gidx[sel]]
+            buf[(hword[sel] + 1)[:, None] + np.arange(w.shape[1])] = rows
+        return buf.view(np.uint8)
+
+
+def _string_field(fmt: EventFormat) -> str:
+    for f in fmt.fields:
+        if f.kind in ("data_loc", "rel_loc", "tail"):
+            return f.name
+    raise ValueError(f"{fmt.name} has no string field")
+
+
+def comm_bytes(comm: str) -> bytes:
+    """A task name as the kernel stores it in a 16-byte comm (15 characters and a NUL)."""
+    return comm.encode()[:15]

@@ -1,0 +1,385 @@
+"""``kvmtrace synth``: run a scenario, write trace.dat (+ trace.txt), capture.json and truth/."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from kvmtrace.capture import Manifest
+from kvmtrace.model.phases import phases_from_markers
+from kvmtrace.record.tracedat_writer import CallableCompressor, TraceDatWriter
+from kvmtrace.synth.emit import EventSink, comm_bytes, load_formats
+from kvmtrace.synth.scenario import sample
+from kvmtrace.synth.sim import CLS, EC, EXIT_CLASSES, IDLE, REGIONS, WFX, Chunk, Simulator
+from kvmtrace.synth.truth import TruthBuilder
+
+WFI_PC = 0xFFFFC2A278ADA268
+PCS = np.array([0xFFFFC2A27855A034, 0xFFFFC2A279494038, 0xFFFFC2A278401784, 0xFFFFC2A277F77DF0,
+                0xFFFFC2A2786677A8, 0xFFFFC2A278C01A20], np.uint64)
+MARK_IP = 0xFFFF8000081C2F40
+MARKER_TASK = ("init", 463)
+FLUSH_ITEMS = 400_000
+
+
+@dataclass
+class Result:
+    """What a synth run wrote and emitted."""
+
+    out: Path
+    events: int
+    counts: dict[str, int]
+    seconds: float
+    loops: int
+    kept: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Expander:
+    """Turns simulator chunks into event batches for one architecture."""
+
+    def __init__(self, sim: Simulator, sink: EventSink, truth: TruthBuilder, arch: str, vcpu_comm: str) -> None:
+        self.sim, self.sink, self.truth, self.arch = sim, sink, truth, arch
+        self.a32 = arch == "arm32"
+        self.host_timer_irq = 30 if self.a32 else 13
+        self.rng = np.random.default_rng(int(sim.rng.integers(1 << 62)))
+        self.vcpu_comm = vcpu_comm
+
+    def __call__(self, ch: Chunk) -> None:
+        self.sched(ch)
+        self.ticks(ch)
+        self.run_ticks(ch)
+        self.wfi(ch)
+        self.exits(ch)
+        self.interrupts(ch)
+        self.truth.add_cyclictest(ch.cyclictest)
+        self.sim.fault_rows.clear()
+        self.truth.marks.extend(ch.marks)
+        if ch.marks:
+            self.markers(ch.marks)
+        self.sink.flush()
+
+    # -- scheduling
+    def sched(self, ch: Chunk) -> None:
+        if ch.sw:
+            ts = np.array([r[0] for r in ch.sw], np.int64)
+            cpu = np.array([r[1] for r in ch.sw], np.int64)
+            prev = [r[2] for r in ch.sw]
+            nxt = [r[4] for r in ch.sw]
+            self.sink.add("sched_switch", ts, cpu, np.array([t.pid for t in prev], np.int32), order=5,
+                          prev_comm=self._comms(prev, cpu), prev_pid=[t.pid for t in prev],
+                          prev_prio=[t.kprio for t in prev], prev_state=[r[3] for r in ch.sw],
+                          next_comm=self._comms(nxt, cpu), next_pid=[t.pid for t in nxt],
+                          next_prio=[t.kprio for t in nxt])
+        if ch.wk:
+            ts = np.array([r[0] for r in ch.wk], np.int64)
+            cpu = np.array([r[1] for r in ch.wk], np.int64)
+            woken = [r[3] for r in ch.wk]
+            extra: dict[str, Any] = {"success": 1} if self.a32 else {}
+            self.sink.add("sched_wakeup", ts, cpu, [r[2] for r in ch.wk], order=3,
+                          comm=self._comms(woken, cpu), pid=[t.pid for t in woken],
+                          prio=[t.kprio for t in woken], target_cpu=cpu, **extra)
+
+    def _comms(self, tasks: list[Any], cpu: np.ndarray) -> np.ndarray:
+        return np.array([f"swapper/{c}".encode() if t is IDLE else comm_bytes(t.comm)
+                         for t, c in zip(tasks, cpu.tolist(), strict=True)], dtype="S16")
+
+    def ticks(self, ch: Chunk) -> None:
+        if not ch.ticks:
+            return
+        arr = np.array(ch.ticks, np.int64)
+        self._irq_pair(arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3])
+
+    def _irq_pair(self, t_in: np.ndarray, t_out: np.ndarray, cpu: np.ndarray, pid: np.ndarray) -> None:
+        self.sink.add("irq_handler_entry", t_in, cpu, pid.astype(np.int32), order=2, text="arch_timer",
+                      irq=self.host_timer_irq)
+        self.sink.add("irq_handler_exit", t_out, cpu, pid.astype(np.int32), order=4, irq=self.host_timer_irq,
+                      ret=1)
+
+    def run_ticks(self, ch: Chunk) -> None:
+        """Host ticks while a host task runs (outside the waits, which place their own)."""
+        if not ch.run:
+            return
+        arr = np.array(ch.run, np.int64)
+        a, b, cpu, pid = arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3]
+        tick = self.sim.tick_ns
+        phase = np.array([self.sim.tick_phases.get(int(c), 0) for c in cpu.tolist()], np.int64)
+        first = ((a + 2000 - phase) // tick + 1) * tick + phase
+        count = np.maximum((b - 60_000 - first) // tick + 1, 0)
+        if count.sum() == 0:
+            return
+        rep = np.repeat(np.arange(len(a)), count)
+        k = np.arange(rep.size) - np.repeat(np.cumsum(count) - count, count)
+        t_in = first[rep] + k * tick
+        dur = sample(self.sim.p["stages"]["tick"], self.rng, rep.size)
+        self._irq_pair(t_in, t_in + dur, cpu[rep], pid[rep])
+
+    # -- the vCPU
+    def wfi(self, ch: Chunk) -> None:
+        if not ch.wfi:
+            return
+        arr = np.array(ch.wfi, np.int64)
+        w, sw, cpu, tid, cval = (arr[:, i] for i in range(5))
+        wfx_ts = w + (sw - w) // 3
+        if self.a32:
+            self.sink.add("kvm_wfi", wfx_ts, cpu, tid, order=1, vcpu_pc=WFI_PC & 0xFFFFFFFF)
+            return
+        self.sink.add("kvm_wfx_arm64", wfx_ts, cpu, tid, order=1, vcpu_pc=WFI_PC, is_wfe=0)
+        self.sink.add("kvm_timer_save_state", sw + 3000, cpu, tid, order=6, ctl=1, cval=cval.astype(np.uint64),
+                      timer_idx=1)
+        self.sink.add("kvm_timer_save_state", sw + 6000, cpu, tid, order=7, ctl=0, cval=0, timer_idx=0)
+
+    def _kvm_exit(self, ts: np.ndarray, cpu: np.ndarray, tid: np.ndarray, ret: int, ec: int | np.ndarray,
+                  pc: Any) -> None:
+        if self.a32:
+            self.sink.add("kvm_exit", ts, cpu, tid, order=1, vcpu_pc=np.asarray(pc, np.uint64) & 0xFFFFFFFF)
+        else:
+            self.sink.add("kvm_exit", ts, cpu, tid, order=1, ret=ret, esr_ec=ec, vcpu_pc=pc)
+
+    def _kvm_entry(self, ts: np.ndarray, cpu: np.ndarray, tid: np.ndarray, pc: Any) -> None:
+        mask = 0xFFFFFFFF if self.a32 else 0xFFFFFFFFFFFFFFFF
+        self.sink.add("kvm_entry", ts, cpu, tid, order=9, vcpu_pc=np.asarray(pc, np.uint64) & np.uint64(mask))
+
+    def exits(self, ch: Chunk) -> None:
+        if not ch.exits:
+            return
+        arr = np.array(ch.exits, np.int64)
+        ts, h, cls, cpu, tid, fault = (arr[:, i] for i in range(6))
+        # WFx: kvm_exit only here (the entry belongs to the interrupt that wakes the vCPU)
+        sel = cls == WFX
+        self._kvm_exit(ts[sel], cpu[sel], tid[sel], 2, EC["WFx"], np.uint64(WFI_PC))
+        self.truth.add_exits(ts[sel], ts[sel] + h[sel], cpu[sel], tid[sel], 2, EC["WFx"], "WFx")
+        sel = cls == WFX + 1  # running-path timer interrupt: events come with the interrupt
+        if sel.any():
+            self.truth.add_exits(ts[sel], ts[sel] + h[sel], cpu[sel], tid[sel], 0, 0, "IRQ")
+        pcs = PCS[self.rng.integers(0, len(PCS), len(ts))]
+        for name in EXIT_CLASSES:
+            sel = np.flatnonzero(cls == CLS[name])
+            if sel.size == 0:
+                continue
+            t, hh, c, p, pc, f = ts[sel], h[sel], cpu[sel], tid[sel], pcs[sel], fault[sel]
+            if name == "IRQ":
+                self._irq_pair(t, t + hh * 6 // 10, c, p)
+                kx = t + hh * 7 // 10
+                self._kvm_exit(kx, c, p, 0, 0, pc)
+                self._kvm_entry(t + hh, c, p, pc)
+                self.truth.add_exits(kx, t + hh, c, p, 0, 0, "IRQ")
+                continue
+            if name == "SYS64":
+                self._kvm_exit(t, c, p, 2, EC["SYS64"], pc)
+                iss = self.rng.integers(0, 1 << 22, sel.size) << 1
+                self.sink.add("kvm_handle_sys_reg", t + hh // 3, c, p, order=2,
+                              hsr=((EC["SYS64"] << 26) | (1 << 25) | iss).astype(np.uint64))
+                self._kvm_entry(t + hh, c, p, pc + np.uint64(4))
+                self.truth.add_exits(t, t + hh, c, p, 2, EC["SYS64"], "SYS64")
+                continue
+            if name == "HVC64":
+                self._kvm_exit(t, c, p, 2, EC["HVC64"], pc)
+                if self.a32:
+                    self.sink.add("kvm_hvc", t + hh // 3, c, p, order=2, vcpu_pc=pc & np.uint64(0xFFFFFFFF),
+                                  r0=0x84000001, imm=0)
+                else:
+                    self.sink.add("kvm_hvc_arm64", t + hh // 3, c, p, order=2, vcpu_pc=pc, r0=0x84000001, imm=0)
+                self._kvm_entry(t + hh, c, p, pc)
+                self.truth.add_exits(t, t + hh, c, p, 2, EC["HVC64"], "HVC32" if self.a32 else "HVC64")
+                continue
+            rows = np.array([self.sim.fault_rows[i] for i in f.tolist()], dtype=np.uint64)
+            ipa, hsr, hxfar, write = rows[:, 2], rows[:, 3], rows[:, 4], rows[:, 5]
+            ec = (hsr >> np.uint64(26)).astype(np.int64)
+            self._kvm_exit(t, c, p, 2, ec, pc)
+            page = ipa & ~np.uint64(0xFFF)
+            fault_ts = t + np.maximum(hh // 8, 50)
+            if self.a32:
+                self.sink.add("kvm_guest_fault", fault_ts, c, p, order=2, vcpu_pc=pc & np.uint64(0xFFFFFFFF),
+                              hsr=hsr, hxfar=hxfar & np.uint64(0xFFFFFFFF), ipa=page)
+            else:
+                self.sink.add("kvm_guest_fault", fault_ts, c, p, order=2, vcpu_pc=pc, hsr=hsr, hxfar=hxfar,
+                              ipa=page)
+            if name == "ACCESS":
+                self.sink.add("kvm_access_fault", t + hh // 2, c, p, order=3, ipa=page)
+            if name.startswith("MMIO_"):
+                val = self.rng.integers(0, 256, sel.size).astype(np.uint64)
+                wr = write.astype(bool)
+                user = name != "MMIO_GIC"
+                first_type = np.where(wr, 2, np.where(user, 0, 1))
+                self.sink.add("kvm_mmio", t + hh // 4, c, p, order=3, type=first_type, len=4, gpa=ipa,
+                              val=np.where(wr | ~user, val, 0))
+                if user:
+                    self.sink.add("kvm_userspace_exit", t + hh // 3, c, p, order=4, reason=6, errno=0)
+                    rd = ~wr
+                    self.sink.add("kvm_mmio", (t + hh * 8 // 10)[rd], c[rd], p[rd], order=5, type=1, len=4,
+                                  gpa=ipa[rd], val=val[rd])
+            self._kvm_entry(t + hh, c, p, pc)
+            cname = "IABT_LOW" if name == "IABT" else "DABT_LOW"
+            self.truth.add_exits(t, t + hh, c, p, 2, ec, cname)
+            self.truth.add_faults(fault_ts, t, t + hh, rows, name)
+
+    def interrupts(self, ch: Chunk) -> None:
+        if not ch.intr:
+            return
+        arr = np.array(ch.intr, np.int64)
+        path, cpu, tid, _dl, t0, _wake, _ix, _sw, upd, kexit, entry, since, cval = (arr[:, i] for i in range(13))
+        b = path == 0
+        r = ~b
+        wake = arr[:, 5]
+        if self.a32:
+            self._kvm_entry(entry[b], cpu[b], tid[b], np.uint64(WFI_PC))
+            self.sink.add("irq_handler_entry", t0[r], cpu[r], tid[r], order=2, text="kvm guest timer", irq=27)
+            self.sink.add("irq_handler_exit", upd[r], cpu[r], tid[r], order=4, irq=27, ret=1)
+            self._kvm_exit(kexit[r], cpu[r], tid[r], 0, 0, np.uint64(WFI_PC))
+            self._kvm_entry(entry[r], cpu[r], tid[r], np.uint64(WFI_PC))
+        else:
+            u, e, c, t = upd[b], entry[b], cpu[b], tid[b]
+            span = e - u
+            self.sink.add("kvm_timer_update_irq", u, c, t, order=2, vcpu_id=0, irq=27, level=1)
+            self.sink.add("vgic_update_irq_pending", u + span // 10, c, t, order=3, vcpu_id=0, irq=27, level=1)
+            self.sink.add("kvm_timer_restore_state", u + span * 5 // 10, c, t, order=4, ctl=1,
+                          cval=cval[b].astype(np.uint64), timer_idx=1)
+            self.sink.add("kvm_timer_restore_state", u + span * 6 // 10, c, t, order=5, ctl=0, cval=0, timer_idx=0)
+            self.sink.add("kvm_vcpu_wakeup", u + span * 8 // 10, c, t, order=6,
+                          ns=(wake[b] - since[b]).astype(np.uint64), waited=1, valid=1)
+            self._kvm_entry(e, c, t, np.uint64(WFI_PC))
+            u, x, e, c, t = upd[r], kexit[r], entry[r], cpu[r], tid[r]
+            pcs = PCS[self.rng.integers(0, len(PCS), int(r.sum()))]
+            self.sink.add("irq_handler_entry", t0[r], c, t, order=1, text="kvm guest vtimer", irq=12)
+            self.sink.add("kvm_timer_update_irq", u, c, t, order=2, vcpu_id=0, irq=27, level=1)
+            self.sink.add("vgic_update_irq_pending", u + (x - u) * 3 // 10, c, t, order=3, vcpu_id=0, irq=27,
+                          level=1)
+            self.sink.add("irq_handler_exit", u + (x - u) * 6 // 10, c, t, order=4, irq=12, ret=1)
+            self._kvm_exit(x, c, t, 0, 0, pcs)
+            self._kvm_entry(e, c, t, pcs)
+        self.truth.add_interrupts(arr, ch.blockers, self.a32)
+
+    def markers(self, marks: list[tuple[int, int, str]]) -> None:
+        for ts, cpu, text in marks:
+            ip = MARK_IP & 0xFFFFFFFF if self.a32 else MARK_IP
+            self.sink.add("print", np.array([ts]), cpu, MARKER_TASK[1], order=8, text=text + "\n", ip=ip)
+
+
+def _loops_for_events(params: dict[str, Any], seed: int, events: int) -> int:
+    """Loops that make about ``events`` events (from pilot runs of the same scenario)."""
+    def count(loops: int) -> int:
+        pilot = dict(params)
+        pilot["cyclictest"] = {**params["cyclictest"], "loops": loops}
+        return simulate(pilot, seed, None, dry=True).events
+
+    small, large = 2000, 8000
+    fixed, e_small, e_large = count(0), count(small), count(large)
+    per_loop = max((e_large - e_small) / (large - small), 1.0)
+    return max(int((events - fixed) / per_loop), 1)
+
+
+def zstd_compressor() -> CallableCompressor:
+    import zstandard
+
+    version = ".".join(str(p) for p in zstandard.ZSTD_VERSION)
+    return CallableCompressor("zstd", version, zstandard.ZstdCompressor(level=3).compress)
+
+
+def simulate(params: dict[str, Any], seed: int, out: Path | None, *, dry: bool = False, zstd: bool = False,
+             text: bool = False, keep: bool = False) -> Result:
+    """Run the scenario; write the capture directory ``out`` unless ``dry``."""
+    started = time.perf_counter()
+    arch = params["arch"]
+    long_size = 4 if arch == "arm32" else 8
+    writer = TraceDatWriter(version=7 if zstd else 6, long_size=long_size,
+                            compression=zstd_compressor() if zstd else None)
+    formats = load_formats(arch)
+    for _name, (system, fmt_text) in formats.items():
+        if system == "ftrace":
+            writer.add_ftrace_format(fmt_text)
+        else:
+            writer.add_event_format(system, fmt_text)
+    sim = Simulator(params, seed)
+    sink = EventSink(writer, formats, keep=keep)
+    truth = TruthBuilder(params)
+    exp = Expander(sim, sink, truth, arch, params["vcpu_comm"])
+    start = int(float(params["start_s"]) * 1e9)
+    loops = int(params["cyclictest"]["loops"])
+    measured_cpus = {int(v["cpu"]) for v in params["vcpus"]} if params["side"] == "guest" else {0}
+    free = [c for c in range(int(params["ncpus"])) if c not in measured_cpus]
+    marks_cpu = free[-1] if free else min(measured_cpus)
+    late = Chunk()  # events of CPUs without a measured thread (and markers there), written last
+    end = start
+    runs = params["vcpus"] if params["side"] == "guest" else [{"cpu": 0, "tid": params["cyclictest"]["tid"]}]
+    sim.tick_phases = {}
+    for v in runs:
+        def sink_chunk(ch: Chunk) -> None:
+            if free:
+                late.marks.extend(ch.marks)
+                ch.marks = []
+            exp(ch)
+        end = max(end, sim.run_cpu(v, loops, start, marks_cpu, FLUSH_ITEMS, sink_chunk))
+        sim.tick_phases[int(v["cpu"])] = sim.tick_phase
+        last = sim.chunk
+        sim.chunk = Chunk()
+        sink_chunk(last)
+    for c in free:
+        sim.background_only(c, start, end, late)
+    exp(late)
+    cmdlines = {0: "<idle>", MARKER_TASK[1]: MARKER_TASK[0], int(params["vmm_pid"]): params["vcpu_comm"]}
+    for v in params["vcpus"]:
+        cmdlines[int(v["tid"])] = params["vcpu_comm"]
+    for b in params["background"]:
+        cmdlines[int(b["pid"])] = b["comm"]
+    if params.get("hog"):
+        cmdlines[int(params["hog"]["pid"])] = params["hog"]["comm"]
+    if params["side"] == "host":
+        cmdlines[int(params["cyclictest"]["tid"])] = "cyclictest"
+    cmdlines.pop(0)
+    writer.set_cmdlines(cmdlines)
+    writer.uname = params["uname"]
+    writer.tracecmd_version = "kvmtrace-synth"
+    mark_ip = MARK_IP & 0xFFFFFFFF if arch == "arm32" else MARK_IP
+    writer.kallsyms = f"{mark_ip:0{2 * long_size}x} T tracing_mark_write\n"
+    writer.add_buffer("", ncpus=int(params["ncpus"]))
+    events = sum(sink.counts.values())
+    result = Result(out=out or Path("."), events=events, counts=dict(sink.counts), seconds=0.0, loops=loops,
+                    kept=sink.kept)
+    if dry or out is None:
+        writer.close()
+        result.seconds = time.perf_counter() - started
+        return result
+    out.mkdir(parents=True, exist_ok=True)
+    writer.write(out / "trace.dat")
+    writer.close()
+    phases = phases_from_markers(
+        pl.DataFrame({"ts": [m[0] for m in truth.marks], "text": [m[2] for m in truth.marks]},
+                     schema={"ts": pl.Int64(), "text": pl.String()}).sort("ts"), start, end)
+    truth.write(out / "truth", phases)
+    _manifest(params, seed, phases, result).write(out)
+    if text:
+        with open(out / "trace.txt", "w") as fh:
+            subprocess.run(["trace-cmd", "report", "-t", "-i", str(out / "trace.dat")], stdout=fh,
+                           stderr=subprocess.DEVNULL, check=True)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _manifest(params: dict[str, Any], seed: int, phases: pl.DataFrame, result: Result) -> Manifest:
+    ram = params["guest_ram"]
+    memory = [{"name": "ram", "start": int(ram["start"]), "size": int(ram["size_mb"]) << 20}]
+    memory += [{"name": name, "start": base, "size": size} for name, base, size in REGIONS.values()]
+    workloads = [{"name": "cyclictest", "side": params["side"], "priority": params["cyclictest"]["prio"],
+                  "policy": "SCHED_FIFO", "interval_us": params["cyclictest"]["interval_us"],
+                  "loops": result.loops}]
+    if params.get("lmbench"):
+        workloads.append({"name": "lmbench", "side": "guest", "tool": "lat_mem_rd", **params["lmbench"]})
+    return Manifest(
+        side="host",
+        host={"arch": "arm" if params["arch"] == "arm32" else "arm64", "kernel": params["uname"].split()[2],
+              "uname": params["uname"], "cpu_model": params["cpu_model"], "kvm_mode": "synthetic",
+              "ncpus": params["ncpus"]},
+        tracing={"clock": "local", "events": sorted(result.counts), "tool": "kvmtrace synth",
+                 "counter_hz": params["counter_hz"], "counter_offset_s": params["counter_offset_s"]},
+        workloads=workloads,
+        phases=[{"name": r["name"], "start_ns": r["start_ns"], "end_ns": r["end_ns"]}
+                for r in phases.iter_rows(named=True)],
+        guest_memory=memory,
+        extra={"synth": {"scenario": params.get("name"), "seed": seed, "events": result.events,
+                         "event_counts": result.counts, "params": params}},
+    )
