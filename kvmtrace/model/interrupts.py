@@ -81,6 +81,11 @@ def _enclosing_irq(df: pl.DataFrame, at: str, cpu: str, irqs: pl.DataFrame) -> p
     ).drop("irq_end_idx")
 
 
+def has_injection_events(t: EventTables) -> bool:
+    """arm64 logs timer injections; 32-bit ARM of the Linux 3.9 era has no timer or vgic tracepoints."""
+    return t.has("kvm_timer_update_irq") or t.has("vgic_update_irq_pending")
+
+
 def timer_injections(t: EventTables, vcpus: pl.Series) -> pl.DataFrame:
     """Injection events of guest timer interrupts (level 1): vcpu_tid, idx, ts, cpu, irq."""
     if t.has("kvm_timer_update_irq"):
@@ -101,14 +106,18 @@ def blocked_timer_interrupts(t: EventTables, vcpus: pl.Series, irqs: pl.DataFram
                        pl.col("cpu").alias("w_cpu")))
     switch_in = (t.table("sched_switch").filter(pl.col("next_pid").is_in(vcpus.implode()))
                  .select(pl.col("next_pid").alias("vcpu_tid"), "idx", "ts", "cpu"))
-    inj = timer_injections(t, vcpus)
     entry = _by_vcpu(t, "kvm_entry", vcpus)
     df = _next(wakeups, switch_in, "w_idx", "s")
     df = _next(df, wakeups.select("vcpu_tid", pl.col("w_idx").alias("idx")), "w_idx", "nw")
     df = df.filter(pl.col("s_idx").is_not_null(), pl.col("nw_idx").is_null() | (pl.col("s_idx") < pl.col("nw_idx")))
-    df = _next(df, inj, "s_idx", "i")
     df = _next(df, entry, "s_idx", "e")
-    df = df.filter(pl.col("i_idx").is_not_null(), pl.col("e_idx").is_not_null(), pl.col("i_idx") < pl.col("e_idx"))
+    if has_injection_events(t):
+        df = _next(df, timer_injections(t, vcpus), "s_idx", "i")
+        df = df.filter(pl.col("i_idx").is_not_null(), pl.col("e_idx").is_not_null(),
+                       pl.col("i_idx") < pl.col("e_idx"))
+    else:  # 32-bit ARM: the injection is not traced; the guest timer is IRQ 27
+        df = df.filter(pl.col("e_idx").is_not_null()).with_columns(
+            pl.lit(27, pl.Int32).alias("i_irq"), pl.lit(None, pl.Int64).alias("i_ts"))
     df = _enclosing_irq(df, "w_idx", "w_cpu", irqs)
     return df.select(
         "vcpu_tid", pl.col("i_irq").alias("irq"), pl.lit("timer").alias("kind"), pl.lit("blocked").alias("path"),
@@ -118,6 +127,29 @@ def blocked_timer_interrupts(t: EventTables, vcpus: pl.Series, irqs: pl.DataFram
         pl.col("i_ts").alias("inject_at_ns"), pl.lit(None, pl.Int64).alias("exit_at_ns"),
         pl.col("e_ts").alias("entry_at_ns"), pl.col("e_idx").alias("entry_idx"), "w_idx",
         pl.col("s_idx").alias("switch_idx"), pl.col("s_cpu").alias("wait_cpu"),
+    )
+
+
+def arm32_running_timer_interrupts(t: EventTables, vcpus: pl.Series, irqs: pl.DataFrame) -> pl.DataFrame:
+    """32-bit ARM: the host IRQ ``kvm guest timer`` taken in the vCPU thread; its handler's exit
+    stands for the injection (there is no injection tracepoint), then kvm_exit and kvm_entry."""
+    pid = t.events.select("idx", pl.col("pid").alias("vcpu_tid"))
+    guest_irqs = (irqs.filter(pl.col("name").str.starts_with("kvm guest"), pl.col("end_idx").is_not_null())
+                  .join(pid, on="idx").filter(pl.col("vcpu_tid").is_in(vcpus.implode())))
+    df = guest_irqs.select("vcpu_tid", pl.col("idx").alias("irq_idx"), pl.col("ts").alias("irq_ts"),
+                           pl.col("name").alias("irq_name"), pl.col("end_idx").alias("i_idx"),
+                           pl.col("end_ns").alias("i_ts"))
+    df = _next(df, _by_vcpu(t, "kvm_exit", vcpus), "i_idx", "x")
+    df = _next(df, _by_vcpu(t, "kvm_entry", vcpus), "i_idx", "e")
+    df = df.filter(pl.col("x_idx").is_not_null(), pl.col("e_idx").is_not_null(), pl.col("x_idx") < pl.col("e_idx"))
+    return df.select(
+        "vcpu_tid", pl.lit(27, pl.Int32).alias("irq"), pl.lit("timer").alias("kind"), pl.lit("running").alias("path"),
+        pl.col("e_cpu").alias("cpu"), pl.col("irq_ts").alias("t_ns"), pl.col("irq_idx").alias("t_idx"),
+        pl.col("irq_name").alias("host_irq"), pl.lit(None, pl.Int64).alias("wakeup_ns"),
+        pl.lit(None, pl.Int64).alias("switch_in_ns"), pl.col("i_ts").alias("inject_at_ns"),
+        pl.col("x_ts").alias("exit_at_ns"), pl.col("e_ts").alias("entry_at_ns"), pl.col("e_idx").alias("entry_idx"),
+        pl.lit(None, pl.UInt32).alias("w_idx"), pl.lit(None, pl.UInt32).alias("switch_idx"),
+        pl.lit(None, pl.Int32).alias("wait_cpu"),
     )
 
 
@@ -166,6 +198,7 @@ def with_stages(df: pl.DataFrame) -> pl.DataFrame:
         pl.when(blocked).then(pl.col("inject_at_ns") - pl.col("switch_in_ns")).alias("inject_ns"),
         pl.when(running).then(pl.col("exit_at_ns") - pl.col("inject_at_ns")).alias("exit_ns"),
         pl.when(running).then(pl.col("entry_at_ns") - pl.col("exit_at_ns"))
+          .when(blocked).then(pl.col("entry_at_ns") - pl.coalesce("inject_at_ns", "switch_in_ns"))
           .otherwise(pl.col("entry_at_ns") - pl.col("inject_at_ns")).alias("entry_ns"),
         (pl.col("entry_at_ns") - pl.col("t_ns")).alias("total_ns"),
     )
@@ -181,7 +214,10 @@ def interrupts(t: EventTables, vcpus: pl.Series) -> pl.DataFrame:
         parts.append(blocked_timer_interrupts(t, vcpus, irqs))
     taken = parts[0] if parts else pl.DataFrame(schema={"vcpu_tid": pl.Int32(), "entry_idx": pl.UInt32()})
     if t.has("kvm_exit") and t.has("kvm_entry") and irqs.height:
-        parts.append(running_timer_interrupts(t, vcpus, irqs, taken))
+        if has_injection_events(t):
+            parts.append(running_timer_interrupts(t, vcpus, irqs, taken))
+        else:
+            parts.append(arm32_running_timer_interrupts(t, vcpus, irqs))
     if not parts:
         names = [f"sched:{n}" if n.startswith("sched") else f"kvm:{n}" for n in missing]
         raise MissingEventsError(t.meta.path, "interrupt timelines", names)

@@ -27,7 +27,7 @@ from kvmtrace.record.tracedat_writer import (
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "formats"
 EXTRA_ARM64 = Path(__file__).resolve().parent / "formats_arm64"
-SYSTEM_PREFIXES = ("irq_", "sched_", "ftrace_")
+SYSTEM_PREFIXES = ("irq_", "sched_", "ftrace_", "timer_")
 
 
 def load_formats(arch: str) -> dict[str, tuple[str, str]]:

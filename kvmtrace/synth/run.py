@@ -20,6 +20,9 @@ from kvmtrace.synth.sim import CLS, EC, EXIT_CLASSES, IDLE, REGIONS, WFX, Chunk,
 from kvmtrace.synth.truth import TruthBuilder
 
 WFI_PC = 0xFFFFC2A278ADA268
+HRTIMER_BASE = np.uint64(0xFFFF000012340000)  # the vCPUs' background hrtimers (address + tid)
+BG_TIMER_FN = np.uint64(0xFFFF8000080B2F40)  # kvm_bg_timer_expire
+HRTIMER_MODE_ABS_HARD = 8
 PCS = np.array([0xFFFFC2A27855A034, 0xFFFFC2A279494038, 0xFFFFC2A278401784, 0xFFFFC2A277F77DF0,
                 0xFFFFC2A2786677A8, 0xFFFFC2A278C01A20], np.uint64)
 MARK_IP = 0xFFFF8000081C2F40
@@ -123,7 +126,7 @@ class Expander:
         if not ch.wfi:
             return
         arr = np.array(ch.wfi, np.int64)
-        w, sw, cpu, tid, cval = (arr[:, i] for i in range(5))
+        w, sw, cpu, tid, cval, deadline = (arr[:, i] for i in range(6))
         wfx_ts = w + (sw - w) // 3
         if self.a32:
             self.sink.add("kvm_wfi", wfx_ts, cpu, tid, order=1, vcpu_pc=WFI_PC & 0xFFFFFFFF)
@@ -132,6 +135,9 @@ class Expander:
         self.sink.add("kvm_timer_save_state", sw + 3000, cpu, tid, order=6, ctl=1, cval=cval.astype(np.uint64),
                       timer_idx=1)
         self.sink.add("kvm_timer_save_state", sw + 6000, cpu, tid, order=7, ctl=0, cval=0, timer_idx=0)
+        # KVM arms a host hrtimer (its background timer) for the blocked vCPU's deadline
+        self.sink.add("hrtimer_start", sw + 7000, cpu, tid, order=8, hrtimer=HRTIMER_BASE + tid.astype(np.uint64),
+                      function=BG_TIMER_FN, expires=deadline, softexpires=deadline, mode=HRTIMER_MODE_ABS_HARD)
 
     def _kvm_exit(self, ts: np.ndarray, cpu: np.ndarray, tid: np.ndarray, ret: int, ec: int | np.ndarray,
                   pc: Any) -> None:
@@ -243,6 +249,7 @@ class Expander:
             self.sink.add("kvm_vcpu_wakeup", u + span * 8 // 10, c, t, order=6,
                           ns=(wake[b] - since[b]).astype(np.uint64), waited=1, valid=1)
             self._kvm_entry(e, c, t, np.uint64(WFI_PC))
+            self._bg_timer_expiry(t0[b], wake[b], arr[b, 6], c, t, {w: p for w, _c, p, _t in ch.wk})
             u, x, e, c, t = upd[r], kexit[r], entry[r], cpu[r], tid[r]
             pcs = PCS[self.rng.integers(0, len(PCS), int(r.sum()))]
             self.sink.add("irq_handler_entry", t0[r], c, t, order=1, text="kvm guest vtimer", irq=12)
@@ -253,6 +260,16 @@ class Expander:
             self._kvm_exit(x, c, t, 0, 0, pcs)
             self._kvm_entry(e, c, t, pcs)
         self.truth.add_interrupts(arr, ch.blockers, self.a32)
+
+    def _bg_timer_expiry(self, t0: np.ndarray, wake: np.ndarray, irq_exit: np.ndarray, cpu: np.ndarray,
+                         tid: np.ndarray, pid_at_wake: dict[int, int]) -> None:
+        """The vCPU's background hrtimer expires inside the host IRQ, before it wakes the vCPU."""
+        pid = np.array([pid_at_wake.get(int(w), 0) for w in wake.tolist()], np.int32)
+        at = t0 + (wake - t0) // 2
+        self.sink.add("hrtimer_expire_entry", at, cpu, pid, order=3, hrtimer=HRTIMER_BASE + tid.astype(np.uint64),
+                      now=at, function=BG_TIMER_FN)
+        self.sink.add("hrtimer_expire_exit", wake + np.maximum((irq_exit - wake) // 2, 1), cpu, pid, order=4,
+                      hrtimer=HRTIMER_BASE + tid.astype(np.uint64))
 
     def markers(self, marks: list[tuple[int, int, str]]) -> None:
         for ts, cpu, text in marks:
@@ -286,7 +303,7 @@ def simulate(params: dict[str, Any], seed: int, out: Path | None, *, dry: bool =
     started = time.perf_counter()
     arch = params["arch"]
     long_size = 4 if arch == "arm32" else 8
-    writer = TraceDatWriter(version=7 if zstd else 6, long_size=long_size,
+    writer = TraceDatWriter(version=7 if zstd else 6, long_size=long_size, trace_clock="mono",
                             compression=zstd_compressor() if zstd else None)
     formats = load_formats(arch)
     for _name, (system, fmt_text) in formats.items():
@@ -374,7 +391,7 @@ def _manifest(params: dict[str, Any], seed: int, phases: pl.DataFrame, result: R
         host={"arch": "arm" if params["arch"] == "arm32" else "arm64", "kernel": params["uname"].split()[2],
               "uname": params["uname"], "cpu_model": params["cpu_model"], "kvm_mode": "synthetic",
               "ncpus": params["ncpus"]},
-        tracing={"clock": "local", "events": sorted(result.counts), "tool": "kvmtrace synth",
+        tracing={"clock": "mono", "events": sorted(result.counts), "tool": "kvmtrace synth",
                  "counter_hz": params["counter_hz"], "counter_offset_s": params["counter_offset_s"]},
         workloads=workloads,
         phases=[{"name": r["name"], "start_ns": r["start_ns"], "end_ns": r["end_ns"]}

@@ -112,7 +112,8 @@ class Chunk:
     # interrupts: see INTR_FIELDS
     intr: list[tuple[int, ...]] = field(default_factory=list)
     blockers: list[tuple[str | None, int | None, int | None]] = field(default_factory=list)
-    wfi: list[tuple[int, int, int, int, int]] = field(default_factory=list)  # W, switch ts, cpu, tid, cval
+    # W, switch ts, cpu, tid, cval, deadline (ns: the host hrtimer KVM arms for the blocked vCPU)
+    wfi: list[tuple[int, int, int, int, int, int]] = field(default_factory=list)
     host_ct: list[tuple[int, int, int, int, int, int]] = field(default_factory=list)
     cyclictest: list[tuple[int, int, int, int, str]] = field(default_factory=list)  # deadline, latency, tid, cpu, path
     marks: list[tuple[int, int, str]] = field(default_factory=list)  # ts, cpu, text
@@ -230,8 +231,10 @@ class Simulator:
         blocked_at = now
         if not in_guest:
             self.chunk.sw.append((now, cpu, me, 1, cur))
+        next_deadline = first_deadline
         while k < loops:
-            deadline = first_deadline + k * interval
+            # like cyclictest: the next deadline is one interval on, skipping periods already missed
+            deadline = next_deadline
             t0 = deadline + self.pool["timer"].next()
             if in_guest:
                 # the guest runs until it executes WFI, unless the deadline's interrupt comes first
@@ -252,6 +255,7 @@ class Simulator:
                     now = entry
                     need = end + gh + self.post.next() + (self.busy.next() if self.u() < self.busy_prob else 0)
                     k += 1
+                    next_deadline = _next_deadline(deadline, deadline + lat, interval)
                     lat_max, lat_min, lat_sum, last_lat = max(lat_max, lat), min(lat_min, lat), lat_sum + lat, lat
                     self.maybe_flush(flush_every, sink)
                     continue
@@ -262,7 +266,7 @@ class Simulator:
                 sw_ts = now + block
                 nxt_task = self.pick(cur, hog, pending)
                 cur = nxt_task
-                self.chunk.wfi.append((now, sw_ts, cpu, me.pid, self.cval(deadline)))
+                self.chunk.wfi.append((now, sw_ts, cpu, me.pid, self.cval(deadline), deadline))
                 self.chunk.sw.append((sw_ts, cpu, me, 1, cur))
                 blocked_at = now
                 now = sw_ts + 12 * NS  # save_state events follow the switch
@@ -309,12 +313,13 @@ class Simulator:
                 cur_since = now
             self.last_in = switch
             k += 1
+            next_deadline = _next_deadline(deadline, deadline + lat, interval)
             lat_max, lat_min, lat_sum, last_lat = max(lat_max, lat), min(lat_min, lat), lat_sum + lat, lat
             self.maybe_flush(flush_every, sink)
         if in_guest:
             end, _ = self.guest_run(now, need, ex, cpu, me, None)
             self.exit_row(end, -1, WFX, cpu, me.pid)
-            self.chunk.wfi.append((end, end + 8 * NS, cpu, me.pid, self.cval(end + interval)))
+            self.chunk.wfi.append((end, end + 8 * NS, cpu, me.pid, self.cval(end + interval), end + interval))
             cur = self.pick(cur, hog, pending)
             self.chunk.sw.append((end + 8 * NS, cpu, me, 1, cur))
             now = end + 20 * NS
@@ -464,8 +469,10 @@ class Simulator:
              hog: Task | None) -> tuple[int, tuple[str | None, int | None, int | None], int, int]:
         """When the woken thread gets the CPU, who held it meanwhile, and the holder's prev_state."""
         sched = self.pool["sched"].next()
+        tail = irq_exit - wake  # the rest of the waking interrupt's handler: its own blocker (docs/stages.md)
         if cur is IDLE:
-            return irq_exit + sched, (None, None, None), 0, irq_exit
+            irq_only = ("irq:arch_timer", None, tail) if tail > 0 else (None, None, None)
+            return irq_exit + sched, irq_only, 0, irq_exit
         me.vr = max(me.vr, self.min_vr - self.cfs["latency_us"] / 2)
         finite = cur is not hog
         end = self.bg_end if finite else 1 << 62
@@ -508,8 +515,8 @@ class Simulator:
         if cur.policy == "other":
             cur.vr += (switch - cur_since) * 1024 / cur.weight
         self.min_vr = max(self.min_vr, min(cur.vr, me.vr))
-        if tick_ns > held:
-            return switch, ("irq:arch_timer", None, tick_ns), state, switch
+        if tail + tick_ns >= held:  # ties go to the handler, as the analysis orders owners by name
+            return switch, ("irq:arch_timer", None, tail + tick_ns), state, switch
         return switch, (cur.comm, cur.pid, held), state, switch
 
     def background_only(self, cpu: int, start: int, end: int, out: Chunk) -> None:
@@ -535,3 +542,11 @@ class Simulator:
             out.sw.append((e, cpu, task, 1, IDLE))
             out.run.append((a, e, cpu, task.pid))
             t = e
+
+
+def _next_deadline(deadline: int, measured_at: int, interval: int) -> int:
+    """cyclictest's update: one interval on, then on until after the time it measured."""
+    nxt = deadline + interval
+    if nxt < measured_at:
+        nxt += -(-(measured_at - nxt) // interval) * interval
+    return nxt
