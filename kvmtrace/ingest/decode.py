@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from kvmtrace.ingest.fields import Blob, field_series
+from kvmtrace.ingest.fields import Blob, event_columns
 from kvmtrace.ingest.formats import EventFormat
 from kvmtrace.ingest.pages import PageRecords, walk_pages
 from kvmtrace.ingest.tables import (
@@ -48,21 +48,19 @@ def decode_tracedat(f: TraceDatFile, progress: Progress | None = None) -> EventT
     if progress:
         progress("ordering events", 0.6)
     order, ts = _global_order(streams)
-    payload = _concat([s.payload for s in streams], np.int64)[order]
-    stream = _concat([np.full(len(s.ts), n, np.uint8) for n, s in enumerate(streams)], np.uint8)[order]
+    stream = _concat([np.full(len(s.payload), n, np.uint8) for n, s in enumerate(streams)], np.uint8)[order]
+    payload = _take(streams, "payload", order, np.uint32 if len(f.blob) < 1 << 32 else np.int64)
+    lengths = _take(streams, "length", order, np.int16)
     cpu = np.array([s.cpu for s in streams] or [0], np.int32)[stream]
     buf_idx = np.array([s.buffer_index for s in streams] or [0], np.int16)[stream]
+    del streams, order, stream
     blob = Blob(f.blob, f.endian_char)
-    layout = _common_layout(f.formats)
-    type_off, type_size = layout["common_type"]
-    type_id = blob.uint(payload, type_size, type_off)
-    pid = blob.integer(payload, 4, True, layout["common_pid"][0])
+    type_id, flags, preempt, pid = _common_fields(blob, payload, _common_layout(f.formats))
     formats = _formats_by_id(f.formats)
-    events = _common_table(f, blob, payload, layout, ts, cpu, pid, type_id, buf_idx, formats, report)
+    events = _common_table(f, ts, cpu, pid, type_id, flags, preempt, buf_idx, formats, report)
     if progress:
         progress("decoding fields", 0.75)
-    lengths = _concat([s.length for s in streams], np.int32)
-    by_event = _typed_tables(blob, formats, type_id, ts, cpu, pid, payload, lengths, order)
+    by_event = _typed_tables(blob, formats, type_id, ts, cpu, pid, payload, lengths)
     if progress:
         progress("done", 1.0)
     meta = _meta(f)
@@ -72,9 +70,19 @@ def decode_tracedat(f: TraceDatFile, progress: Progress | None = None) -> EventT
                        report=report, cmdlines=dict(f.cmdlines))
 
 
+def _take(streams: list[_Stream], name: str, order: np.ndarray, dtype: type) -> np.ndarray:
+    """One per-stream array joined and put in global order; the streams' copies are released."""
+    joined = _concat([getattr(s, name) for s in streams], dtype)
+    for s in streams:
+        setattr(s, name, np.zeros(0, dtype))
+    return joined[order]
+
+
 def _global_order(streams: list[_Stream]) -> tuple[np.ndarray, np.ndarray]:
     """The merge of all streams by time (ties: buffer, CPU, stream order) and the merged times."""
     ts = _concat([s.ts for s in streams], np.int64)
+    for s in streams:
+        s.ts = np.zeros(0, np.int64)
     order = np.argsort(ts, kind="stable")
     return order, ts[order]
 
@@ -98,7 +106,7 @@ def _walk_all(f: TraceDatFile, report: ReadReport, progress: Progress | None) ->
     for (bi, buf, cpu), rec in zip(todo, walked, strict=True):
         _account(report, f, buf, cpu, rec)
         ts = _correct(rec.ts, cpu.cpu, f.correction, top_buffer=buf.name == "")
-        streams.append(_Stream(bi, cpu.cpu, ts, rec.payload + cpu.start, rec.length))
+        streams.append(_Stream(bi, cpu.cpu, ts, _offset(rec.payload, cpu.start, len(f.blob)), rec.length))
     for buf in f.buffers:
         for c in buf.cpus:
             if c.trailing_bytes:
@@ -106,6 +114,13 @@ def _walk_all(f: TraceDatFile, report: ReadReport, progress: Progress | None) ->
                     f"buffer '{buf.name}' cpu {c.cpu} after page {c.length // buf.page_size}",
                     f"{c.trailing_bytes} bytes of a partial page at the end of the data", None))
     return streams
+
+
+def _offset(addresses: np.ndarray, start: int, blob_size: int) -> np.ndarray:
+    """Addresses within one CPU's pages -> addresses in the whole blob (32-bit while it is under 4 GiB)."""
+    if blob_size < 1 << 32:
+        return addresses.astype(np.uint32, copy=False) + np.uint32(start)
+    return addresses.astype(np.int64) + start
 
 
 def _account(report: ReadReport, f: TraceDatFile, buf: BufferData, cpu: CpuData, rec: PageRecords) -> None:
@@ -175,11 +190,30 @@ def _common_layout(formats: list[EventFormat]) -> dict[str, tuple[int, int]]:
     return layout
 
 
-def _common_table(f: TraceDatFile, blob: Blob, payload: np.ndarray, layout: dict[str, tuple[int, int]],
-                  ts: np.ndarray, cpu: np.ndarray, pid: np.ndarray, type_id: np.ndarray, buf_idx: np.ndarray,
+STANDARD_COMMON = {"common_type": (0, 2), "common_flags": (2, 1), "common_preempt_count": (3, 1),
+                   "common_pid": (4, 4)}
+
+
+def _common_fields(blob: Blob, payload: np.ndarray, layout: dict[str, tuple[int, int]]
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """common_type, common_flags, common_preempt_count, common_pid of every record.
+
+    With the standard 8-byte header (every kernel since 2.6) one gather reads all four."""
+    if layout == STANDARD_COMMON:
+        fields = blob._gather("S8", payload, 0).view(np.dtype({
+            "names": ["type", "flags", "preempt", "pid"],
+            "formats": [blob.e + "u2", "u1", "u1", blob.e + "i4"], "offsets": [0, 2, 3, 4], "itemsize": 8}))
+        return (fields["type"].astype(np.uint16), fields["flags"].copy(), fields["preempt"].copy(),
+                fields["pid"].astype(np.int32))
+    return (blob.uint(payload, layout["common_type"][1], layout["common_type"][0]),
+            blob.uint(payload, 1, layout["common_flags"][0]),
+            blob.uint(payload, 1, layout["common_preempt_count"][0]),
+            blob.integer(payload, 4, True, layout["common_pid"][0]))
+
+
+def _common_table(f: TraceDatFile, ts: np.ndarray, cpu: np.ndarray, pid: np.ndarray, type_id: np.ndarray,
+                  flags: np.ndarray, preempt: np.ndarray, buf_idx: np.ndarray,
                   formats: dict[int, EventFormat], report: ReadReport) -> pl.DataFrame:
-    flags = blob.uint(payload, 1, layout["common_flags"][0])
-    preempt = blob.uint(payload, 1, layout["common_preempt_count"][0])
     event = _event_names(type_id, formats, report)
     comm = _comm_names(pid, f.cmdlines)
     buffer = pl.Series([b.name for b in f.buffers], dtype=pl.Categorical).gather(buf_idx.astype(np.uint32))
@@ -231,10 +265,10 @@ def _comm_names(pid: np.ndarray, cmdlines: dict[int, str]) -> pl.Series:
 
 
 def _typed_tables(blob: Blob, formats: dict[int, EventFormat], type_id: np.ndarray, ts: np.ndarray,
-                  cpu: np.ndarray, pid: np.ndarray, payload: np.ndarray, lengths: np.ndarray,
-                  order: np.ndarray) -> dict[str, pl.DataFrame]:
-    """One table per event type; ``lengths`` is in stream order (``order`` maps rows to it)."""
-    by_type = np.argsort(type_id, kind="stable")
+                  cpu: np.ndarray, pid: np.ndarray, payload: np.ndarray, lengths: np.ndarray
+                  ) -> dict[str, pl.DataFrame]:
+    """One table per event type (all inputs in global order)."""
+    by_type = np.argsort(type_id, kind="stable").astype(np.uint32)
     sorted_ids = type_id[by_type]
     bounds = np.flatnonzero(np.diff(sorted_ids)) + 1
     starts = np.concatenate(([0], bounds))
@@ -252,8 +286,8 @@ def _typed_tables(blob: Blob, formats: dict[int, EventFormat], type_id: np.ndarr
         ]
         addr = payload[rows]
         trailing = any(fld.array_len == 0 for fld in fmt.payload_fields)
-        ln = lengths[order[rows]] if trailing else None
-        cols.extend(field_series(blob, addr, ln, fld) for fld in fmt.payload_fields)
+        ln = lengths[rows].astype(np.int32) if trailing else None
+        cols.extend(event_columns(blob, addr, ln, fmt.payload_fields))
         return fmt.name, pl.DataFrame(cols)
 
     with ThreadPoolExecutor(max_workers=_workers()) as pool:

@@ -130,3 +130,50 @@ def _int_lists(blob: Blob, starts: np.ndarray, spans: np.ndarray, f: FieldFormat
     values = [np.frombuffer(data[int(s):int(s) + int(n) // elem * elem].tobytes(), dtype=dtype).tolist()
               for s, n in zip(starts, spans, strict=True)]
     return pl.Series(values=values, dtype=pl.List(FieldFormat("x", "", 0, elem, f.signed).polars_dtype()))
+
+
+def event_columns(blob: Blob, payload: np.ndarray, length: np.ndarray | None, fields: list[FieldFormat]
+                  ) -> list[pl.Series]:
+    """Every field of one event type: each record's fixed part is gathered once (one random access
+    per record), then fields are cut from that compact copy by a structured dtype."""
+    plain = [f for f in fields if _is_plain(f)]
+    if not plain or len(payload) == 0:
+        return [field_series(blob, payload, length, f) for f in fields]
+    size = max(f.offset + f.size for f in plain)
+    rec = blob._gather(f"S{size}", payload, 0).view(np.dtype({
+        "names": [f.name for f in plain],
+        "formats": [_plain_code(f, blob.e) for f in plain],
+        "offsets": [f.offset for f in plain],
+        "itemsize": size,
+    }))
+    out = []
+    for f in fields:
+        if not _is_plain(f):
+            out.append(field_series(blob, payload, length, f))
+        elif f.is_string:
+            raw = np.ascontiguousarray(rec[f.name]).view(np.uint8).reshape(len(payload), f.size)
+            padded = (f.size + 7) // 8 * 8
+            if padded != f.size:
+                raw = np.concatenate([raw, np.zeros((len(raw), padded - f.size), np.uint8)], axis=1)
+            out.append(_dedupe_decode(raw).alias(f.name))
+        elif f.is_bool:
+            out.append(pl.Series(f.name, rec[f.name] != 0))
+        else:
+            values = np.ascontiguousarray(rec[f.name]).astype(_plain_code(f, "="), copy=False)
+            out.append(pl.Series(f.name, values, dtype=f.polars_dtype()))
+    return out
+
+
+def _is_plain(f: FieldFormat) -> bool:
+    """A fixed-size scalar or char array: one slice of the record's fixed part."""
+    if f.is_dynamic or f.array_len == 0:
+        return False
+    if f.array_len is not None:
+        return f.is_string and f.size > 0
+    return f.size in (1, 2, 4, 8)
+
+
+def _plain_code(f: FieldFormat, e: str) -> str:
+    if f.array_len is not None:
+        return f"S{f.size}"
+    return f"{e}{'i' if f.signed and not f.is_bool else 'u'}{f.size}"

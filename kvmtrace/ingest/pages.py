@@ -39,7 +39,7 @@ class PageRecords:
 
     ts: np.ndarray  # int64 raw ring-buffer time (before trace-cmd's corrections)
     payload: np.ndarray  # int64 offset of each payload in the CPU's byte array
-    length: np.ndarray  # int32 payload length in bytes
+    length: np.ndarray  # int16 payload length in bytes (a record fits in a page)
     lost_per_page: np.ndarray  # int64 missed-event count stored in page headers (0 if none)
     lost_flag_pages: np.ndarray  # bool: page flagged missed events without a stored count
     bad_pages: list[BadPage] = field(default_factory=list)
@@ -53,7 +53,7 @@ def walk_pages(data: np.ndarray, page_size: int, commit_size: int, data_offset: 
     e = ">" if big_endian else "<"
     if n_pages == 0:
         z = np.zeros(0, np.int64)
-        return PageRecords(z, z, z.astype(np.int32), z, z.astype(bool))
+        return PageRecords(z, z, z.astype(np.int16), z, z.astype(bool))
     pages = data[: n_pages * page_size].reshape(n_pages, page_size)
     page_ts = pages[:, 0:8].copy().view(e + "u8").ravel().astype(np.int64)
     commit_word = pages[:, 8:8 + commit_size].copy().view(f"{e}u{commit_size}").ravel().astype(np.uint64)
@@ -112,9 +112,11 @@ class _Walker:
         self.records_per_page = np.zeros(len(size), np.int64)
         self.any_special = False
         self.bad_pages: list[BadPage] = []
+        # byte addresses fit 32 bits for data under 4 GiB: half the memory for every address array
+        self.addr_type = np.uint32 if len(words) * 4 < 1 << 32 else np.int64
 
     def run(self) -> None:
-        active = np.flatnonzero(self.size > 0)
+        active = np.flatnonzero(self.size > 0).astype(np.int32)
         base = active.astype(np.int64) * self.page_size + self.data_offset
         state = _State(active, base, self.page_ts[active].copy(), base + self.size[active])
         step = 0
@@ -154,10 +156,10 @@ class _Walker:
         if any_broken:
             self._note_broken(st, np.flatnonzero(broken), type_len, nxt - st.at)
             ok = np.flatnonzero(~broken)
-            self.steps.append((st.page[ok], step, ts[ok], payload[ok], length[ok],
-                               None if is_data is None else is_data[ok]))
+            self.steps.append((st.page[ok], step, ts[ok], payload[ok].astype(self.addr_type),
+                               length[ok].astype(np.int16), None if is_data is None else is_data[ok]))
         else:
-            self.steps.append((st.page, step, ts, payload, length, is_data))
+            self.steps.append((st.page, step, ts, payload.astype(self.addr_type), length.astype(np.int16), is_data))
         cont = nxt < st.limit
         if len(special) or any_broken:
             cont &= ~broken
@@ -200,8 +202,8 @@ class _Walker:
         starts = np.concatenate(([0], np.cumsum(self.records_per_page)))[:-1]
         total = int(self.records_per_page.sum())
         ts = np.empty(total, np.int64)
-        payload = np.empty(total, np.int64)
-        length = np.empty(total, np.int32)
+        payload = np.empty(total, self.addr_type)
+        length = np.empty(total, np.int16)
         data = np.ones(total, bool) if self.any_special else None
         for page, step, t, p, ln, is_data in self.steps:
             dest = starts[page] + step
