@@ -124,6 +124,14 @@ class EventTables:
     report: ReadReport
     cmdlines: dict[int, str] = field(default_factory=dict)
 
+    def at(self, idx: pl.Series | pl.Expr, column: str) -> pl.Expr:
+        """``column`` of the common table at the rows ``idx`` (idx is the row number: a gather, not a join)."""
+        values = self.events.get_column(column)
+        if values.dtype == pl.Categorical:
+            values = values.cast(pl.String)
+        idx_expr = pl.lit(idx) if isinstance(idx, pl.Series) else idx
+        return pl.lit(values).gather(idx_expr)
+
     def has(self, name: str) -> bool:
         return name in self.by_event and self.by_event[name].height > 0
 
@@ -155,5 +163,5 @@ class EventTables:
             return pl.DataFrame(schema={"idx": pl.UInt32(), "ts": pl.Int64(), "cpu": pl.Int32(),
                                         "pid": pl.Int32(), "comm": pl.String(), "text": pl.String()})
         m = pl.concat(frames).sort("ts", "idx")
-        comm = self.events.select("idx", pl.col("comm").cast(pl.String))
-        return m.join(comm, on="idx", how="left").select("idx", "ts", "cpu", "pid", "comm", "text")
+        return m.with_columns(self.at(pl.col("idx"), "comm").alias("comm")).select(
+            "idx", "ts", "cpu", "pid", "comm", "text")

@@ -107,8 +107,7 @@ def _hrtimer_deadlines(t: EventTables, blocked: pl.DataFrame) -> pl.DataFrame | 
     b = blocked.filter(pl.col("host_irq").is_not_null()).select(
         "t_idx", "w_idx", pl.col("wait_cpu").alias("cpu"))
     # the hrtimer expiring last before the wakeup, on the waking CPU, within the host IRQ
-    wake_cpu = t.events.select(pl.col("idx").alias("w_idx"), pl.col("cpu").alias("w_cpu"))
-    b = b.join(wake_cpu, on="w_idx").drop("cpu").rename({"w_cpu": "cpu"})
+    b = b.with_columns(t.at(pl.col("w_idx"), "cpu").alias("cpu"))
     hit = b.sort("w_idx").join_asof(expire, left_on="w_idx", right_on="x_idx", by="cpu", strategy="backward",
                                     check_sortedness=False)
     hit = hit.filter(pl.col("x_idx") > pl.col("t_idx"))

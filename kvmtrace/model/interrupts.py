@@ -133,9 +133,9 @@ def blocked_timer_interrupts(t: EventTables, vcpus: pl.Series, irqs: pl.DataFram
 def arm32_running_timer_interrupts(t: EventTables, vcpus: pl.Series, irqs: pl.DataFrame) -> pl.DataFrame:
     """32-bit ARM: the host IRQ ``kvm guest timer`` taken in the vCPU thread; its handler's exit
     stands for the injection (there is no injection tracepoint), then kvm_exit and kvm_entry."""
-    pid = t.events.select("idx", pl.col("pid").alias("vcpu_tid"))
     guest_irqs = (irqs.filter(pl.col("name").str.starts_with("kvm guest"), pl.col("end_idx").is_not_null())
-                  .join(pid, on="idx").filter(pl.col("vcpu_tid").is_in(vcpus.implode())))
+                  .with_columns(t.at(pl.col("idx"), "pid").alias("vcpu_tid"))
+                  .filter(pl.col("vcpu_tid").is_in(vcpus.implode())))
     df = guest_irqs.select("vcpu_tid", pl.col("idx").alias("irq_idx"), pl.col("ts").alias("irq_ts"),
                            pl.col("name").alias("irq_name"), pl.col("end_idx").alias("i_idx"),
                            pl.col("end_ns").alias("i_ts"))

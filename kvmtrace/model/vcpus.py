@@ -35,12 +35,12 @@ def vcpu_threads(t: EventTables) -> pl.DataFrame:
     name = "kvm_entry" if t.has("kvm_entry") else "kvm_exit"
     entries = t.table(name)
     pid = _pid_col(entries)
-    comm = t.events.select("idx", pl.col("comm").cast(pl.String))
-    return (entries.select("idx", pl.col(pid).alias("vcpu_tid"), "cpu")
-            .join(comm, on="idx", how="left")
+    last = entries.group_by(pid).agg(pl.col("idx").last())  # the comm of each thread's last entry
+    comm = last.select(pl.col(pid).alias("vcpu_tid"), t.at(pl.col("idx"), "comm").alias("comm"))
+    return (entries.select(pl.col(pid).alias("vcpu_tid"), "cpu")
             .group_by("vcpu_tid")
-            .agg(pl.col("comm").last(), pl.len().cast(pl.UInt32).alias("entries"),
-                 pl.col("cpu").unique().sort().alias("cpus"))
+            .agg(pl.len().cast(pl.UInt32).alias("entries"), pl.col("cpu").unique().sort().alias("cpus"))
+            .join(comm, on="vcpu_tid").select("vcpu_tid", "comm", "entries", "cpus")
             .sort("vcpu_tid")
             .cast(VCPU_SCHEMA))  # type: ignore[arg-type]
 
