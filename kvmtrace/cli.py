@@ -138,7 +138,8 @@ def exits(capture: CaptureArg,
           no_cache: NoCache = False) -> None:
     """Exit profile per class, vCPU thread and phase: handling and guest-run intervals, what happened inside."""
     from kvmtrace.model.exits import exits_report
-    from kvmtrace.render.exits import render_exits, write_table
+    from kvmtrace.render.exits import render_exits
+    from kvmtrace.render.parquet import write_frame as write_table
 
     with user_errors():
         cap = _open(capture, no_cache)
@@ -162,8 +163,8 @@ def faults(capture: CaptureArg,
            no_cache: NoCache = False) -> None:
     """Stage-2 faults: decoded ESR, RAM or MMIO, region, phase, handling cost, and when they happened."""
     from kvmtrace.model.faults import faults_report
-    from kvmtrace.render.exits import write_table
     from kvmtrace.render.faults import render_faults
+    from kvmtrace.render.parquet import write_frame as write_table
 
     with user_errors():
         cap = _open(capture, no_cache)

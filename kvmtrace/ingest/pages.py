@@ -15,13 +15,15 @@ from typing import Any
 
 import numpy as np
 
-TYPE_PADDING = 29
-TYPE_TIME_EXTEND = 30
-TYPE_TIME_STAMP = 31
-COMMIT_MASK = (1 << 27) - 1
-MISSED_EVENTS = 1 << 31
-MISSED_STORED = 1 << 30
-TS_SHIFT = 27
+from kvmtrace.record.tracedat_writer import (  # the ring-buffer constants, kept in one place
+    COMMIT_MASK,
+    TYPE_PADDING,
+    TYPE_TIME_EXTEND,
+    TYPE_TIME_STAMP,
+)
+from kvmtrace.record.tracedat_writer import RB_MISSED_EVENTS as MISSED_EVENTS
+from kvmtrace.record.tracedat_writer import RB_MISSED_STORED as MISSED_STORED
+from kvmtrace.record.tracedat_writer import TS_BITS as TS_SHIFT
 
 
 @dataclass

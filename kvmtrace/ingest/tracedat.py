@@ -2,7 +2,7 @@
 
 This module knows the file layout only; the ring-buffer pages themselves are walked by
 ``pages`` and decoded into tables by ``decode``. Everything is read from a memory map, and
-compressed CPU data (v7 zstd or zlib chunks) is inflated into one contiguous array per CPU.
+compressed CPU data (v7 zstd or zlib chunks) is inflated once into one array for all CPUs.
 """
 
 from __future__ import annotations
@@ -20,33 +20,33 @@ from kvmtrace.errors import CaptureError
 from kvmtrace.ingest.formats import EventFormat, FieldFormat, parse_event_format, parse_header_page
 from kvmtrace.ingest.tables import EventTables
 
-MAGIC = b"\x17\x08\x44tracing"
-
-# Option / section ids (trace-cmd.dat(5))
-OPT_DONE = 0
-OPT_DATE = 1
-OPT_CPUSTAT = 2
-OPT_BUFFER = 3
-OPT_TRACECLOCK = 4
-OPT_UNAME = 5
-OPT_HOOK = 6
-OPT_OFFSET = 7
-OPT_CPUCOUNT = 8
-OPT_VERSION = 9
-OPT_PROCMAPS = 10
-OPT_TRACEID = 11
-OPT_TIME_SHIFT = 12
-OPT_GUEST = 13
-OPT_TSC2NSEC = 14
-OPT_STRINGS = 15
-OPT_HEADER_INFO = 16
-OPT_FTRACE_EVENTS = 17
-OPT_EVENT_FORMATS = 18
-OPT_KALLSYMS = 19
-OPT_PRINTK = 20
-OPT_CMDLINES = 21
-OPT_BUFFER_TEXT = 22
-SECTION_FLAG_COMPRESSED = 1
+# The file format's constants live in one place, the (standard-library only) writer.
+from kvmtrace.record.tracedat_writer import (
+    MAGIC,
+    OPT_BUFFER,
+    OPT_BUFFER_TEXT,
+    OPT_CMDLINES,
+    OPT_CPUCOUNT,
+    OPT_CPUSTAT,
+    OPT_DATE,
+    OPT_DONE,
+    OPT_EVENT_FORMATS,
+    OPT_FTRACE_EVENTS,
+    OPT_GUEST,
+    OPT_HEADER_INFO,
+    OPT_HOOK,
+    OPT_KALLSYMS,
+    OPT_OFFSET,
+    OPT_PRINTK,
+    OPT_PROCMAPS,
+    OPT_TIME_SHIFT,
+    OPT_TRACECLOCK,
+    OPT_TRACEID,
+    OPT_TSC2NSEC,
+    OPT_UNAME,
+    OPT_VERSION,
+)
+from kvmtrace.record.tracedat_writer import SEC_FL_COMPRESS as SECTION_FLAG_COMPRESSED
 
 OPTION_NAMES = {
     OPT_DATE: "DATE", OPT_CPUSTAT: "CPUSTAT", OPT_BUFFER: "BUFFER", OPT_TRACECLOCK: "TRACECLOCK",

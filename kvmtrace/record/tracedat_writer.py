@@ -67,6 +67,7 @@ OPT_EVENT_FORMATS = 18
 OPT_KALLSYMS = 19
 OPT_PRINTK = 20
 OPT_CMDLINES = 21
+OPT_BUFFER_TEXT = 22
 SEC_FL_COMPRESS = 1
 
 #: ``events/header_event`` as the kernel prints it (independent of the long size).

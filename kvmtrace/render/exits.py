@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import polars as pl
 from rich.console import Console
 from rich.table import Table
 
-from kvmtrace.errors import CaptureError
 from kvmtrace.model.exits import ExitsReport
 
 HANDLING = "handling (kvm_exit -> next kvm_entry, time in the host)"
@@ -77,15 +74,3 @@ def _phase_table(df: pl.DataFrame) -> Table:
                   us(r["handling_total_ns"]))
     return t
 
-
-def write_table(df: pl.DataFrame, path: Path) -> None:
-    """Write a result table as .parquet, .csv or .json (by the suffix)."""
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        df.write_parquet(path)
-    elif suffix == ".csv":
-        df.write_csv(path)
-    elif suffix == ".json":
-        df.write_json(path)
-    else:
-        raise CaptureError(path, None, "--out: expected a .parquet, .csv or .json file name")
