@@ -11,7 +11,7 @@
 # (normal end, Ctrl-C, SIGTERM, a failing workload). Presets must match kvmtrace/record/events.py.
 set -u
 
-PRESET_LATENCY="kvm:kvm_entry kvm:kvm_exit kvm:kvm_vcpu_wakeup kvm:kvm_wfx_arm64 kvm:kvm_timer_update_irq kvm:kvm_timer_save_state kvm:kvm_timer_restore_state kvm:kvm_timer_hrtimer_expire kvm:kvm_timer_emulate kvm:vgic_update_irq_pending kvm:kvm_irq_line kvm:kvm_set_irq kvm:kvm_inj_virq kvm:kvm_apic_accept_irq kvm:kvm_apicv_accept_irq sched:sched_switch sched:sched_wakeup sched:sched_waking irq:irq_handler_entry irq:irq_handler_exit timer:hrtimer_expire_entry timer:hrtimer_expire_exit ipi:*"
+PRESET_LATENCY="kvm:kvm_entry kvm:kvm_exit kvm:kvm_vcpu_wakeup kvm:kvm_wfx_arm64 kvm:kvm_timer_update_irq kvm:kvm_timer_save_state kvm:kvm_timer_restore_state kvm:kvm_timer_hrtimer_expire kvm:kvm_timer_emulate kvm:vgic_update_irq_pending kvm:kvm_irq_line kvm:kvm_set_irq kvm:kvm_inj_virq kvm:kvm_apic_accept_irq kvm:kvm_apicv_accept_irq sched:sched_switch sched:sched_wakeup sched:sched_waking irq:irq_handler_entry irq:irq_handler_exit timer:hrtimer_expire_entry timer:hrtimer_expire_exit timer:hrtimer_start irq:softirq_entry irq:softirq_exit ipi:*"
 PRESET_FAULTS="kvm:kvm_guest_fault kvm:kvm_access_fault kvm:kvm_mmio kvm:kvm_userspace_exit kvm:kvm_exit kvm:kvm_entry kvm:kvm_page_fault exceptions:page_fault_user exceptions:page_fault_kernel"
 PRESET_ALL_KVM="kvm:* kvmmmu:*?"
 

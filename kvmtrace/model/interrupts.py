@@ -187,12 +187,73 @@ def running_timer_interrupts(t: EventTables, vcpus: pl.Series, irqs: pl.DataFram
     )
 
 
+def vcpu_ids(t: EventTables, vcpus: pl.Series) -> pl.DataFrame:
+    """vcpu_id -> vcpu_tid, learned from the per-vCPU events each vCPU thread emits about itself."""
+    for name in ("kvm_timer_update_irq", "kvm_get_timer_map", "vgic_update_irq_pending"):
+        if t.has(name):
+            df = t.table(name)
+            own = df.filter(pl.col(_pid(df)).is_in(vcpus.implode()))
+            if own.height:
+                return (own.group_by(pl.col("vcpu_id").cast(pl.Int64)).agg(pl.col(_pid(df)).mode().first())
+                        .select("vcpu_id", pl.col(_pid(df)).alias("vcpu_tid").cast(pl.Int32)))
+    return pl.DataFrame({"vcpu_id": [0], "vcpu_tid": vcpus.head(1).cast(pl.Int32)})
+
+
+def device_interrupts(t: EventTables, vcpus: pl.Series) -> pl.DataFrame:
+    """Interrupts a VMM thread injects with ``kvm_irq_line`` level 1, to the vCPU that the following
+    ``vgic_update_irq_pending`` names: blocked (wakeup -> switch-in -> entry), running (kick ->
+    kvm_exit -> entry) or in the host (the next entry delivers it)."""
+    lines = t.table("kvm_irq_line").filter(pl.col("level") == 1)
+    pid = _pid(lines)
+    df = lines.select(pl.col(pid).alias("injector"), pl.col("idx").alias("t_idx"), pl.col("ts").alias("t_ns"),
+                      pl.col("irq_num").cast(pl.Int32).alias("irq"), pl.col("vcpu_idx").cast(pl.Int64).alias("vcpu_id"))
+    if t.has("vgic_update_irq_pending"):  # the target the vgic chose
+        vg = t.table("vgic_update_irq_pending").filter(pl.col("level").cast(pl.Int32) == 1)
+        vg = vg.select(pl.col(_pid(vg)).alias("injector"), pl.col("idx").alias("v_idx"),
+                       pl.col("irq").cast(pl.Int32).alias("irq"), pl.col("vcpu_id").cast(pl.Int64).alias("v_id"))
+        df = df.sort("t_idx").join_asof(vg, left_on="t_idx", right_on="v_idx", by=["injector", "irq"],
+                                        strategy="forward", check_sortedness=False)
+        df = df.with_columns(pl.coalesce("v_id", "vcpu_id").alias("vcpu_id"))
+    df = df.join(vcpu_ids(t, vcpus), on="vcpu_id", how="inner")
+    wakeups = (t.table("sched_wakeup").filter(pl.col("pid").is_in(vcpus.implode()))
+               .select(pl.col("pid").alias("vcpu_tid"), "idx", "ts"))
+    switch_in = (t.table("sched_switch").filter(pl.col("next_pid").is_in(vcpus.implode()))
+                 .select(pl.col("next_pid").alias("vcpu_tid"), "idx", "ts", "cpu"))
+    df = _next(df, _by_vcpu(t, "kvm_entry", vcpus), "t_idx", "e")
+    df = _next(df, _by_vcpu(t, "kvm_exit", vcpus), "t_idx", "x")
+    df = _next(df, wakeups, "t_idx", "w")
+    df = _next(df, switch_in, "w_idx", "s")
+    df = df.filter(pl.col("e_idx").is_not_null())
+    blocked = pl.col("w_idx").is_not_null() & (pl.col("w_idx") < pl.col("e_idx")) & \
+        pl.col("s_idx").is_not_null() & (pl.col("s_idx") < pl.col("e_idx"))
+    running = ~blocked & pl.col("x_idx").is_not_null() & (pl.col("x_idx") < pl.col("e_idx"))
+    df = df.with_columns(pl.when(blocked).then(pl.lit("blocked")).when(running).then(pl.lit("running"))
+                         .otherwise(pl.lit("host")).alias("path"))
+    df = _next(df.with_columns(pl.when(running).then(pl.col("x_idx")).otherwise(pl.col("t_idx")).alias("after")),
+               _by_vcpu(t, "kvm_entry", vcpus), "after", "d")
+    # one row per interrupt line and delivery: a line asserted again before the entry is the same interrupt
+    df = df.sort("t_idx").unique(subset=["vcpu_tid", "irq", "d_idx"], keep="first", maintain_order=True)
+    is_b, is_r = pl.col("path") == "blocked", pl.col("path") == "running"
+    return df.select(
+        "vcpu_tid", "irq", pl.lit("device").alias("kind"), "path", pl.col("d_cpu").alias("cpu"), "t_ns", "t_idx",
+        pl.lit(None, pl.String).alias("host_irq"),
+        pl.when(is_b).then(pl.col("w_ts")).alias("wakeup_ns"),
+        pl.when(is_b).then(pl.col("s_ts")).alias("switch_in_ns"),
+        pl.when(~is_b).then(pl.col("t_ns")).alias("inject_at_ns"),
+        pl.when(is_r).then(pl.col("x_ts")).alias("exit_at_ns"),
+        pl.col("d_ts").alias("entry_at_ns"), pl.col("d_idx").alias("entry_idx"),
+        pl.when(is_b).then(pl.col("w_idx")).alias("w_idx"), pl.when(is_b).then(pl.col("s_idx")).alias("switch_idx"),
+        pl.when(is_b).then(pl.col("s_cpu")).alias("wait_cpu"),
+    )
+
+
 def with_stages(df: pl.DataFrame) -> pl.DataFrame:
     """Stage durations from the stage boundary timestamps (docs/stages.md)."""
     blocked = pl.col("path") == "blocked"
     running = pl.col("path") == "running"
     return df.with_columns(
         pl.when(blocked).then(pl.col("wakeup_ns") - pl.col("t_ns"))
+          .when(pl.col("kind") == "device").then(None)  # the VMM's injection is itself the start
           .otherwise(pl.col("inject_at_ns") - pl.col("t_ns")).alias("host_irq_ns"),
         pl.when(blocked).then(pl.col("switch_in_ns") - pl.col("wakeup_ns")).alias("vcpu_wait_ns"),
         pl.when(blocked).then(pl.col("inject_at_ns") - pl.col("switch_in_ns")).alias("inject_ns"),
@@ -205,7 +266,8 @@ def with_stages(df: pl.DataFrame) -> pl.DataFrame:
 
 
 def interrupts(t: EventTables, vcpus: pl.Series) -> pl.DataFrame:
-    """All reconstructed guest timer interrupts, without deadlines and blockers (see ``analysis``)."""
+    """All reconstructed guest interrupts (timers and VMM-injected devices), without deadlines and
+    blockers (see ``analysis``)."""
     needed = ["kvm_entry", "sched_wakeup", "sched_switch"]
     missing = [n for n in needed if not t.has(n)]
     irqs = irq_context(t)
@@ -218,6 +280,8 @@ def interrupts(t: EventTables, vcpus: pl.Series) -> pl.DataFrame:
             parts.append(running_timer_interrupts(t, vcpus, irqs, taken))
         else:
             parts.append(arm32_running_timer_interrupts(t, vcpus, irqs))
+    if t.has("kvm_irq_line") and not missing:
+        parts.append(device_interrupts(t, vcpus))
     if not parts:
         names = [f"sched:{n}" if n.startswith("sched") else f"kvm:{n}" for n in missing]
         raise MissingEventsError(t.meta.path, "interrupt timelines", names)

@@ -24,6 +24,9 @@ _HOST_LATENCY = [
     "sched:sched_switch", "sched:sched_wakeup", "sched:sched_waking",
     "irq:irq_handler_entry", "irq:irq_handler_exit",
     "timer:hrtimer_expire_entry", "timer:hrtimer_expire_exit",
+    # the expiry KVM arms for a blocked vCPU: with the mono clock, the guest's exact deadline
+    "timer:hrtimer_start",
+    "irq:softirq_entry", "irq:softirq_exit",
     "ipi:*",
 ]
 PRESETS: dict[str, list[str]] = {
