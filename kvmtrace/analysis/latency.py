@@ -268,7 +268,8 @@ def verdict(row: dict[str, Any], owners: list[dict[str, Any]]) -> str:
         return f"{text}: IRQ handler delay"
     if owners:
         top = owners[0]
-        rest = ", ".join(f"{o['owner']} {fmt_ns(o['ns'])}" for o in owners[1:3])
+        rest = ", ".join(f"{'the vCPU thread' if o['is_vcpu'] else o['owner']} {fmt_ns(o['ns'])}"
+                         for o in owners[1:3])
         more = f" (then {rest})" if rest else ""
         return f"{text}: CPU {top['cpu']} was held by {_who(top)} for {fmt_ns(top['ns'])}{more}"
     return text
