@@ -73,7 +73,7 @@ class EventSink:
     """Collects event batches for one chunk of simulated time, then packs and writes them."""
 
     def __init__(self, writer: TraceDatWriter, formats: dict[str, tuple[str, str]],
-                 keep: bool = False) -> None:
+                 keep: bool = False, pack: bool = True) -> None:
         self.writer = writer
         self.formats = {name: parse_format(text, system) for name, (system, text) in formats.items()}
         self.long_size = writer.long_size
@@ -82,6 +82,7 @@ class EventSink:
         self._variant_cache: dict[tuple[str, str], tuple[bytes, int, int]] = {}
         self.counts: dict[str, int] = {}
         self.keep = keep
+        self.pack = pack  # False: only count the events (a dry run)
         self.kept: list[dict[str, Any]] = []  # with keep=True: what was emitted, for tests
 
     # -- input
@@ -108,11 +109,11 @@ class EventSink:
             raw[:, loc_at:] = np.frombuffer(prefix, np.uint8)[loc_at:]
         words = raw.view("<u4")
         self.counts[name] = self.counts.get(name, 0) + n
-        order_arr = np.full(n, order, np.int64)
-        for c in np.unique(cpus):
-            sel = cpus == c
-            gkey = (int(c), name, text or "")
-            g = self._groups.setdefault(gkey, _Group())
+        order_arr = np.full(n, order, np.int8)
+        one_cpu = np.ndim(cpu) == 0
+        for c in ([int(cpu)] if one_cpu else np.unique(cpus).tolist()):
+            sel = slice(None) if one_cpu else cpus == c
+            g = self._groups.setdefault((c, name, text or ""), _Group())
             g.ts.append(ts[sel])
             g.order.append(order_arr[sel])
             g.payload.append(words[sel])
@@ -148,6 +149,9 @@ class EventSink:
     # -- output
     def flush(self) -> None:
         """Pack everything collected so far into pages and hand them to the writer."""
+        if not self.pack:
+            self._groups.clear()
+            return
         by_cpu: dict[int, list[tuple[str, _Group]]] = {}
         for (cpu, name, _text), g in self._groups.items():
             by_cpu.setdefault(cpu, []).append((name, g))
@@ -158,22 +162,22 @@ class EventSink:
         self._groups.clear()
 
     def _pack(self, groups: list[tuple[str, _Group]]) -> np.ndarray:
-        ts_parts, order_parts, gid_parts, idx_parts, words = [], [], [], [], []
-        for gi, (_name, g) in enumerate(groups):
-            ts = np.concatenate(g.ts)
-            ts_parts.append(ts)
+        ts_parts, order_parts, words = [], [], []
+        for _name, g in groups:
+            ts_parts.append(np.concatenate(g.ts))
             order_parts.append(np.concatenate(g.order))
-            gid_parts.append(np.full(ts.shape[0], gi, np.int32))
-            idx_parts.append(np.arange(ts.shape[0], dtype=np.int64))
             words.append(np.concatenate(g.payload))
+        counts = np.array([t.shape[0] for t in ts_parts], np.int64)
+        bounds = np.concatenate(([0], np.cumsum(counts)))
         ts = np.concatenate(ts_parts)
         order = np.concatenate(order_parts)
-        perm = np.lexsort((order, ts))
+        # by time, then order; stable (timsort: the groups are sorted runs already)
+        perm = np.argsort((ts << 4) | order, kind="stable")
         ts = ts[perm]
-        gid = np.concatenate(gid_parts)[perm]
-        gidx = np.concatenate(idx_parts)[perm]
-        nwords = np.array([w.shape[1] for w in words], np.int64)[gid]
         n = ts.shape[0]
+        inv = np.empty(n, np.int64)  # sorted position of each event, by group
+        inv[perm] = np.arange(n, dtype=np.int64)
+        nwords = np.repeat(np.array([w.shape[1] for w in words], np.int64), counts)[perm]
         delta = np.empty(n, np.int64)
         delta[0] = 0
         np.subtract(ts[1:], ts[:-1], out=delta[1:])
@@ -183,11 +187,11 @@ class EventSink:
         csum = np.concatenate(([0], np.cumsum(size)))
         starts = []
         i = 0
+        find = csum.searchsorted
         while i < n:
             starts.append(i)
-            limit = csum[i] + cap + (8 if ext[i] else 0)
-            j = int(np.searchsorted(csum, limit, side="right")) - 1
-            i = max(j, i + 1)
+            j = int(find(csum[i] + cap + (8 if ext[i] else 0), "right")) - 1
+            i = j if j > i else i + 1
         start_arr = np.array(starts, np.int64)
         first = np.zeros(n, bool)
         first[start_arr] = True
@@ -225,11 +229,8 @@ class EventSink:
         d = np.where(ext, 0, delta)
         buf[hword] = ((d << 5) | nwords).astype(np.uint32)
         for gi, w in enumerate(words):
-            sel = np.flatnonzero(gid == gi)
-            if sel.size == 0:
-                continue
-            rows = w[gidx[sel]]
-            buf[(hword[sel] + 1)[:, None] + np.arange(w.shape[1])] = rows
+            at = hword[inv[bounds[gi]:bounds[gi + 1]]] + 1
+            buf[at[:, None] + np.arange(w.shape[1])] = w
         return buf.view(np.uint8)
 
 

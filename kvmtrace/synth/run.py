@@ -16,7 +16,19 @@ from kvmtrace.model.phases import phases_from_markers
 from kvmtrace.record.tracedat_writer import CallableCompressor, TraceDatWriter
 from kvmtrace.synth.emit import EventSink, comm_bytes, load_formats
 from kvmtrace.synth.scenario import sample
-from kvmtrace.synth.sim import CLS, EC, EXIT_CLASSES, IDLE, REGIONS, WFX, Chunk, Simulator
+from kvmtrace.synth.sim import (
+    CLS,
+    EC,
+    EXIT_CLASSES,
+    IRQ_BLOCKER,
+    NO_BLOCKER,
+    REGIONS,
+    WFX,
+    Chunk,
+    Draws,
+    Simulator,
+    stream,
+)
 from kvmtrace.synth.truth import TruthBuilder
 
 WFI_PC = 0xFFFFC2A278ADA268
@@ -49,8 +61,13 @@ class Expander:
         self.sim, self.sink, self.truth, self.arch = sim, sink, truth, arch
         self.a32 = arch == "arm32"
         self.host_timer_irq = 30 if self.a32 else 13
-        self.rng = np.random.default_rng(int(sim.rng.integers(1 << 62)))
+        # the random fields of the events (one stream each, independent of the chunking)
+        self.draws: dict[str, Draws] = {}
+        tick = sim.p["stages"]["tick"]
+        self._draw_spec: dict[str, tuple[str, Any]] = {"tick": ("dist", tick), "pc": ("int", len(PCS)),
+                                                       "pc_running": ("int", len(PCS)), "iss": ("int", 1 << 22)}
         self.vcpu_comm = vcpu_comm
+        self._tables: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def __call__(self, ch: Chunk) -> None:
         self.sched(ch)
@@ -59,45 +76,63 @@ class Expander:
         self.wfi(ch)
         self.exits(ch)
         self.interrupts(ch)
-        self.truth.add_cyclictest(ch.cyclictest)
+        cyc = ch.rows("cyclictest", self._task_tables()[1])
+        self.truth.add_cyclictest(cyc[:, 0], cyc[:, 1], ch.tid, ch.cpu, cyc[:, 2])
         self.sim.fault_rows.clear()
         self.truth.marks.extend(ch.marks)
         if ch.marks:
             self.markers(ch.marks)
         self.sink.flush()
 
+    def take(self, name: str, n: int, spec: tuple[str, Any] | None = None) -> np.ndarray:
+        """``n`` values of the named stream: durations of a distribution, or integers below a bound."""
+        d = self.draws.get(name)
+        if d is None:
+            kind, arg = spec or self._draw_spec[name]
+            rng = stream(self.sim.seed, f"expand:{name}")
+            make = ((lambda: sample(arg, rng, 65536)) if kind == "dist"
+                    else (lambda: rng.integers(0, arg, 65536)))
+            d = self.draws[name] = Draws(make)
+        return d.take(n)
+
+    # -- tasks by index (Simulator.tasks; 0 is the idle task)
+    def _task_tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        tasks = self.sim.tasks
+        if self._tables is None or self._tables[0].shape[0] != len(tasks):
+            self._tables = (np.array([comm_bytes(t.comm) for t in tasks], dtype="S16"),
+                            np.array([t.pid for t in tasks], np.int64),
+                            np.array([t.kprio for t in tasks], np.int64))
+        return self._tables
+
+    def _comms(self, idx: np.ndarray, cpu: int) -> np.ndarray:
+        comm = self._task_tables()[0][idx]
+        comm[idx == 0] = f"swapper/{cpu}".encode()
+        return comm
+
     # -- scheduling
     def sched(self, ch: Chunk) -> None:
-        if ch.sw:
-            ts = np.array([r[0] for r in ch.sw], np.int64)
-            cpu = np.array([r[1] for r in ch.sw], np.int64)
-            prev = [r[2] for r in ch.sw]
-            nxt = [r[4] for r in ch.sw]
-            self.sink.add("sched_switch", ts, cpu, np.array([t.pid for t in prev], np.int32), order=5,
-                          prev_comm=self._comms(prev, cpu), prev_pid=[t.pid for t in prev],
-                          prev_prio=[t.kprio for t in prev], prev_state=[r[3] for r in ch.sw],
-                          next_comm=self._comms(nxt, cpu), next_pid=[t.pid for t in nxt],
-                          next_prio=[t.kprio for t in nxt])
-        if ch.wk:
-            ts = np.array([r[0] for r in ch.wk], np.int64)
-            cpu = np.array([r[1] for r in ch.wk], np.int64)
-            woken = [r[3] for r in ch.wk]
+        _comm, pid, prio = self._task_tables()
+        sw = ch.rows("sw", pid)
+        if sw.shape[0]:
+            prev, nxt = sw[:, 1], sw[:, 3]
+            self.sink.add("sched_switch", sw[:, 0], ch.cpu, pid[prev].astype(np.int32), order=5,
+                          prev_comm=self._comms(prev, ch.cpu), prev_pid=pid[prev], prev_prio=prio[prev],
+                          prev_state=sw[:, 2], next_comm=self._comms(nxt, ch.cpu), next_pid=pid[nxt],
+                          next_prio=prio[nxt])
+        wk = ch.rows("wk", pid)
+        if wk.shape[0]:
+            woken = wk[:, 2]
             extra: dict[str, Any] = {"success": 1} if self.a32 else {}
-            self.sink.add("sched_wakeup", ts, cpu, [r[2] for r in ch.wk], order=3,
-                          comm=self._comms(woken, cpu), pid=[t.pid for t in woken],
-                          prio=[t.kprio for t in woken], target_cpu=cpu, **extra)
-
-    def _comms(self, tasks: list[Any], cpu: np.ndarray) -> np.ndarray:
-        return np.array([f"swapper/{c}".encode() if t is IDLE else comm_bytes(t.comm)
-                         for t, c in zip(tasks, cpu.tolist(), strict=True)], dtype="S16")
+            self.sink.add("sched_wakeup", wk[:, 0], ch.cpu, wk[:, 1], order=3,
+                          comm=self._comms(woken, ch.cpu), pid=pid[woken],
+                          prio=prio[woken], target_cpu=ch.cpu, **extra)
 
     def ticks(self, ch: Chunk) -> None:
-        if not ch.ticks:
-            return
-        arr = np.array(ch.ticks, np.int64)
-        self._irq_pair(arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3])
+        arr = ch.rows("ticks", self._task_tables()[1])
+        if arr.shape[0]:
+            self._irq_pair(arr[:, 0], arr[:, 1], ch.cpu, arr[:, 2])
 
-    def _irq_pair(self, t_in: np.ndarray, t_out: np.ndarray, cpu: np.ndarray, pid: np.ndarray) -> None:
+    def _irq_pair(self, t_in: np.ndarray, t_out: np.ndarray, cpu: int | np.ndarray, pid: np.ndarray) -> None:
         self.sink.add("irq_handler_entry", t_in, cpu, pid.astype(np.int32), order=2, text="arch_timer",
                       irq=self.host_timer_irq)
         self.sink.add("irq_handler_exit", t_out, cpu, pid.astype(np.int32), order=4, irq=self.host_timer_irq,
@@ -105,12 +140,12 @@ class Expander:
 
     def run_ticks(self, ch: Chunk) -> None:
         """Host ticks while a host task runs (outside the waits, which place their own)."""
-        if not ch.run:
+        arr = ch.rows("run", self._task_tables()[1])
+        if not arr.shape[0]:
             return
-        arr = np.array(ch.run, np.int64)
-        a, b, cpu, pid = arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3]
+        a, b, pid = arr[:, 0], arr[:, 1], arr[:, 2]
         tick = self.sim.tick_ns
-        phase = np.array([self.sim.tick_phases.get(int(c), 0) for c in cpu.tolist()], np.int64)
+        phase = self.sim.tick_phases.get(ch.cpu, 0)
         first = ((a + 2000 - phase) // tick + 1) * tick + phase
         count = np.maximum((b - 60_000 - first) // tick + 1, 0)
         if count.sum() == 0:
@@ -118,15 +153,16 @@ class Expander:
         rep = np.repeat(np.arange(len(a)), count)
         k = np.arange(rep.size) - np.repeat(np.cumsum(count) - count, count)
         t_in = first[rep] + k * tick
-        dur = sample(self.sim.p["stages"]["tick"], self.rng, rep.size)
-        self._irq_pair(t_in, t_in + dur, cpu[rep], pid[rep])
+        dur = self.take("tick", rep.size)
+        self._irq_pair(t_in, t_in + dur, ch.cpu, pid[rep])
 
     # -- the vCPU
     def wfi(self, ch: Chunk) -> None:
-        if not ch.wfi:
+        arr = ch.rows("wfi", self._task_tables()[1])
+        if not arr.shape[0]:
             return
-        arr = np.array(ch.wfi, np.int64)
-        w, sw, cpu, tid, cval, deadline = (arr[:, i] for i in range(6))
+        w, sw, deadline = arr[:, 0], arr[:, 1], arr[:, 2]
+        cpu, tid, cval = ch.cpu, np.full(arr.shape[0], ch.tid, np.int64), self.cval(deadline)
         wfx_ts = w + (sw - w) // 3
         if self.a32:
             self.sink.add("kvm_wfi", wfx_ts, cpu, tid, order=1, vcpu_pc=WFI_PC & 0xFFFFFFFF)
@@ -139,22 +175,28 @@ class Expander:
         self.sink.add("hrtimer_start", sw + 7000, cpu, tid, order=8, hrtimer=HRTIMER_BASE + tid.astype(np.uint64),
                       function=BG_TIMER_FN, expires=deadline, softexpires=deadline, mode=HRTIMER_MODE_ABS_HARD)
 
-    def _kvm_exit(self, ts: np.ndarray, cpu: np.ndarray, tid: np.ndarray, ret: int, ec: int | np.ndarray,
+    def cval(self, deadline: np.ndarray) -> np.ndarray:
+        """The guest counter's CVAL for a deadline (no int64 overflow for long traces)."""
+        q, r = np.divmod(deadline + self.sim.counter_off, 1_000_000_000)
+        return q * self.sim.counter_hz + r * self.sim.counter_hz // 1_000_000_000
+
+    def _kvm_exit(self, ts: np.ndarray, cpu: int | np.ndarray, tid: np.ndarray, ret: int, ec: int | np.ndarray,
                   pc: Any) -> None:
         if self.a32:
             self.sink.add("kvm_exit", ts, cpu, tid, order=1, vcpu_pc=np.asarray(pc, np.uint64) & 0xFFFFFFFF)
         else:
             self.sink.add("kvm_exit", ts, cpu, tid, order=1, ret=ret, esr_ec=ec, vcpu_pc=pc)
 
-    def _kvm_entry(self, ts: np.ndarray, cpu: np.ndarray, tid: np.ndarray, pc: Any) -> None:
+    def _kvm_entry(self, ts: np.ndarray, cpu: int | np.ndarray, tid: np.ndarray, pc: Any) -> None:
         mask = 0xFFFFFFFF if self.a32 else 0xFFFFFFFFFFFFFFFF
         self.sink.add("kvm_entry", ts, cpu, tid, order=9, vcpu_pc=np.asarray(pc, np.uint64) & np.uint64(mask))
 
     def exits(self, ch: Chunk) -> None:
-        if not ch.exits:
+        arr = ch.rows("exits", self._task_tables()[1])
+        if not arr.shape[0]:
             return
-        arr = np.array(ch.exits, np.int64)
-        ts, h, cls, cpu, tid, fault = (arr[:, i] for i in range(6))
+        ts, h, cls, fault = arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3]
+        cpu, tid = np.full(ts.shape[0], ch.cpu, np.int64), np.full(ts.shape[0], ch.tid, np.int64)
         # WFx: kvm_exit only here (the entry belongs to the interrupt that wakes the vCPU)
         sel = cls == WFX
         self._kvm_exit(ts[sel], cpu[sel], tid[sel], 2, EC["WFx"], np.uint64(WFI_PC))
@@ -162,7 +204,7 @@ class Expander:
         sel = cls == WFX + 1  # running-path timer interrupt: events come with the interrupt
         if sel.any():
             self.truth.add_exits(ts[sel], ts[sel] + h[sel], cpu[sel], tid[sel], 0, 0, "IRQ")
-        pcs = PCS[self.rng.integers(0, len(PCS), len(ts))]
+        pcs = PCS[self.take("pc", len(ts))]
         for name in EXIT_CLASSES:
             sel = np.flatnonzero(cls == CLS[name])
             if sel.size == 0:
@@ -177,7 +219,7 @@ class Expander:
                 continue
             if name == "SYS64":
                 self._kvm_exit(t, c, p, 2, EC["SYS64"], pc)
-                iss = self.rng.integers(0, 1 << 22, sel.size) << 1
+                iss = self.take("iss", sel.size) << 1
                 self.sink.add("kvm_handle_sys_reg", t + hh // 3, c, p, order=2,
                               hsr=((EC["SYS64"] << 26) | (1 << 25) | iss).astype(np.uint64))
                 self._kvm_entry(t + hh, c, p, pc + np.uint64(4))
@@ -208,7 +250,7 @@ class Expander:
             if name == "ACCESS":
                 self.sink.add("kvm_access_fault", t + hh // 2, c, p, order=3, ipa=page)
             if name.startswith("MMIO_"):
-                val = self.rng.integers(0, 256, sel.size).astype(np.uint64)
+                val = self.take(f"mmio:{name}", sel.size, ("int", 256)).astype(np.uint64)
                 wr = write.astype(bool)
                 user = name != "MMIO_GIC"
                 first_type = np.where(wr, 2, np.where(user, 0, 1))
@@ -225,13 +267,22 @@ class Expander:
             self.truth.add_faults(fault_ts, t, t + hh, rows, name)
 
     def interrupts(self, ch: Chunk) -> None:
-        if not ch.intr:
+        bl, rn = ch.table("blocked"), ch.table("running")
+        nb, nr = bl.shape[0], rn.shape[0]
+        if not nb + nr:
             return
-        arr = np.array(ch.intr, np.int64)
-        path, cpu, tid, _dl, t0, _wake, _ix, _sw, upd, kexit, entry, since, cval = (arr[:, i] for i in range(13))
+        # one row per interrupt, the blocked ones first: path, cpu, tid, deadline, t0, wake, irq_exit, switch,
+        # update, kvm_exit, entry, blocked since, cval
+        arr = np.full((nb + nr, 13), -1, np.int64)
+        arr[:nb, 0], arr[nb:, 0] = 0, 1
+        arr[:, 1], arr[:, 2] = ch.cpu, ch.tid
+        arr[:nb, 3:9], arr[:nb, 10:12] = bl[:, 0:6], bl[:, 6:8]
+        holder_pid = self._task_tables()[1][bl[:, 9]]
+        arr[nb:, 3:5], arr[nb:, 8:11] = rn[:, 0:2], rn[:, 2:5]
+        arr[:, 12] = self.cval(arr[:, 3])
+        path, cpu, tid, _dl, t0, wake, _ix, _sw, upd, kexit, entry, since, cval = (arr[:, i] for i in range(13))
         b = path == 0
         r = ~b
-        wake = arr[:, 5]
         if self.a32:
             self._kvm_entry(entry[b], cpu[b], tid[b], np.uint64(WFI_PC))
             self.sink.add("irq_handler_entry", t0[r], cpu[r], tid[r], order=2, text="kvm guest timer", irq=27)
@@ -249,9 +300,9 @@ class Expander:
             self.sink.add("kvm_vcpu_wakeup", u + span * 8 // 10, c, t, order=6,
                           ns=(wake[b] - since[b]).astype(np.uint64), waited=1, valid=1)
             self._kvm_entry(e, c, t, np.uint64(WFI_PC))
-            self._bg_timer_expiry(t0[b], wake[b], arr[b, 6], c, t, {w: p for w, _c, p, _t in ch.wk})
+            self._bg_timer_expiry(t0[b], wake[b], arr[b, 6], c, t, holder_pid.astype(np.int32))
             u, x, e, c, t = upd[r], kexit[r], entry[r], cpu[r], tid[r]
-            pcs = PCS[self.rng.integers(0, len(PCS), int(r.sum()))]
+            pcs = PCS[self.take("pc_running", int(r.sum()))]
             self.sink.add("irq_handler_entry", t0[r], c, t, order=1, text="kvm guest vtimer", irq=12)
             self.sink.add("kvm_timer_update_irq", u, c, t, order=2, vcpu_id=0, irq=27, level=1)
             self.sink.add("vgic_update_irq_pending", u + (x - u) * 3 // 10, c, t, order=3, vcpu_id=0, irq=27,
@@ -259,12 +310,23 @@ class Expander:
             self.sink.add("irq_handler_exit", u + (x - u) * 6 // 10, c, t, order=4, irq=12, ret=1)
             self._kvm_exit(x, c, t, 0, 0, pcs)
             self._kvm_entry(e, c, t, pcs)
-        self.truth.add_interrupts(arr, ch.blockers, self.a32)
+        _comm, pid, _prio = self._task_tables()
+        code, held = bl[:, 11], bl[:, 12]
+        names = np.array([t.comm for t in self.sim.tasks], object)[np.maximum(code, 0)]
+        names[code == IRQ_BLOCKER] = "irq:arch_timer"
+        names[code == NO_BLOCKER] = None
+        pids = pid[np.maximum(code, 0)].astype(object)
+        pids[code < 0] = None
+        held_ns = held.astype(object)
+        held_ns[code == NO_BLOCKER] = None
+        none = [None] * nr
+        self.truth.add_interrupts(arr, names.tolist() + none, pids.tolist() + none, held_ns.tolist() + none,
+                                  self.a32)
 
-    def _bg_timer_expiry(self, t0: np.ndarray, wake: np.ndarray, irq_exit: np.ndarray, cpu: np.ndarray,
-                         tid: np.ndarray, pid_at_wake: dict[int, int]) -> None:
-        """The vCPU's background hrtimer expires inside the host IRQ, before it wakes the vCPU."""
-        pid = np.array([pid_at_wake.get(int(w), 0) for w in wake.tolist()], np.int32)
+    def _bg_timer_expiry(self, t0: np.ndarray, wake: np.ndarray, irq_exit: np.ndarray, cpu: int | np.ndarray,
+                         tid: np.ndarray, pid: np.ndarray) -> None:
+        """The vCPU's background hrtimer expires inside the host IRQ (``pid`` was running), before it
+        wakes the vCPU."""
         at = t0 + (wake - t0) // 2
         self.sink.add("hrtimer_expire_entry", at, cpu, pid, order=3, hrtimer=HRTIMER_BASE + tid.astype(np.uint64),
                       now=at, function=BG_TIMER_FN)
@@ -312,7 +374,7 @@ def simulate(params: dict[str, Any], seed: int, out: Path | None, *, dry: bool =
         else:
             writer.add_event_format(system, fmt_text)
     sim = Simulator(params, seed)
-    sink = EventSink(writer, formats, keep=keep)
+    sink = EventSink(writer, formats, keep=keep, pack=not (dry or out is None))
     truth = TruthBuilder(params)
     exp = Expander(sim, sink, truth, arch, params["vcpu_comm"])
     start = int(float(params["start_s"]) * 1e9)
@@ -320,24 +382,26 @@ def simulate(params: dict[str, Any], seed: int, out: Path | None, *, dry: bool =
     measured_cpus = {int(v["cpu"]) for v in params["vcpus"]} if params["side"] == "guest" else {0}
     free = [c for c in range(int(params["ncpus"])) if c not in measured_cpus]
     marks_cpu = free[-1] if free else min(measured_cpus)
-    late = Chunk()  # events of CPUs without a measured thread (and markers there), written last
+    late_marks: list[tuple[int, int, str]] = []  # markers on a CPU without a measured thread, written last
     end = start
     runs = params["vcpus"] if params["side"] == "guest" else [{"cpu": 0, "tid": params["cyclictest"]["tid"]}]
     sim.tick_phases = {}
     for v in runs:
         def sink_chunk(ch: Chunk) -> None:
             if free:
-                late.marks.extend(ch.marks)
+                late_marks.extend(ch.marks)
                 ch.marks = []
             exp(ch)
         end = max(end, sim.run_cpu(v, loops, start, marks_cpu, FLUSH_ITEMS, sink_chunk))
-        sim.tick_phases[int(v["cpu"])] = sim.tick_phase
         last = sim.chunk
         sim.chunk = Chunk()
         sink_chunk(last)
-    for c in free:
+    for c in free:  # events of CPUs without a measured thread
+        late = Chunk(c, 0)
         sim.background_only(c, start, end, late)
-    exp(late)
+        if c == marks_cpu:
+            late.marks = late_marks
+        exp(late)
     cmdlines = {0: "<idle>", MARKER_TASK[1]: MARKER_TASK[0], int(params["vmm_pid"]): params["vcpu_comm"]}
     for v in params["vcpus"]:
         cmdlines[int(v["tid"])] = params["vcpu_comm"]

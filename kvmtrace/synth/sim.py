@@ -2,15 +2,21 @@
 
 One measured thread per CPU (a vCPU thread running the guest's cyclictest, or the host's own
 cyclictest) competes with host tasks (a hog, background bursts) under a CFS/FIFO scheduler. The
-simulation steps at the granularity of interrupts, exits and scheduling decisions; every step
-appends a few numbers to per-chunk lists, which ``expand`` turns into event batches with numpy.
-Durations are drawn in bulk from the scenario's distributions. Deterministic for a seed.
+simulation steps at the granularity of interrupts, exits and scheduling decisions. It is one lean
+Python loop per cyclictest loop: every random duration comes from an endless stream drawn in bulk
+with numpy (one independent stream per purpose, so draws do not depend on how purposes
+interleave), the common case (no exit, no background burst pending) is inlined, and every step
+appends a few integers to flat per-chunk lists (tasks by index), which ``expand`` reshapes into
+numpy arrays. Deterministic for a seed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+import itertools
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -24,55 +30,84 @@ WFX = 100  # class code of the WFx exit that blocks the vCPU
 REGIONS = {"MMIO_UART": ("uart", 0x09000000, 0x1000), "MMIO_VIRTIO": ("virtio", 0x0A000000, 0x4000),
            "MMIO_GIC": ("gic", 0x08000000, 0x10000)}
 NICE_WEIGHT = {-10: 9548, -5: 3121, 0: 1024, 5: 335, 10: 110, 19: 15}
+FAULTING = frozenset(CLS[n] for n in ("RAM", "IABT", "ACCESS", "MMIO_UART", "MMIO_VIRTIO", "MMIO_GIC"))
+NEVER = 1 << 62
+# blocker codes in the interrupt rows (else a task index)
+NO_BLOCKER, IRQ_BLOCKER = -1, -2
+PATHS = ("blocked", "running", "host")
+
+
+def stream(seed: int, name: str) -> np.random.Generator:
+    """An independent random stream per purpose: draws do not depend on how purposes interleave."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(zlib.crc32(name.encode()),)))
+
+
+def blocks(make: Callable[[], list[Any]]) -> Callable[[], Any]:
+    """An endless stream handed out one value per call, drawn ``make()`` values at a time."""
+    return itertools.chain.from_iterable(iter(make, None)).__next__
+
+
+def uniform(rng: np.random.Generator) -> Callable[[], float]:
+    return blocks(lambda: rng.random(65536).tolist())
+
+
+def exp_gaps(rng: np.random.Generator, scale: float) -> Callable[[], int]:
+    """Exponential gaps (int ns, truncated) of a Poisson process."""
+    return blocks(lambda: rng.exponential(scale, 4096).astype(np.int64).tolist())
+
+
+class Draws:
+    """A stream handed out ``take(n)`` values at a time, drawn in fixed blocks by ``make``: the values
+    do not depend on how the takes are sized (how the run is cut into chunks)."""
+
+    def __init__(self, make: Callable[[], np.ndarray]) -> None:
+        self.make = make
+        self.buf: np.ndarray | None = None
+
+    def take(self, n: int) -> np.ndarray:
+        buf = self.buf if self.buf is not None else self.make()
+        while buf.shape[0] < n:
+            buf = np.concatenate((buf, self.make()))
+        self.buf = buf[n:]
+        return buf[:n]
 
 
 class Pool:
-    """Bulk-drawn random values, handed out one at a time (refilled in blocks)."""
+    """Bulk-drawn values of a distribution; ``next()`` hands them out one at a time."""
 
     def __init__(self, rng: np.random.Generator, dist: dict[str, Any], block: int = 65536) -> None:
-        self.rng, self.dist, self.block = rng, dist, block
-        self.buf: list[int] = []
-        self.i = 0
-
-    def next(self) -> int:
-        if self.i >= len(self.buf):
-            self.buf = sample(self.dist, self.rng, self.block).tolist()
-            self.i = 0
-        v = self.buf[self.i]
-        self.i += 1
-        return v
+        self.next: Callable[[], int] = blocks(lambda: sample(dist, rng, block).tolist())
 
 
 class ExitStream:
     """Exits of a guest run as a Poisson process in *guest* time, classes by rate."""
 
-    def __init__(self, rng: np.random.Generator, spec: dict[str, Any]) -> None:
-        self.rng = rng
+    def __init__(self, seed: int, name: str, spec: dict[str, Any]) -> None:
+        rng = stream(seed, name)
         rates = {k: float(v.get("rate_hz", 0)) for k, v in spec.items() if k in CLS}
-        self.names = [k for k, r in rates.items() if r > 0]
-        self.rate = sum(rates[k] for k in self.names)
-        self.p = np.array([rates[k] for k in self.names]) / self.rate if self.rate else np.zeros(0)
-        self.handling = {k: Pool(rng, spec[k]["handling"]) for k in self.names}
-        self.gaps: list[int] = []
-        self.cls: list[int] = []
-        self.i = 0
-
-    def _refill(self) -> None:
-        n = 16384
-        self.gaps = np.maximum(np.rint(self.rng.exponential(1e9 / self.rate, n)), 200).astype(np.int64).tolist()
-        picks = self.rng.choice(len(self.names), size=n, p=self.p)
-        self.cls = [CLS[self.names[i]] for i in picks.tolist()]
-        self.i = 0
+        names = [k for k, r in rates.items() if r > 0]
+        self.rate = rate = sum(rates[k] for k in names)
+        handling: list[Callable[[], int]] = [lambda: 0] * len(EXIT_CLASSES)
+        for k in names:
+            handling[CLS[k]] = Pool(stream(seed, f"{name}:{k}"), spec[k]["handling"]).next
+        self.handling = handling
+        # guest ns until the next exit, its class and handling (consumed by guest_run)
+        self.pending: tuple[int, int, int] | None = None
+        if rate:
+            p = np.array([rates[k] for k in names]) / rate
+            codes = np.array([CLS[k] for k in names], np.int64)
+            n = 16384  # per block: the gaps, then the classes (the two streams advance together)
+            self._gap = blocks(lambda: np.maximum(np.rint(rng.exponential(1e9 / rate, n)), 200)
+                               .astype(np.int64).tolist())
+            self._cls = blocks(lambda: codes[rng.choice(len(names), size=n, p=p)].tolist())
 
     def next(self) -> tuple[int, int, int]:
         """(guest ns until the exit, class code, handling ns)."""
         if not self.rate:
-            return 1 << 62, -1, 0
-        if self.i >= len(self.gaps):
-            self._refill()
-        gap, cls = self.gaps[self.i], self.cls[self.i]
-        self.i += 1
-        return gap, cls, self.handling[EXIT_CLASSES[cls]].next()
+            return NEVER, -1, 0
+        gap = self._gap()
+        cls = self._cls()
+        return gap, cls, self.handling[cls]()
 
 
 @dataclass
@@ -90,6 +125,7 @@ class Task:
         return 99 - self.prio if self.policy == "fifo" else 120 + self.nice
 
     weight: int = 1024
+    idx: int = 0  # index in Simulator.tasks (0: the idle task)
 
     def __post_init__(self) -> None:
         self.weight = NICE_WEIGHT.get(self.nice, 1024)
@@ -98,71 +134,139 @@ class Task:
 IDLE = Task("swapper", 0)
 
 
-@dataclass
 class Chunk:
-    """What one chunk of simulation produced (plain lists; ``expand`` vectorises them)."""
+    """What one chunk of simulation of one CPU produced: flat int lists, ``expand`` reshapes them.
 
-    # host scheduling: sched_switch (ts, cpu, prev task, prev_state, next task) and wakeups
-    sw: list[tuple[int, int, Task, int, Task]] = field(default_factory=list)
-    wk: list[tuple[int, int, int, Task]] = field(default_factory=list)  # ts, cpu, current pid, woken
-    ticks: list[tuple[int, int, int, int]] = field(default_factory=list)  # entry ts, exit ts, cpu, pid
-    run: list[tuple[int, int, int, int]] = field(default_factory=list)  # host task run: start, end, cpu, pid
-    # exits: ts, handling, class, cpu, tid, guest_run (or -1), fault index (or -1)
-    exits: list[tuple[int, int, int, int, int, int]] = field(default_factory=list)
-    # interrupts: see INTR_FIELDS
-    intr: list[tuple[int, ...]] = field(default_factory=list)
-    blockers: list[tuple[str | None, int | None, int | None]] = field(default_factory=list)
-    # W, switch ts, cpu, tid, cval, deadline (ns: the host hrtimer KVM arms for the blocked vCPU)
-    wfi: list[tuple[int, int, int, int, int, int]] = field(default_factory=list)
-    host_ct: list[tuple[int, int, int, int, int, int]] = field(default_factory=list)
-    cyclictest: list[tuple[int, int, int, int, str]] = field(default_factory=list)  # deadline, latency, tid, cpu, path
-    marks: list[tuple[int, int, str]] = field(default_factory=list)  # ts, cpu, text
+    Rows of the measured thread's CPU ``cpu``; ``tid`` is the measured thread (vCPU or cyclictest)."""
+
+    # record -> its fields, in the order they are appended (flat lists)
+    FIELDS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "sw": ("ts", "prev", "prev_state", "next"),  # sched_switch (tasks by index)
+        "wk": ("ts", "pid", "woken"),  # sched_wakeup: current pid, woken task index
+        "ticks": ("t_in", "t_out", "pid"),  # host timer interrupt (irq_handler_entry/exit)
+        "run": ("start", "end", "pid"),  # a host task ran (ticks are placed in it)
+        "exits": ("ts", "handling", "cls", "fault"),  # kvm_exit: handling -1 until the entry, fault index
+        # blocked-path interrupts: deadline, host irq entry, wakeup, irq exit, switch to the vCPU, timer
+        # update, kvm_entry; the WFx exit, the switch away from the vCPU, the task that held the CPU
+        # (index, since when) and its prev_state, the blocker (code, ns), guest handling
+        "blocked": ("deadline", "t0", "wake", "irq_exit", "switch", "upd", "entry", "since", "sw_out", "holder",
+                    "prev_state", "blocker", "blocker_ns", "held_since", "gh"),
+        "running": ("deadline", "t0", "upd", "kexit", "entry", "gh"),  # running-path interrupts
+        "wfi": ("w", "switch", "deadline"),  # WFx: exit, switch-out, the deadline KVM arms a hrtimer for
+        "cyclictest": ("deadline", "latency", "path"),  # path: index in PATHS
+    }
+
+    def __init__(self, cpu: int = 0, tid: int = 0, me: int = 0, back: int = 0) -> None:
+        self.cpu, self.tid = cpu, tid
+        self.me, self.back = me, back  # task indexes: the measured thread, who runs when it sleeps
+        self.sw: list[int] = []
+        self.wk: list[int] = []
+        self.ticks: list[int] = []
+        self.run: list[int] = []
+        self.exits: list[int] = []
+        self.blocked: list[int] = []
+        self.running: list[int] = []
+        self.wfi: list[int] = []
+        self.cyclictest: list[int] = []
+        self.marks: list[tuple[int, int, str]] = []  # ts, cpu, text
+        self._tables: dict[str, np.ndarray] = {}
 
     def size(self) -> int:
-        return len(self.sw) + len(self.exits) * 3 + len(self.intr) * 10 + len(self.ticks) * 2
+        """Weighted row count (switches, exits x3, interrupts x10, ticks x2), the flush criterion."""
+        nb, nr = len(self.blocked) // 15, len(self.running) // 6
+        return (len(self.sw) // 4 + 2 * nb + (len(self.exits) // 4 + nb + nr) * 3 + (nb + nr) * 10
+                + (len(self.ticks) // 3 + nb) * 2)
+
+    def table(self, name: str) -> np.ndarray:
+        """The rows appended to record ``name``, as an (n, fields) int64 array (cached)."""
+        flat = getattr(self, name)
+        hit = self._tables.get(name)
+        if hit is None or hit.size != len(flat):
+            hit = self._tables[name] = np.array(flat, np.int64).reshape(-1, len(self.FIELDS[name]))
+        return hit
+
+    def rows(self, name: str, pid: np.ndarray) -> np.ndarray:
+        """Record ``name`` with the rows the interrupt records imply, in time order (``pid``: pid by
+        task index)."""
+        base = self.table(name)
+        b, r = self.table("blocked"), self.table("running")
+        nb = b.shape[0]
+        w, sw_out, entry = b[:, 7], b[:, 8], b[:, 6]
+        me, back = np.full(nb, self.me, np.int64), np.full(nb, self.back, np.int64)
+        if name == "exits":
+            extra = [np.column_stack((w, entry - w, np.full(nb, WFX), np.full(nb, -1))),
+                     np.column_stack((r[:, 3], r[:, 4] - r[:, 3], np.full(r.shape[0], WFX + 1),
+                                      np.full(r.shape[0], -1)))]
+        elif name == "wfi":
+            extra = [np.column_stack((w, sw_out, b[:, 0]))]
+        elif name == "sw":
+            extra = [np.column_stack((sw_out, me, np.ones(nb, np.int64), back)),
+                     np.column_stack((b[:, 4], b[:, 9], b[:, 10], me))]
+        elif name == "wk":
+            extra = [np.column_stack((b[:, 2], pid[b[:, 9]], me))]
+        elif name == "ticks":
+            extra = [np.column_stack((b[:, 1], b[:, 3], pid[b[:, 9]]))]
+        elif name == "run":
+            held = b[b[:, 9] != 0]  # not while idle
+            extra = [np.column_stack((held[:, 13], held[:, 1], pid[held[:, 9]]))]
+        elif name == "cyclictest":
+            extra = [np.column_stack((b[:, 0], entry - b[:, 0] + b[:, 14], np.zeros(nb, np.int64))),
+                     np.column_stack((r[:, 0], r[:, 4] - r[:, 0] + r[:, 5], np.ones(r.shape[0], np.int64)))]
+        else:
+            return base
+        out = np.concatenate([base, *extra])
+        return out[np.argsort(out[:, 0], kind="stable")]
 
 
-# intr tuple: path(0 blocked/1 running), cpu, tid, deadline, t0, wake, irq_exit, switch, update, exit, entry,
-# blocked_since (W), cval, prev_pid, prev_state, prev_task_index(-1)
-INTR_FIELDS = ("path", "cpu", "tid", "deadline", "t0", "wake", "irq_exit", "switch", "update", "kexit",
-               "entry", "since", "cval")
+class LatencyStats:
+    """cyclictest's Min/Act/Avg/Max over the loops of the chunks added."""
+
+    def __init__(self) -> None:
+        self.min, self.max, self.sum, self.last = NEVER, 0, 0, 0
+
+    def add(self, ch: Chunk) -> None:
+        cyc = ch.rows("cyclictest", np.zeros(0, np.int64))
+        if cyc.shape[0]:
+            lat = cyc[:, 1]
+            self.min = min(self.min, int(lat.min()))
+            self.max = max(self.max, int(lat.max()))
+            self.sum += int(lat.sum())
+            self.last = int(lat[-1])
 
 
 class Simulator:
-    """Runs one scenario; ``run`` yields chunks of results in time order."""
+    """Runs one scenario; ``run_cpu`` hands chunks of results in time order to a sink."""
 
     def __init__(self, params: dict[str, Any], seed: int) -> None:
         self.p = params
-        self.rng = np.random.default_rng(seed)
+        self.seed = seed
         st = params["stages"]
-        self.pool = {k: Pool(self.rng, v) for k, v in st.items()}
-        self.post = Pool(self.rng, params["cyclictest"]["post_us"])
-        self.busy = Pool(self.rng, params["guest"]["busy"])
+        self.pool = {k: Pool(stream(seed, f"stage:{k}"), v) for k, v in st.items()}
+        self.post = Pool(stream(seed, "post"), params["cyclictest"]["post_us"])
+        self.busy = Pool(stream(seed, "busy"), params["guest"]["busy"])
         self.busy_prob = float(params["guest"]["busy_prob"])
-        self.uni: list[float] = []
+        self.coin = uniform(stream(seed, "busy_prob"))
+        self.u = uniform(stream(seed, "faults"))
         self.tick_ns = int(1e9 // int(params["hz"]))
         self.cfs = {k: int(v) * NS for k, v in params["cfs"].items()}
         self.counter_hz = int(params["counter_hz"])
         self.counter_off = int(float(params["counter_offset_s"]) * 1e9)
         self.chunk = Chunk()
-        self.fault_count = 0
+        self.tasks: list[Task] = [IDLE]
         self.fault_rows: list[tuple[int, ...]] = []  # ts, tid, ipa, hsr, class, write, level, kind
         self.ram_cursor = int(params["guest_ram"]["start"])
         self.ram_end = self.ram_cursor + (int(params["guest_ram"]["size_mb"]) << 20)
         self.tick_phases: dict[int, int] = {}
         self.tick_phase = 0
         self.bg_end = -1
-        self.last_in = 0
         self.min_vr = 0.0
         self.lm_fresh = False
 
-    def u(self) -> float:
-        if not self.uni:
-            self.uni = self.rng.random(65536).tolist()
-        return self.uni.pop()
-
-    def cval(self, deadline: int) -> int:
-        return (deadline + self.counter_off) * self.counter_hz // 1_000_000_000
+    def task(self, comm: str, pid: int, policy: str = "other", prio: int = 0, nice: int = 0) -> Task:
+        t = Task(comm, pid, policy, prio, nice)
+        t.idx = len(self.tasks)
+        self.tasks.append(t)
+        return t
 
     # ------------------------------------------------------------------ one CPU
     def run_cpu(self, vcpu: dict[str, Any], loops: int, start: int, marks_cpu: int,
@@ -171,43 +275,48 @@ class Simulator:
         cpu = int(vcpu["cpu"])
         side = p["side"]
         if side == "guest":
-            me = Task(p["vcpu_comm"], int(vcpu["tid"]), vcpu.get("policy", "other"), int(vcpu.get("prio", 0)),
-                      int(vcpu.get("nice", 0)))
+            me = self.task(p["vcpu_comm"], int(vcpu["tid"]), vcpu.get("policy", "other"), int(vcpu.get("prio", 0)),
+                           int(vcpu.get("nice", 0)))
         else:
-            me = Task("cyclictest", int(p["cyclictest"]["tid"]), "fifo", int(p["cyclictest"]["prio"]))
+            me = self.task("cyclictest", int(p["cyclictest"]["tid"]), "fifo", int(p["cyclictest"]["prio"]))
         hog_p = p.get("hog")
         hog = None
         if hog_p and int(hog_p["cpu"]) == cpu:
-            hog = Task(hog_p["comm"], int(hog_p["pid"]), hog_p.get("policy", "other"), int(hog_p.get("prio", 0)),
-                       int(hog_p.get("nice", 0)))
-        bgs = []
+            hog = self.task(hog_p["comm"], int(hog_p["pid"]), hog_p.get("policy", "other"),
+                            int(hog_p.get("prio", 0)), int(hog_p.get("nice", 0)))
+        bgs: list[tuple[Task, Callable[[], int], Pool]] = []
+        nxt: list[int] = []  # background arrivals: merged Poisson process (next arrival per task)
         for b in p["background"]:
             if int(b["cpu"]) != cpu:
                 continue
-            t = Task(b["comm"], int(b["pid"]), b.get("policy", "other"), int(b.get("prio", 0)))
-            bgs.append((t, float(b["rate_hz"]), Pool(self.rng, b["burst"])))
-        # background arrivals: merged Poisson process (next arrival per task)
-        nxt = [start + int(self.rng.exponential(1e9 / r)) if r > 0 else 1 << 62 for _t, r, _p in bgs]
-        self.tick_phase = int(self.rng.integers(0, self.tick_ns))
+            t = self.task(b["comm"], int(b["pid"]), b.get("policy", "other"), int(b.get("prio", 0)))
+            i = len(bgs)
+            rate = float(b["rate_hz"])
+            gaps = exp_gaps(stream(self.seed, f"bg:{cpu}:{i}:gap"), 1e9 / rate if rate > 0 else 1.0)
+            bgs.append((t, gaps, Pool(stream(self.seed, f"bg:{cpu}:{i}:burst"), b["burst"])))
+            nxt.append(start + gaps() if rate > 0 else NEVER)
+        self.tick_phase = int(stream(self.seed, f"tick_phase:{cpu}").integers(0, self.tick_ns))
+        self.tick_phases[cpu] = self.tick_phase  # the host tick grid of this CPU, for every chunk
         ct = p["cyclictest"]
         interval = int(ct["interval_us"]) * NS
         now = start
-        cur: Task = hog if hog is not None else IDLE  # task on the CPU while `me` is not running
-        pending: list[tuple[Task, int]] = []  # background bursts woken while `me` ran
+        back = hog if hog is not None else IDLE  # who runs when nothing else wants the CPU
+        cur: Task = back  # task on the CPU while `me` is not running
         self.min_vr = 0.0
         cur_since = now
-        self.last_in = now
+        last_in = now  # when the measured thread last got the CPU
+        self.chunk = ch = Chunk(cpu, me.pid, me.idx, back.idx)
 
         # ---- boot and benchmark phases: the guest runs continuously
         if side == "guest":
-            self.chunk.sw.append((now, cpu, cur, 0, me))
+            ch.sw += (now, cur.idx, 0, me.idx)
             if hog is not None:
-                self.chunk.run.append((start - 50 * NS, now, cpu, hog.pid))
+                ch.run += (start - 50 * NS, now, hog.pid)
             now += 10 * NS
             if p.get("boot"):
-                self.chunk.marks.append((now, marks_cpu, "L2_BOOT_START"))
-                ex = ExitStream(self.rng, p["boot"]["exits"])
-                now = self.guest_run(now, int(float(p["boot"]["guest_ms"]) * 1e6), ex, cpu, me, None)[0]
+                ch.marks.append((now, marks_cpu, "L2_BOOT_START"))
+                ex = ExitStream(self.seed, f"exits:boot:{cpu}", p["boot"]["exits"])
+                now = self.guest_run(now, int(float(p["boot"]["guest_ms"]) * 1e6), ex, me, None)[0]
                 self.chunk.marks.append((now + 2 * NS, marks_cpu, f"L2_SHELL uptime={(now - start) / 1e9:.2f}"))
                 now += 5 * NS
             if p.get("lmbench"):
@@ -216,177 +325,249 @@ class Simulator:
                 spec = {"RAM": {"rate_hz": int(lm["mb"]) * 256 / (float(lm["guest_ms"]) / 1000),
                                 "handling": p["exits"]["RAM"]["handling"]}, "IRQ": p["exits"]["IRQ"]}
                 self.lm_fresh = True
-                now = self.guest_run(now, int(float(lm["guest_ms"]) * 1e6), ExitStream(self.rng, spec), cpu, me,
-                                     None)[0]
+                ex = ExitStream(self.seed, f"exits:lmbench:{cpu}", spec)
+                now = self.guest_run(now, int(float(lm["guest_ms"]) * 1e6), ex, me, None)[0]
                 self.lm_fresh = False
                 self.chunk.marks.append((now + 2 * NS, marks_cpu, "L2_LMBENCH_END"))
                 now += 5 * NS
         self.chunk.marks.append((now, marks_cpu, f"L2_CYCLICTEST_START dur={loops * interval // 10**9}"))
-        ex = ExitStream(self.rng, p["exits"])
-        first_deadline = now + interval
-        lat_max, lat_sum, lat_min, last_lat = 0, 0, 1 << 62, 0
+        ex = ExitStream(self.seed, f"exits:cyclictest:{cpu}", p["exits"])
+        ex_next = ex.next
+        eg, ecls, eh = ex.next()  # the pending exit: guest ns until it, class, handling
+        stats = LatencyStats()
         need = 20 * NS  # guest time left before the guest executes WFI
         in_guest = side == "guest"
-        k = 0
         blocked_at = now
+        ch = self.chunk
         if not in_guest:
-            self.chunk.sw.append((now, cpu, me, 1, cur))
-        next_deadline = first_deadline
+            ch.sw += (now, me.idx, 1, cur.idx)
+        next_deadline = now + interval
+        # the streams and constants of the loop, as locals
+        timer, host_irq, irq_tail = self.pool["timer"].next, self.pool["host_irq"].next, self.pool["irq_tail"].next
+        r_exit, r_entry, block_ = self.pool["r_exit"].next, self.pool["r_entry"].next, self.pool["block"].next
+        inject, entry_, gh_ = self.pool["inject"].next, self.pool["entry"].next, self.pool["guest_handling"].next
+        host_user, post, busy, coin = self.pool["host_user"].next, self.post.next, self.busy.next, self.coin
+        busy_prob = self.busy_prob
+        me_idx, me_pid, me_w = me.idx, me.pid, me.weight
+        back_idx = back.idx
+        hog_w = hog.weight if hog is not None else 1024
+        hog_idx = hog.idx if hog is not None else 0
+        # vruntimes as locals (written back around the slow paths, which use the tasks')
+        me_vr, hog_vr, min_vr = me.vr, hog.vr if hog is not None else 0.0, self.min_vr
+        nmin = min(nxt) if nxt else NEVER
+        sched_ = self.pool["sched"].next
+        hog_other = hog is not None and hog.policy == "other"
+        me_first = hog is not None and me.policy == "fifo" and (hog.policy != "fifo" or hog.prio < me.prio)
+        hog_first = hog is not None and hog.policy == "fifo" and (me.policy != "fifo" or hog.prio >= me.prio)
+        cfs_both = hog is not None and not me_first and not hog_first
+        half_latency = self.cfs["latency_us"] / 2
+        gran = self.cfs["wakeup_gran_us"]
+        wait = self.wait
+        k = 0
+        sz = ch.size()  # Chunk.size(), kept up to date without recounting
+        sw_ts = 0
         while k < loops:
             # like cyclictest: the next deadline is one interval on, skipping periods already missed
             deadline = next_deadline
-            t0 = deadline + self.pool["timer"].next()
+            t0 = deadline + timer()
+            dirty = False  # a slow path appended rows: recount the chunk's size
             if in_guest:
                 # the guest runs until it executes WFI, unless the deadline's interrupt comes first
-                end, fired = self.guest_run(now, need, ex, cpu, me, t0)
-                if fired is not None:
+                while True:
+                    if t0 <= now + (eg if eg < need else need):
+                        used = t0 - now
+                        if used < 0:
+                            used = 0
+                        if used < eg:
+                            eg -= used
+                        need -= used
+                        fired = True
+                        break
+                    if need <= eg:
+                        eg -= need
+                        now += need
+                        fired = False
+                        break
+                    now += eg
+                    need -= eg
+                    self.emit_exit(now, ecls, eh, me)
+                    sz += 3
+                    now += eh
+                    eg, ecls, eh = ex_next()
+                if fired:
                     # running path: irq handled in the guest; injection, exit, entry
-                    t_irq = fired
-                    upd = t_irq + self.pool["host_irq"].next()
-                    kexit = upd + self.pool["r_exit"].next()
-                    entry = kexit + self.pool["r_entry"].next()
-                    self.chunk.intr.append((1, cpu, me.pid, deadline, t_irq, -1, -1, -1, upd, kexit, entry, -1,
-                                            self.cval(deadline)))
-                    self.chunk.blockers.append((None, None, None))
-                    self.exit_row(kexit, entry - kexit, WFX + 1, cpu, me.pid)
-                    gh = self.pool["guest_handling"].next()
+                    t_irq = t0 if t0 > now + 100 else now + 100
+                    upd = t_irq + host_irq()
+                    kexit = upd + r_exit()
+                    entry = kexit + r_entry()
+                    gh = gh_()
+                    ch.running += (deadline, t_irq, upd, kexit, entry, gh)
                     lat = entry - deadline + gh
-                    self.chunk.cyclictest.append((deadline, lat, me.pid, cpu, "running"))
                     now = entry
-                    need = end + gh + self.post.next() + (self.busy.next() if self.u() < self.busy_prob else 0)
+                    need += gh + post() + (busy() if coin() < busy_prob else 0)
                     k += 1
-                    next_deadline = _next_deadline(deadline, deadline + lat, interval)
-                    lat_max, lat_min, lat_sum, last_lat = max(lat_max, lat), min(lat_min, lat), lat_sum + lat, lat
-                    self.maybe_flush(flush_every, sink)
+                    next_deadline = deadline + interval
+                    if next_deadline < deadline + lat:
+                        next_deadline += -(-(deadline + lat - next_deadline) // interval) * interval
+                    sz += 13
+                    if sz >= flush_every:
+                        stats.add(ch)
+                        sink(ch)
+                        self.chunk = ch = Chunk(cpu, me_pid, me_idx, back_idx)
+                        sz = 0
                     continue
                 # WFx exit: the vCPU blocks
-                now = end
-                block = self.pool["block"].next()
-                self.exit_row(now, -1, WFX, cpu, me.pid)
-                sw_ts = now + block
-                nxt_task = self.pick(cur, hog, pending)
-                cur = nxt_task
-                self.chunk.wfi.append((now, sw_ts, cpu, me.pid, self.cval(deadline), deadline))
-                self.chunk.sw.append((sw_ts, cpu, me, 1, cur))
+                sw_ts = now + block_()
+                cur = back
                 blocked_at = now
                 now = sw_ts + 12 * NS  # save_state events follow the switch
                 cur_since = now
-                self.account_me(me, sw_ts - self.last_in)
+                ran = sw_ts - last_in
+                me_vr += (ran if ran > 0 else 0) * 1024 / me_w
                 if t0 <= now + 2 * NS:
                     t0 = now + 2 * NS
             # ---- the measured thread is blocked: host tasks run until t0
-            cur, cur_since, now, pending = self.host_until(cpu, cur, cur_since, now, t0, hog, bgs, nxt, pending)
-            irq_name_pid = cur.pid
-            wake = t0 + self.pool["host_irq"].next()
-            irq_exit = wake + self.pool["irq_tail"].next()
-            switch, blocker, prev_state, _cur_end = self.wait(cpu, me, cur, cur_since, wake, irq_exit, hog)
-            self.chunk.wk.append((wake, cpu, irq_name_pid, me))
-            self.chunk.ticks.append((t0, irq_exit, cpu, irq_name_pid))
-            self.chunk.sw.append((switch, cpu, cur, prev_state, me))
-            if cur is not IDLE:
-                self.chunk.run.append((cur_since, t0, cpu, cur.pid))
-            if cur is hog and hog is not None:
-                hog.vr += (switch - cur_since) * 1024 / hog.weight
-            cur = hog if hog is not None else IDLE
-            if side == "guest":
-                upd = switch + self.pool["inject"].next()
-                entry = upd + self.pool["entry"].next()
-                self.chunk.intr.append((0, cpu, me.pid, deadline, t0, wake, irq_exit, switch, upd, -1, entry,
-                                        blocked_at, self.cval(deadline)))
-                self.chunk.blockers.append(blocker)
-                self.fix_wfi_handling(entry)
-                gh = self.pool["guest_handling"].next()
-                lat = entry - deadline + gh
-                self.chunk.cyclictest.append((deadline, lat, me.pid, cpu, "blocked"))
-                now = entry
-                need = gh + self.post.next() + (self.busy.next() if self.u() < self.busy_prob else 0)
+            if nmin < t0:
+                me.vr, self.min_vr = me_vr, min_vr
+                if hog is not None:
+                    hog.vr = hog_vr
+                cur, cur_since, now = self.host_until(cur, cur_since, now, t0, hog, bgs, nxt)
+                nmin = min(nxt)
+                if hog is not None:
+                    hog_vr = hog.vr
+                dirty = True
+            wake = t0 + host_irq()
+            irq_exit = wake + irq_tail()
+            sched = sched_()
+            # inline: the CPU is idle, or the hog yields at once (FIFO, or CFS wakeup preemption)
+            if cur is IDLE:
+                fast = False
+                switch, prev_state = irq_exit + sched, 0
+                blocker, blocker_ns = (IRQ_BLOCKER, irq_exit - wake) if irq_exit > wake else (NO_BLOCKER, -1)
             else:
-                user = self.pool["host_user"].next()
+                fast = False
+                if cur is hog and (me_first or cfs_both):
+                    floor = min_vr - half_latency  # sleeper credit, as wait() applies it
+                    if me_vr < floor:
+                        me_vr = floor
+                    fast = me_first or hog_vr + (wake - cur_since) * 1024 / hog_w - me_vr > gran
+                if not fast:
+                    me.vr, self.min_vr = me_vr, min_vr
+                    if hog is not None:
+                        hog.vr = hog_vr
+                    switch, blocker, blocker_ns, prev_state = wait(me, cur, cur_since, wake, irq_exit, hog, sched)
+                    me_vr, min_vr = me.vr, self.min_vr
+                    if hog is not None:
+                        hog_vr = hog.vr
+                    dirty = True
+            if fast:
+                switch = irq_exit + sched
+                if switch < irq_exit + NS:
+                    switch = irq_exit + NS
+                prev_state = 0
+                held = switch - irq_exit
+                if hog_other:
+                    hog_vr += (switch - cur_since) * 1024 / hog_w
+                lo = hog_vr if hog_vr <= me_vr else me_vr
+                if lo > min_vr:
+                    min_vr = lo
+                tail = irq_exit - wake
+                blocker, blocker_ns = (IRQ_BLOCKER, tail) if tail >= held else (hog_idx, held)
+            if cur is hog:
+                hog_vr += (switch - cur_since) * 1024 / hog_w
+            if in_guest:
+                # one row: Chunk.derived() makes the WFx exit, wfi, switches, wakeup, tick, run rows of it
+                upd = switch + inject()
+                entry = upd + entry_()
+                gh = gh_()
+                ch.blocked += (deadline, t0, wake, irq_exit, switch, upd, entry, blocked_at, sw_ts, cur.idx,
+                               prev_state, blocker, blocker_ns, cur_since, gh)
+                lat = entry - deadline + gh
+                now = entry
+                need = gh + post() + (busy() if coin() < busy_prob else 0)
+                sz += 17
+            else:
+                irq_name_pid = cur.pid
+                ch.wk += (wake, irq_name_pid, me_idx)
+                ch.ticks += (t0, irq_exit, irq_name_pid)
+                ch.sw += (switch, cur.idx, prev_state, me_idx)
+                if cur is not IDLE:
+                    ch.run += (cur_since, t0, irq_name_pid)
+                user = host_user()
                 lat = switch - deadline + user
-                sleep_at = switch + user + self.post.next()
-                self.chunk.host_ct.append((deadline, t0, wake, irq_exit, switch, sleep_at))
-                self.chunk.cyclictest.append((deadline, lat, me.pid, cpu, "host"))
-                nxt_task = self.pick(cur, hog, pending)
-                cur = nxt_task
-                self.chunk.sw.append((sleep_at, cpu, me, 1, cur))
+                sleep_at = switch + user + post()
+                ch.cyclictest += (deadline, lat, 2)
+                ch.sw += (sleep_at, me_idx, 1, back_idx)
                 now = sleep_at + NS
                 cur_since = now
-            self.last_in = switch
+                sz += 4
+            cur = back
+            last_in = switch
             k += 1
-            next_deadline = _next_deadline(deadline, deadline + lat, interval)
-            lat_max, lat_min, lat_sum, last_lat = max(lat_max, lat), min(lat_min, lat), lat_sum + lat, lat
-            self.maybe_flush(flush_every, sink)
+            next_deadline = deadline + interval
+            if next_deadline < deadline + lat:
+                next_deadline += -(-(deadline + lat - next_deadline) // interval) * interval
+            if dirty:
+                sz = ch.size()
+            if sz >= flush_every:
+                stats.add(ch)
+                sink(ch)
+                self.chunk = ch = Chunk(cpu, me_pid, me_idx, back_idx)
+                sz = 0
+        ex.pending = (eg, ecls, eh)
+        me.vr, self.min_vr = me_vr, min_vr
+        if hog is not None:
+            hog.vr = hog_vr
+        stats.add(self.chunk)  # run() flushes the last chunk
         if in_guest:
-            end, _ = self.guest_run(now, need, ex, cpu, me, None)
-            self.exit_row(end, -1, WFX, cpu, me.pid)
-            self.chunk.wfi.append((end, end + 8 * NS, cpu, me.pid, self.cval(end + interval), end + interval))
-            cur = self.pick(cur, hog, pending)
-            self.chunk.sw.append((end + 8 * NS, cpu, me, 1, cur))
+            end, _ = self.guest_run(now, need, ex, me, None)
+            ch = self.chunk
+            ch.exits += (end, -1, WFX, -1)
+            ch.wfi += (end, end + 8 * NS, end + interval)
+            cur = back
+            ch.sw += (end + 8 * NS, me_idx, 1, back_idx)
             now = end + 20 * NS
         if loops:
             summary = (f"T: 0 ({me.pid if side == 'host' else ct['tid']:5d}) P:{ct['prio']} "
-                       f"I:{ct['interval_us']} C:{loops:9d} Min:{lat_min // NS:7d} Act:{last_lat // NS:5d} "
-                       f"Avg:{lat_sum // loops // NS:5d} Max:{lat_max // NS:9d}")
+                       f"I:{ct['interval_us']} C:{loops:9d} Min:{stats.min // NS:7d} Act:{stats.last // NS:5d} "
+                       f"Avg:{stats.sum // loops // NS:5d} Max:{stats.max // NS:9d}")
             self.chunk.marks.append((now + 100 * NS, marks_cpu, summary))
         self.chunk.marks.append((now + 200 * NS, marks_cpu, "L2_CYCLICTEST_END"))
         if hog is not None and cur is hog:
-            self.chunk.run.append((now, now + 50 * NS, cpu, hog.pid))
+            self.chunk.run += (now, now + 50 * NS, hog.pid)
         return now + 300 * NS
 
     # ------------------------------------------------------------------ pieces
-    def maybe_flush(self, every: int, sink: Any) -> None:
-        if self.chunk.size() >= every:
-            sink(self.chunk)
-            self.chunk = Chunk()
-
-    def account_me(self, me: Task, ran: int) -> None:
-        me.vr += max(ran, 0) * 1024 / me.weight
-
-    def pick(self, cur: Task, hog: Task | None, pending: list[tuple[Task, int]]) -> Task:
-        return hog if hog is not None else IDLE
-
-    def fix_wfi_handling(self, entry: int) -> None:
-        """The WFx exit's handling ends at this kvm_entry."""
-        for i in range(len(self.chunk.exits) - 1, -1, -1):
-            row = self.chunk.exits[i]
-            if row[2] == WFX and row[1] < 0:
-                self.chunk.exits[i] = (row[0], entry - row[0], *row[2:])
-                return
-
-    def exit_row(self, ts: int, handling: int, cls: int, cpu: int, tid: int, fault: int = -1) -> None:
-        self.chunk.exits.append((ts, handling, cls, cpu, tid, fault))
-
-    def guest_run(self, now: int, need: int, ex: ExitStream, cpu: int, me: Task,
+    def guest_run(self, now: int, need: int, ex: ExitStream, me: Task,
                   irq_at: int | None) -> tuple[int, int | None]:
         """Run the guest from ``now`` for ``need`` ns of guest time, taking exits.
 
         Returns (wall time when the guest executes WFI, None) or, when ``irq_at`` falls while the
         guest runs, (guest time still needed, wall time of the interrupt)."""
-        if not hasattr(ex, "pending"):
-            ex.pending = ex.next()  # type: ignore[attr-defined]
+        if ex.pending is None:
+            ex.pending = ex.next()
         while True:
-            gap, cls, handling = ex.pending  # type: ignore[attr-defined]
+            gap, cls, handling = ex.pending
             if irq_at is not None and irq_at <= now + min(gap, need):
                 used = max(irq_at - now, 0)
                 if used < gap:
-                    ex.pending = (gap - used, cls, handling)  # type: ignore[attr-defined]
+                    ex.pending = (gap - used, cls, handling)
                 return need - used, max(irq_at, now + 100)
             if need <= gap:
-                ex.pending = (gap - need, cls, handling)  # type: ignore[attr-defined]
+                ex.pending = (gap - need, cls, handling)
                 return now + need, None
             now += gap
             need -= gap
-            self.emit_exit(now, cls, handling, cpu, me)
+            self.emit_exit(now, cls, handling, me)
             now += handling
-            ex.pending = ex.next()  # type: ignore[attr-defined]
+            ex.pending = ex.next()
 
-    def emit_exit(self, ts: int, cls: int, handling: int, cpu: int, me: Task) -> None:
-        name = EXIT_CLASSES[cls]
+    def emit_exit(self, ts: int, cls: int, handling: int, me: Task) -> None:
         fault = -1
-        if name in ("RAM", "IABT", "ACCESS") or name.startswith("MMIO_"):
+        if cls in FAULTING:
             fault = len(self.fault_rows)
-            self.fault_rows.append(self.make_fault(ts, name, me.pid))
-        self.exit_row(ts, handling, cls, cpu, me.pid, fault)
+            self.fault_rows.append(self.make_fault(ts, EXIT_CLASSES[cls], me.pid))
+        self.chunk.exits += (ts, handling, cls, fault)
 
     def make_fault(self, ts: int, name: str, tid: int) -> tuple[int, ...]:
         """(ts, tid, ipa, hsr, hxfar, write, level, kind(0 translation,1 access,2 permission), mmio, mmio_val)."""
@@ -428,54 +609,56 @@ class Simulator:
         span = (self.ram_end - int(self.p["guest_ram"]["start"])) >> 12
         return int(self.p["guest_ram"]["start"]) + (int(self.u() * span) << 12)
 
-    def host_until(self, cpu: int, cur: Task, cur_since: int, now: int, until: int, hog: Task | None,
-                   bgs: list[tuple[Task, float, Pool]], nxt: list[int],
-                   pending: list[tuple[Task, int]]) -> tuple[Task, int, int, list[tuple[Task, int]]]:
+    def host_until(self, cur: Task, cur_since: int, now: int, until: int, hog: Task | None,
+                   bgs: list[tuple[Task, Callable[[], int], Pool]], nxt: list[int]) -> tuple[Task, int, int]:
         """Host tasks run on the CPU from ``now`` to ``until``: background bursts preempt the hog."""
+        ch = self.chunk
         t = now
         while True:
             i = min(range(len(nxt)), key=nxt.__getitem__) if nxt else -1
             if i < 0 or nxt[i] >= until:
                 break
-            task, rate, pool = bgs[i]
+            task, gaps, pool = bgs[i]
             arrive = max(nxt[i], t)
             # wakeups while the task could not run coalesce into one burst
-            nxt[i] = arrive + max(int(self.rng.exponential(1e9 / rate)), 1000)
+            nxt[i] = arrive + max(gaps(), 1000)
             if arrive >= until - 2 * NS:
                 continue
             dur = pool.next()
             prev = cur
             if prev is hog and hog is not None:
-                self.chunk.run.append((cur_since, arrive, cpu, hog.pid))
+                ch.run += (cur_since, arrive, hog.pid)
                 hog.vr += (arrive - cur_since) * 1024 / hog.weight
-            self.chunk.wk.append((arrive - 2 * NS, cpu, prev.pid, task))
-            self.chunk.sw.append((arrive, cpu, prev, 0, task))
+            ch.wk += (arrive - 2 * NS, prev.pid, task.idx)
+            ch.sw += (arrive, prev.idx, 0, task.idx)
             end = arrive + dur
             task.vr = max(task.vr, self.min_vr - self.cfs["latency_us"] / 2)
             if end < until:
                 back = hog if hog is not None else IDLE
-                self.chunk.sw.append((end, cpu, task, 1, back))
-                self.chunk.run.append((arrive, end, cpu, task.pid))
+                ch.sw += (end, task.idx, 1, back.idx)
+                ch.run += (arrive, end, task.pid)
                 task.vr += dur
                 cur, cur_since, t = back, end + NS, end + NS
             else:
                 task.vr += until - arrive
                 self.bg_end = end
-                return task, arrive, until, pending
+                return task, arrive, until
         self.bg_end = -1
-        return cur, cur_since, max(t, now), pending
+        return cur, cur_since, max(t, now)
 
-    def wait(self, cpu: int, me: Task, cur: Task, cur_since: int, wake: int, irq_exit: int,
-             hog: Task | None) -> tuple[int, tuple[str | None, int | None, int | None], int, int]:
-        """When the woken thread gets the CPU, who held it meanwhile, and the holder's prev_state."""
-        sched = self.pool["sched"].next()
+    def wait(self, me: Task, cur: Task, cur_since: int, wake: int, irq_exit: int,
+             hog: Task | None, sched: int) -> tuple[int, int, int, int]:
+        """When the woken thread gets the CPU (``sched`` after it may), who held it meanwhile
+        (blocker code, ns), and the holder's prev_state."""
         tail = irq_exit - wake  # the rest of the waking interrupt's handler: its own blocker (docs/stages.md)
         if cur is IDLE:
-            irq_only = ("irq:arch_timer", None, tail) if tail > 0 else (None, None, None)
-            return irq_exit + sched, irq_only, 0, irq_exit
-        me.vr = max(me.vr, self.min_vr - self.cfs["latency_us"] / 2)
+            if tail > 0:
+                return irq_exit + sched, IRQ_BLOCKER, tail, 0
+            return irq_exit + sched, NO_BLOCKER, -1, 0
+        cfs = self.cfs
+        me.vr = max(me.vr, self.min_vr - cfs["latency_us"] / 2)
         finite = cur is not hog
-        end = self.bg_end if finite else 1 << 62
+        end = self.bg_end if finite else NEVER
         cfs_pair = False
         if me.policy == "fifo" and (cur.policy != "fifo" or cur.prio < me.prio):
             switch = irq_exit + sched
@@ -484,26 +667,28 @@ class Simulator:
         else:
             # both CFS: wakeup preemption, else the tick decides (or the holder sleeps)
             cur_vr = cur.vr + (wake - cur_since) * 1024 / cur.weight
-            if cur_vr - me.vr > self.cfs["wakeup_gran_us"]:
+            if cur_vr - me.vr > cfs["wakeup_gran_us"]:
                 switch = irq_exit + sched
             else:
                 switch, cfs_pair = end, True
         tick_ns = 0
         if switch > irq_exit + sched:
-            slice_ns = max(self.cfs["latency_us"] * cur.weight // (cur.weight + me.weight), self.cfs["min_gran_us"])
-            tick = ((irq_exit - self.tick_phase) // self.tick_ns + 1) * self.tick_ns + self.tick_phase
+            slice_ns = max(cfs["latency_us"] * cur.weight // (cur.weight + me.weight), cfs["min_gran_us"])
+            period = self.tick_ns
+            tick = ((irq_exit - self.tick_phase) // period + 1) * period + self.tick_phase
+            tick_pool, ticks = self.pool["tick"].next, self.chunk.ticks
             while tick < end:
-                tick_end = tick + self.pool["tick"].next()
+                tick_end = tick + tick_pool()
                 if tick_end >= end - NS:
                     break
                 ran = tick - cur_since
                 vr_now = cur.vr + ran * 1024 / cur.weight
-                self.chunk.ticks.append((tick, tick_end, cpu, cur.pid))
+                ticks += (tick, tick_end, cur.pid)
                 tick_ns += tick_end - tick
                 if cfs_pair and ((ran >= slice_ns and me.vr < vr_now) or vr_now - me.vr > slice_ns):
                     switch = tick_end + self.pool["sched"].next()
                     break
-                tick += self.tick_ns
+                tick += period
         if switch >= end and finite:
             switch = end
             state = 1
@@ -516,37 +701,30 @@ class Simulator:
             cur.vr += (switch - cur_since) * 1024 / cur.weight
         self.min_vr = max(self.min_vr, min(cur.vr, me.vr))
         if tail + tick_ns >= held:  # ties go to the handler, as the analysis orders owners by name
-            return switch, ("irq:arch_timer", None, tail + tick_ns), state, switch
-        return switch, (cur.comm, cur.pid, held), state, switch
+            return switch, IRQ_BLOCKER, tail + tick_ns, state
+        return switch, cur.idx, held, state
 
     def background_only(self, cpu: int, start: int, end: int, out: Chunk) -> None:
         """A CPU without a measured thread: its background bursts on an otherwise idle CPU."""
-        self.tick_phases[cpu] = int(self.rng.integers(0, self.tick_ns))
-        tasks = [(Task(b["comm"], int(b["pid"]), b.get("policy", "other"), int(b.get("prio", 0))),
+        rng = stream(self.seed, f"background_only:{cpu}")
+        self.tick_phases[cpu] = int(rng.integers(0, self.tick_ns))
+        tasks = [(self.task(b["comm"], int(b["pid"]), b.get("policy", "other"), int(b.get("prio", 0))),
                   float(b["rate_hz"]), b["burst"]) for b in self.p["background"]
                  if int(b["cpu"]) == cpu and float(b["rate_hz"]) > 0]
         arrivals: list[tuple[int, int]] = []
         for i, (_t, rate, _d) in enumerate(tasks):
             n = int(rate * (end - start) / 1e9 * 1.2) + 10
-            times = start + np.cumsum(self.rng.exponential(1e9 / rate, n)).astype(np.int64)
+            times = start + np.cumsum(rng.exponential(1e9 / rate, n)).astype(np.int64)
             arrivals += [(int(x), i) for x in times[times < end - 1_000_000]]
         arrivals.sort()
-        durs = {i: sample(d, self.rng, len(arrivals) + 1).tolist() for i, (_t, _r, d) in enumerate(tasks)}
+        durs = {i: sample(d, rng, len(arrivals) + 1).tolist() for i, (_t, _r, d) in enumerate(tasks)}
         t = start
         for j, (arrive, i) in enumerate(arrivals):
             task = tasks[i][0]
             a = max(arrive, t + 2 * NS)
             e = a + durs[i][j]
-            out.wk.append((a - NS, cpu, 0, task))
-            out.sw.append((a, cpu, IDLE, 0, task))
-            out.sw.append((e, cpu, task, 1, IDLE))
-            out.run.append((a, e, cpu, task.pid))
+            out.wk += (a - NS, 0, task.idx)
+            out.sw += (a, 0, 0, task.idx)
+            out.sw += (e, task.idx, 1, 0)
+            out.run += (a, e, task.pid)
             t = e
-
-
-def _next_deadline(deadline: int, measured_at: int, interval: int) -> int:
-    """cyclictest's update: one interval on, then on until after the time it measured."""
-    nxt = deadline + interval
-    if nxt < measured_at:
-        nxt += -(-(measured_at - nxt) // interval) * interval
-    return nxt

@@ -9,6 +9,7 @@ import numpy as np
 import polars as pl
 
 from kvmtrace.model.phases import phase_of
+from kvmtrace.synth.sim import PATHS
 
 INTERRUPT_SCHEMA: dict[str, pl.DataType] = {
     "vcpu_tid": pl.Int32(), "irq": pl.Int32(), "kind": pl.String(), "path": pl.String(), "cpu": pl.Int32(),
@@ -33,9 +34,15 @@ class TruthBuilder:
         self.cyclictest: list[pl.DataFrame] = []
         self.marks: list[tuple[int, int, str]] = []
 
-    def add_cyclictest(self, rows: list[tuple[int, int, int, int, str]]) -> None:
-        if rows:
-            self.cyclictest.append(pl.DataFrame(rows, schema=CYCLICTEST_SCHEMA, orient="row"))
+    def add_cyclictest(self, deadline: np.ndarray, latency: np.ndarray, tid: int, cpu: int,
+                       path: np.ndarray) -> None:
+        """One row per loop; ``path`` indexes ``PATHS`` (blocked, running, host)."""
+        n = len(deadline)
+        if n:
+            self.cyclictest.append(pl.DataFrame({
+                "deadline_ns": deadline, "latency_ns": latency, "tid": np.full(n, tid, np.int32),
+                "cpu": np.full(n, cpu, np.int32), "path": np.array(PATHS)[path],
+            }, schema=CYCLICTEST_SCHEMA))
 
     def add_exits(self, t: np.ndarray, entry: np.ndarray, cpu: np.ndarray, tid: np.ndarray, ret: int,
                   ec: int | np.ndarray, cls: str) -> None:
@@ -64,8 +71,8 @@ class TruthBuilder:
             "handling_ns": np.asarray(entry_ts - exit_ts, np.int64),
         }))
 
-    def add_interrupts(self, arr: np.ndarray, blockers: list[tuple[str | None, int | None, int | None]],
-                       a32: bool) -> None:
+    def add_interrupts(self, arr: np.ndarray, blocker_comm: list[str | None], blocker_pid: list[int | None],
+                       blocker_ns: list[int | None], a32: bool) -> None:
         path, cpu, tid, dl, t0, wake, _irq_exit, sw, upd, kexit, entry = (arr[:, i] for i in range(11))
         b = path == 0
         null = pl.lit(None, dtype=pl.Int64)
@@ -73,8 +80,7 @@ class TruthBuilder:
             "vcpu_tid": tid.astype(np.int32), "irq": np.full(len(tid), 27, np.int32),
             "kind": ["timer"] * len(tid), "path": np.where(b, "blocked", "running"), "cpu": cpu.astype(np.int32),
             "t_ns": t0, "deadline_ns": dl, "wake": wake, "sw": sw, "upd": upd, "kexit": kexit, "entry": entry,
-            "blocker_comm": [x[0] for x in blockers], "blocker_pid": [x[1] for x in blockers],
-            "blocker_ns": [x[2] for x in blockers],
+            "blocker_comm": blocker_comm, "blocker_pid": blocker_pid, "blocker_ns": blocker_ns,
         }, schema_overrides={"blocker_comm": pl.String(), "blocker_pid": pl.Int32(), "blocker_ns": pl.Int64()})
         blocked = pl.col("path") == "blocked"
         df = df.with_columns(
@@ -89,14 +95,20 @@ class TruthBuilder:
             .otherwise(pl.col("entry") - pl.col("kexit")).alias("entry_ns"),
             (pl.col("entry") - pl.col("t_ns")).alias("total_ns"),
         ).with_columns((pl.col("timer_ns") + pl.col("total_ns")).alias("latency_ns"))
-        self.intr.append(df.select(list(INTERRUPT_SCHEMA)).cast(INTERRUPT_SCHEMA))  # type: ignore[arg-type]
+        self.intr.append(df.select(list(INTERRUPT_SCHEMA)).cast(INTERRUPT_SCHEMA)  # type: ignore[arg-type]
+                         .sort("t_ns"))
 
     def write(self, out: Path, phases: pl.DataFrame) -> None:
         out.mkdir(parents=True, exist_ok=True)
+        # one table at a time, dropping the chunks' frames as they are consumed (peak memory)
         intr = pl.concat(self.intr) if self.intr else pl.DataFrame(schema=INTERRUPT_SCHEMA)
-        intr.sort("t_ns").write_parquet(out / "interrupts.parquet")
+        self.intr = []
+        # chunks come in time order, each sorted: sorting the whole table (memory!) only takes more vCPUs
+        (intr if intr["t_ns"].is_sorted() else intr.sort("t_ns")).write_parquet(out / "interrupts.parquet")
+        del intr
         if self.exits:
             ex = pl.concat(self.exits).sort("vcpu_tid", "t_ns")
+            self.exits = []
             ex = ex.with_columns(pl.when(pl.col("entry_ts") > pl.col("t_ns")).then(pl.col("entry_ts"))
                                  .alias("entry_ts"))
             ex = ex.with_columns(
@@ -107,10 +119,12 @@ class TruthBuilder:
         else:
             ex = pl.DataFrame()
         ex.write_parquet(out / "exits.parquet")
+        del ex
         if self.faults:
             fa = pl.concat(self.faults).with_columns(phase_of(pl.col("t_ns"), phases).alias("phase")).sort("t_ns")
+            self.faults = []
         else:
             fa = pl.DataFrame()
         fa.write_parquet(out / "faults.parquet")
         ct = pl.concat(self.cyclictest) if self.cyclictest else pl.DataFrame(schema=CYCLICTEST_SCHEMA)
-        ct.sort("deadline_ns").write_parquet(out / "cyclictest.parquet")
+        (ct if ct["deadline_ns"].is_sorted() else ct.sort("deadline_ns")).write_parquet(out / "cyclictest.parquet")
