@@ -302,3 +302,103 @@ def test_text_equals_binary_reader(tmp_path: Path, dat: Path) -> None:
             if name == "print" and column == "buf":
                 left, right = left.str.strip_chars_end(), right.str.strip_chars_end()
             assert left.equals(right), f"{name}.{column}"
+
+
+def _report_line(comm: bytes, pid: int, cpu: int, ts_ns: int, event: str, payload: bytes) -> bytes:
+    """One ``trace-cmd report -N -t -R`` line, padded by bytes as trace-cmd pads it."""
+    head = comm.rjust(16) + b"-" + str(pid).encode().ljust(5)
+    stamp = f"{ts_ns // 10**9:5d}.{ts_ns % 10**9:09d}".encode()
+    return head + f" [{cpu:03d}] ".encode() + stamp + b": " + (event + ":").encode().ljust(22) + b" " + payload
+
+
+def _synthetic_report(odd: list[tuple[bytes, int]]) -> bytes:
+    """A -R report (large enough for the fast path) with the ``odd`` (comm, pid) tasks in it."""
+    lines = [b"cpus=2"]
+    tasks = [(b"qemu-system-aar", 466), (b"<idle>", 0), *odd]
+    ts = 6_574_997_632
+    for i in range(300):
+        comm, pid = tasks[(i // 3) % len(tasks)]
+        other, other_pid = tasks[(i // 3 + 1) % len(tasks)]
+        ts += 1_000 + i
+        if i % 3 == 0:
+            payload = (b"prev_comm=" + comm + b" prev_pid=" + str(pid).encode() + b" prev_prio=120 prev_state=1"
+                       b" next_comm=" + other + b" next_pid=" + str(other_pid).encode() + b" next_prio=-1")
+            lines.append(_report_line(comm, pid, i % 2, ts, "sched_switch", payload))
+        elif i % 3 == 1:
+            payload = b"comm=" + other + b" pid=" + str(other_pid).encode() + b" prio=120 target_cpu=001"
+            lines.append(_report_line(comm, pid, i % 2, ts, "sched_wakeup", payload))
+        else:
+            lines.append(_report_line(comm, pid, i % 2, ts, "irq_handler_entry", b"irq=13 name=arch_timer"))
+    return b"\n".join(lines) + b"\n"
+
+
+def _exact(path: Path, monkeypatch: pytest.MonkeyPatch) -> EventTables:
+    """The tables of the exact (regex) reader alone."""
+    import kvmtrace.ingest.text as text_module
+
+    with monkeypatch.context() as m:
+        m.setattr(text_module, "FAST_MIN_BYTES", 1 << 62)
+        return read_text(path)
+
+
+def _same_tables(a: EventTables, b: EventTables) -> None:
+    assert a.events.equals(b.events)
+    assert set(a.by_event) == set(b.by_event)
+    for name, table in a.by_event.items():
+        assert table.schema == b.by_event[name].schema, name
+        assert table.equals(b.by_event[name]), name
+    assert a.report.unparsed_lines == b.report.unparsed_lines
+    assert a.cmdlines == b.cmdlines
+
+
+@pytest.mark.parametrize(
+    "comm",
+    [b"a b-c:d", b"x-1 [2] y", b"k:w-7 8"],
+    ids=["spaces-dash-colon", "bracket", "dash-digits"],
+)
+def test_comm_with_spaces_dashes_and_colons(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, comm: bytes
+) -> None:
+    path = tmp_path / "odd_comm.txt"
+    path.write_bytes(_synthetic_report([(comm, 77)]))
+    tables = read_text(path)
+    assert tables.report.unparsed_lines == 0
+    odd = tables.events.filter(pl.col("pid") == 77)
+    assert odd.height == 99 and set(odd["comm"].cast(pl.String).to_list()) == {comm.decode()}
+    sw = tables.table("sched_switch").filter(pl.col("prev_pid") == 77)
+    assert set(sw["prev_comm"].to_list()) == {comm.decode()}
+    first = tables.events.row(0, named=True)
+    assert (first["ts"], first["cpu"], first["pid"], first["comm"]) == (6_574_998_632, 0, 466, "qemu-system-aar")
+    assert tables.table("sched_switch")["next_prio"].unique().to_list() == [-1]
+    assert tables.table("sched_wakeup")["target_cpu"].unique().to_list() == [1]
+    _same_tables(tables, _exact(path, monkeypatch))
+
+
+def test_non_ascii_comm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    comm = "kwörker/ü:1".encode()
+    path = tmp_path / "utf8_comm.txt"
+    path.write_bytes(_synthetic_report([(comm, 4242)]))
+    tables = read_text(path)
+    assert tables.report.unparsed_lines == 0 and tables.events.height == 300
+    odd = tables.events.filter(pl.col("pid") == 4242)
+    assert odd.height == 99 and set(odd["comm"].cast(pl.String).to_list()) == {"kwörker/ü:1"}
+    wake = tables.table("sched_wakeup").filter(pl.col("pid") == 4242)
+    assert wake.height > 0 and set(wake["comm"].to_list()) == {"kwörker/ü:1"}
+    assert tables.cmdlines[4242] == "kwörker/ü:1"
+    _same_tables(tables, _exact(path, monkeypatch))
+
+
+def test_unreadable_lines_go_to_the_exact_reader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lines the fast tiers do not take (a CR, a tab, a lost-event notice) are read and counted exactly."""
+    lines = _synthetic_report([(b"init", 463)]).split(b"\n")
+    lines[10] = lines[10] + b"\r"
+    lines[20] = lines[20].replace(b"irq=13 ", b"irq=13\t")
+    lines.insert(30, b"CPU:1 [LOST 17 EVENTS]")
+    lines.insert(40, b"garbage line")
+    path = tmp_path / "mixed.txt"
+    path.write_bytes(b"\n".join(lines))
+    tables = read_text(path)
+    assert tables.report.unparsed_lines == 1 and tables.report.skipped[0].where == "line 41"
+    assert tables.report.lost_events == {"": {1: 17}}
+    assert tables.events.height == 300
+    _same_tables(tables, _exact(path, monkeypatch))

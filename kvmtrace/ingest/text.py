@@ -1,11 +1,16 @@
 """Read trace text (``trace-cmd report`` in any form, or tracefs ``trace``) into EventTables.
 
-Line prefixes are parsed in text_lines, payloads in text_fields; this module puts them together into
-the common table (time ordered) and one typed table per event, and reports everything it skipped.
+Line prefixes are parsed in three tiers: the lines in the file's dominant column layout by
+text_modal, most others by text_fast (both numpy over the bytes, no per-line Python), the rest by the
+exact regexes of text_lines. ``-R`` payloads are read from 8-byte words (text_raw, text_typed), other
+payload forms by text_fields. The fast tiers take a line only where they give what the exact reader
+gives (tests/test_text_reader.py checks both ways). This module puts the parts together into the
+common table (time ordered) and one typed table per event, and reports everything it skipped.
 """
 
 from __future__ import annotations
 
+import mmap
 import re
 import sys
 import time
@@ -34,7 +39,8 @@ from kvmtrace.ingest.text_lines import (
     read_raw,
     split_lines,
 )
-from kvmtrace.ingest.text_typed import fast_payload
+from kvmtrace.ingest.text_modal import merge_prefixes, modal_prefixes
+from kvmtrace.ingest.text_typed import compact_groups, fast_payload
 
 SKIPPED_LIMIT = 100
 KERNEL_MARKER = "tracing_mark_write"  # tracefs prints the print event by its ip symbol
@@ -56,12 +62,12 @@ def read_text(path: str | Path, progress: bool = False) -> EventTables:
     text = ByteText(raw.data)
     fast: FastPrefixes | None = None
     # small texts, and text with \x1f (split_lines reads it differently), stay on the exact path
-    if len(raw.data) >= FAST_MIN_BYTES and b"\x1f" not in raw.data:
+    if len(raw.data) >= FAST_MIN_BYTES and raw.data.find(b"\x1f") < 0:
         starts, ends = line_bounds(text.buf)
         clock.step(f"found {starts.size} lines")
-        fast = parse_prefixes(text, starts, ends)
+        fast = _prefixes(text, starts, ends)
     if fast is None:
-        lines = split_lines(raw.data)
+        lines = split_lines(bytes(raw.data))
         clock.step(f"split {lines.len()} lines")
         classified = classify(lines, path)
         events = _sorted(_common_columns(_rename_kernel_markers(classified.events)))
@@ -70,7 +76,10 @@ def read_text(path: str | Path, progress: bool = False) -> EventTables:
         classified = _classify_rest(raw.data, starts, ends, fast, path)
         clock.step(f"parsed {fast.rows.size} event prefixes, {classified.total_lines} other lines")
         slow = _common_columns(_rename_kernel_markers(classified.events))
-        events = _sorted(pl.concat([_fast_frame(fast), slow], how="vertical"))
+        fast_frame = _fast_frame(fast)
+        del fast, starts, ends  # the frame has them now: keep the peak memory down
+        events = _merged(fast_frame, slow)
+        del fast_frame
     clock.step(f"ordered {events.height} events")
     report = _report(classified)
     by_event, formats = _typed_tables(events, report, text)
@@ -86,6 +95,18 @@ def read_text(path: str | Path, progress: bool = False) -> EventTables:
         report=report,
         cmdlines=_cmdlines(events),
     )
+
+
+def _prefixes(text: ByteText, starts: np.ndarray, ends: np.ndarray) -> FastPrefixes | None:
+    """The dominant-layout tier, then the window tier on the lines it left (the rest: exact reader)."""
+    modal, rest = modal_prefixes(text, starts, ends)
+    if rest.size == 0:
+        return modal
+    second = parse_prefixes(text, starts[rest], ends[rest])
+    if second is not None:
+        second.rows = rest[second.rows]
+    parts = [p for p in (modal, second) if p is not None]
+    return merge_prefixes(parts) if parts else None
 
 
 def _demote_unusual(fast: FastPrefixes) -> FastPrefixes:
@@ -107,7 +128,7 @@ def _plain(value: bytes) -> bool:
 
 
 def _classify_rest(
-    data: bytes, starts: np.ndarray, ends: np.ndarray, fast: FastPrefixes, path: Path
+    data: bytes | mmap.mmap, starts: np.ndarray, ends: np.ndarray, fast: FastPrefixes, path: Path
 ) -> ClassifiedLines:
     """The exact reader on the lines the fast path did not take; line numbers of the whole text."""
     rest = np.ones(starts.size, dtype=bool)
@@ -136,15 +157,15 @@ def _classify_rest(
 def _fast_frame(fast: FastPrefixes) -> pl.DataFrame:
     def categorical(values: list[bytes], codes: np.ndarray) -> pl.Series:
         names = pl.Series([v.decode() for v in values], dtype=pl.String).cast(pl.Categorical)
-        return names.gather(pl.Series(codes.astype(np.uint32)))
+        return names.gather(pl.Series(codes.astype(np.int32, copy=False).view(np.uint32)))
 
     n = fast.rows.size
     return pl.DataFrame(
         [
             pl.Series("line", fast.rows.astype(np.uint32)),
             pl.Series("ts", fast.ts),
-            pl.Series("cpu", fast.cpu.astype(np.int32)),
-            pl.Series("pid", fast.pid.astype(np.int32)),
+            pl.Series("cpu", fast.cpu.astype(np.int32, copy=False)),
+            pl.Series("pid", fast.pid.astype(np.int32, copy=False)),
             categorical(fast.comm.values, fast.comm.codes).alias("comm"),
             categorical(fast.event.values, fast.event.codes).alias("event"),
             categorical(fast.buffer.values, fast.buffer.codes).alias("buffer"),
@@ -165,12 +186,46 @@ def _sorted(frame: pl.DataFrame) -> pl.DataFrame:
     """Stable time order (ts, then line), idx = row number."""
     ts = frame["ts"].to_numpy()
     line = frame["line"].to_numpy()
-    in_order = ts.size < 2 or bool(
+    if not _in_order(ts, line):
+        by_line = np.argsort(line, kind="stable")  # runs already in order: cheap
+        order = by_line[np.argsort(ts[by_line], kind="stable")]
+        frame = frame[order]
+    return frame.with_columns(pl.int_range(pl.len(), dtype=pl.UInt32).alias("idx"))
+
+
+MERGE_LIMIT = 1000  # slow rows merged into the (time ordered) fast rows by slicing, not sorting
+
+
+def _merged(fast: pl.DataFrame, slow: pl.DataFrame) -> pl.DataFrame:
+    """The fast and the exact rows in time order: a few exact rows go in between slices of the fast
+    ones (zero-copy), otherwise everything is sorted."""
+    ts = fast["ts"].to_numpy()
+    line = fast["line"].to_numpy()
+    if slow.height == 0 and _in_order(ts, line):
+        return fast.with_columns(pl.int_range(pl.len(), dtype=pl.UInt32).alias("idx"))
+    if slow.height > MERGE_LIMIT or not _in_order(ts, line):
+        return _sorted(pl.concat([fast, slow], how="vertical"))
+    slow = _sorted(slow).drop("idx")
+    slow_ts = slow["ts"].to_list()
+    slow_line = slow["line"].to_list()
+    pieces = []
+    at = 0
+    for k, (t, ln) in enumerate(zip(slow_ts, slow_line, strict=True)):
+        pos = max(int(np.searchsorted(ts, t, side="left")), at)
+        while pos < ts.size and ts[pos] == t and line[pos] < ln:
+            pos += 1
+        pieces.append(fast.slice(at, pos - at))
+        pieces.append(slow.slice(k, 1))
+        at = pos
+    pieces.append(fast.slice(at, ts.size - at))
+    frame = pl.concat([p for p in pieces if p.height], how="vertical", rechunk=True)
+    return frame.with_columns(pl.int_range(pl.len(), dtype=pl.UInt32).alias("idx"))
+
+
+def _in_order(ts: np.ndarray, line: np.ndarray) -> bool:
+    return ts.size < 2 or bool(
         ((ts[1:] > ts[:-1]) | ((ts[1:] == ts[:-1]) & (line[1:] > line[:-1]))).all()
     )
-    if not in_order:
-        frame = frame.sort("ts", "line", maintain_order=True)
-    return frame.with_columns(pl.int_range(pl.len(), dtype=pl.UInt32).alias("idx"))
 
 
 class _Progress:
@@ -258,7 +313,11 @@ def _typed_tables(
     by_event: dict[str, pl.DataFrame] = {}
     formats: dict[str, EventFormat] = {}
     keys_frame = events.select("idx", "ts", "cpu", "pid")
+    plain_keys = not any(keys_frame.null_count().row(0))
+    key_arrays = {k: keys_frame[k].to_numpy() for k in ("ts", "cpu", "pid")} if plain_keys else {}
     codes = events["event"].to_physical().to_numpy()
+    if codes.size and int(codes.max()) < 65536:  # radix sort
+        codes = codes.astype(np.uint8 if int(codes.max()) < 256 else np.uint16)
     order = np.argsort(codes, kind="stable")
     sorted_codes = codes[order]
     bounds = np.flatnonzero(np.diff(sorted_codes)) + 1
@@ -266,20 +325,32 @@ def _typed_tables(
     groups.sort(key=lambda rows: int(rows[0]))  # first appearance, as group_by(maintain_order=True)
     ps_all = events["ps"].to_numpy()
     pe_all = events["pe"].to_numpy()
-    equals: np.ndarray | None = None
-    for rows in groups:
-        name = str(events["event"][int(rows[0])])
+    names = [str(events["event"][int(rows[0])]) for rows in groups]
+    fast_kinds = [k for k, rows in enumerate(groups) if bool((ps_all[rows] >= 0).all())]
+    compact = dict(zip(fast_kinds, compact_groups(text, ps_all, pe_all, [groups[k] for k in fast_kinds]),
+                       strict=True))
+
+    def payload(k: int) -> PayloadResult:
+        rows = groups[k]
         ps, pe = ps_all[rows], pe_all[rows]
-        result: PayloadResult | None = None
-        if bool((ps >= 0).all()):
-            if equals is None:
-                equals = np.flatnonzero(text.buf == ord("="))
-            result = fast_payload(name, text, equals, ps, pe, catalog)
-        if result is None:
-            rest = _rest_texts(events, rows, ps, pe, text)
-            result = parse_payload(name, rest, catalog)
+        if k in compact:
+            c = compact[k]
+            result = fast_payload(names[k], c.text, c.equals, c.first, c.ps, c.pe, catalog)
+            if result is not None:
+                return result
+        return parse_payload(names[k], _rest_texts(events, rows, ps, pe, text), catalog)
+
+    # (a thread pool over the types was tried: no faster on two shared cores)
+    for k, rows in enumerate(groups):
+        name, result = names[k], payload(k)
         keys = typed_key_names(result.columns.columns)
-        key_columns = keys_frame[rows].select(*(pl.col(k).alias(keys[k]) for k in TYPED_KEY_COLUMNS))
+        if plain_keys:  # idx is the row number
+            key_columns = pl.DataFrame(
+                [pl.Series(keys["idx"], rows.astype(np.uint32))]
+                + [pl.Series(keys[k], key_arrays[k][rows]) for k in ("ts", "cpu", "pid")]
+            )
+        else:
+            key_columns = keys_frame[rows].select(*(pl.col(k).alias(keys[k]) for k in TYPED_KEY_COLUMNS))
         by_event[name] = pl.concat([key_columns, result.columns], how="horizontal")
         if result.fmt is not None:
             formats[name] = result.fmt
@@ -393,5 +464,16 @@ def _looks_plugin(events: pl.DataFrame, text: ByteText) -> bool:
 
 
 def _cmdlines(events: pl.DataFrame) -> dict[int, str]:
+    """pid -> the comm of its last event."""
+    pid_column = events["pid"]
+    if events.height and not pid_column.null_count():
+        pid = pid_column.to_numpy()
+        low, high = int(pid.min()), int(pid.max())
+        if low >= 0 and high < 1 << 24:
+            last = np.full(high + 1, -1, dtype=np.int64)
+            np.maximum.at(last, pid, np.arange(pid.size, dtype=np.int64))
+            pids = np.flatnonzero(last >= 0)
+            comms = events["comm"].gather(pl.Series(last[pids])).cast(pl.String).to_list()
+            return {int(p): str(c) for p, c in zip(pids.tolist(), comms, strict=True)}
     pairs = events.select(pl.col("pid"), pl.col("comm").cast(pl.String)).unique("pid", keep="last")
     return {int(pid): str(comm) for pid, comm in pairs.iter_rows() if pid is not None}

@@ -1,5 +1,7 @@
 """Vectorised byte-level parsing of the common ``trace-cmd report`` line layout (numpy, no per-line Python).
 
+This is the second tier of the text reader: text_modal takes the lines in the file's dominant column
+layout first, the lines it leaves come here, and the lines this leaves go to the exact regex reader.
 The text is one numpy uint8 array. Each step looks at a small fixed-width window of bytes per line
 (``sliding_window_view(buf, W)[positions]``), so a step costs a few numpy passes over n x W bytes.
 A line is taken here only when it has exactly the layout
@@ -18,7 +20,9 @@ values are decoded in Python.
 
 from __future__ import annotations
 
+import mmap
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -44,21 +48,33 @@ DIGIT = _table(b"0123456789")
 WORD = _table(b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_")
 WHITESPACE = _table(b" \t\n\v\f\r")
 BUFFER_STOP = _table(b" \t\n\v\f\r[]:")
-HEX_VALUE = np.full(256, 255, dtype=np.uint8)
-for _i, _c in enumerate(b"0123456789abcdef"):
-    HEX_VALUE[_c] = _i
-for _i, _c in enumerate(b"ABCDEF"):
-    HEX_VALUE[_c] = 10 + _i
 POW10 = np.array([10**i for i in range(20)], dtype=np.uint64)
 
 
 class ByteText:
-    """The text as a numpy byte array, with cached sliding-window views."""
+    """The text as a numpy byte array, with cached sliding-window views.
 
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.buf: U8 = np.frombuffer(data, dtype=np.uint8)
+    Made from bytes (``data``) or from a uint8 array (then ``data`` is empty: read it with ``piece``).
+    """
+
+    def __init__(self, data: bytes | mmap.mmap | U8) -> None:
+        self._source: bytes | mmap.mmap | memoryview
+        self.data: bytes | mmap.mmap
+        if isinstance(data, np.ndarray):
+            self.buf: U8 = data
+            self.data = b""
+            self._source = data.data
+        else:
+            self.buf = np.frombuffer(data, dtype=np.uint8)
+            self.data = data
+            self._source = data
         self._views: dict[int, NDArray[np.uint8]] = {}
+        size = max(self.buf.size - 7, 0)
+        # the 8 bytes at every position as one little-endian word (a view, no copy)
+        self.words: U64 = np.ndarray((size,), dtype="<u8", buffer=self.buf, strides=(1,))
+
+    def piece(self, start: int, end: int) -> bytes:
+        return bytes(self._source[start:end])
 
     def window(self, pos: I64, width: int) -> U8:
         """Rows of ``width`` bytes starting at ``pos`` (callers keep pos within the text)."""
@@ -72,9 +88,33 @@ class ByteText:
         return np.clip(pos, 0, self.buf.size - 64)
 
 
+NEWLINE_BLOCK = 1 << 20  # bytes compared at a time (the mask stays in the cache)
+
+
+def newline_positions(buf: U8) -> I64:
+    """Positions of the ``\\n`` bytes."""
+    return byte_positions(buf, 10)
+
+
+def byte_positions(buf: U8, value: int) -> I64:
+    """Positions of the bytes equal to ``value``."""
+    if buf.size <= NEWLINE_BLOCK:
+        return np.flatnonzero(buf == value)
+    mask = np.empty(NEWLINE_BLOCK, dtype=bool)
+    parts = []
+    for at in range(0, buf.size, NEWLINE_BLOCK):
+        piece = buf[at : at + NEWLINE_BLOCK]
+        hits = mask[: piece.size]
+        np.equal(piece, value, out=hits)
+        found = np.flatnonzero(hits)
+        found += at
+        parts.append(found)
+    return np.concatenate(parts)
+
+
 def line_bounds(buf: U8) -> tuple[I64, I64]:
     """Start and end (exclusive, without the newline) of every line, as split_lines numbers them."""
-    newlines = np.flatnonzero(buf == 10)
+    newlines = newline_positions(buf)
     starts = np.empty(newlines.size + 1, dtype=np.int64)
     starts[0] = 0
     starts[1:] = newlines + 1
@@ -140,8 +180,7 @@ def intern(text: ByteText, pos: I64, length: I64, width: int) -> Interned | None
         return None  # a hash collision: let the caller take the slow way
     starts = pos[rep]
     lengths = length[rep]
-    data = text.data
-    values = [data[int(s) : int(s) + int(k)] for s, k in zip(starts, lengths, strict=True)]
+    values = [text.piece(int(s), int(s) + int(k)) for s, k in zip(starts, lengths, strict=True)]
     return Interned(codes.astype(np.int32), values)
 
 
@@ -170,8 +209,8 @@ class FastPrefixes:
     rows: I64
     ts: I64
     frac_digits: I64
-    cpu: I64
-    pid: I64
+    cpu: NDArray[np.signedinteger[Any]]
+    pid: NDArray[np.signedinteger[Any]]
     comm: Interned
     event: Interned
     buffer: Interned  # code 0 is "" when any line has no buffer prefix
@@ -316,62 +355,7 @@ def _intern_buffers(text: ByteText, s: I64, buffer_len: I64) -> Interned | None:
     return Interned(codes, [b"", *interned.values])
 
 
-# ---------------------------------------------------------------- -R payloads (name=value ...)
-
-
-@dataclass
-class RawSpans:
-    """Per field of one event type, the byte span of its value in each line."""
-
-    starts: list[I64]
-    ends: list[I64]
-
-
-def raw_spans(text: ByteText, equals: I64, ps: I64, pe: I64, keys: list[str]) -> RawSpans | bool:
-    """Value spans of ``k1=v1 k2=v2 ...`` payloads, split as the lazy -R regex splits them.
-
-    The i-th key's ``=`` is the i-th ``=`` of the payload; each must sit right after its key (the first
-    at the payload start, the others after a space). False when some line surely does not match the
-    regex (it does not start with ``k1=`` or has fewer ``=`` than keys), True when unsure.
-    """
-    count = len(keys)
-    if count == 0 or ps.size == 0:
-        return True
-    first = np.searchsorted(equals, ps)
-    have = np.searchsorted(equals, pe) - first
-    if bool((have < count).any()):
-        return False
-    buf = text.buf
-    eq = [equals[first + j] for j in range(count)]
-    head = keys[0].encode() + b"="
-    if len(head) > 64 or bool((pe - ps < len(head)).any()):
-        return False
-    if not bool((text.window(ps, len(head)) == np.frombuffer(head, dtype=np.uint8)).all()):
-        # text_fields strips plugin garbage ("CAN'T FIND FIELD", "<CANT ...", "[FAILED ...") first
-        return bool(np.isin(buf[ps], np.frombuffer(b"C<[", dtype=np.uint8)).any())
-    for j, key in enumerate(keys):
-        raw = key.encode()
-        name_at = eq[j] - len(raw)
-        if j == 0:
-            if not bool((name_at == ps).all()):
-                return True
-        elif not bool((buf[name_at - 1] == SPACE).all()):
-            return True
-        got = text.window(name_at, len(raw))
-        if not bool((got == np.frombuffer(raw, dtype=np.uint8)).all()):
-            return True
-    starts = [e + 1 for e in eq]
-    ends = [eq[j + 1] - len(keys[j + 1].encode()) - 1 for j in range(count - 1)]
-    last = pe.copy()
-    while True:  # the last value loses trailing whitespace (``\\s*$``)
-        trail = (last > starts[-1]) & WHITESPACE[buf[np.maximum(last - 1, 0)]]
-        if not bool(trail.any()):
-            break
-        last = last - trail
-    ends.append(last)
-    if any(bool((e < s).any()) for s, e in zip(starts, ends, strict=True)):
-        return True
-    return RawSpans(starts, ends)
+# ---------------------------------------------------------------- -R payloads (see text_raw)
 
 
 @dataclass
@@ -381,64 +365,3 @@ class Parsed:
     value: U64
     negative: Mask
     ok: Mask
-
-
-def parse_number(text: ByteText, vs: I64, ve: I64, hex_default: bool) -> Parsed:
-    """``' '* '-'? ('0x')? digits`` right-aligned in [vs, ve): magnitude, sign, and where it applied.
-
-    Hex when the text has 0x or hex_default (as parse_int); at most 16 hex / 19 decimal digits.
-    """
-    n = vs.size
-    length = ve - vs
-    width = int(length.max()) if n else 0
-    width = max(8, (width + 7) // 8 * 8)
-    if width > 32:
-        width = 32
-    pos = ve - width
-    inside = np.arange(width) >= (width - np.minimum(length, width))[:, None]
-    w = text.window(np.maximum(pos, 0), width)
-    ok = (pos >= 0) & (length <= width) & (length >= 1)
-    low = w | np.uint8(0x20)
-    dec = w - np.uint8(48)
-    hexv = np.where(dec < 10, dec, low - np.uint8(87))
-    is_hex_digit = (hexv < 16) & inside
-    # the digit run from the right end
-    run = (~is_hex_digit)[:, ::-1].argmax(axis=1)
-    run = np.where(is_hex_digit.all(axis=1), width, run)
-    run = np.minimum(run, length)
-    body_end = ve - run  # prefix is [vs, body_end)
-    at = np.arange(n)
-    b1 = w[at, np.clip(width - run - 1, 0, width - 1)]
-    b2 = w[at, np.clip(width - run - 2, 0, width - 1)]
-    has_0x = (body_end - 2 >= vs) & (b2 == 48) & ((b1 | 0x20) == ord("x"))
-    base16 = has_0x | hex_default
-    sign_at = body_end - 2 * has_0x - 1
-    negative = (sign_at >= vs) & (w[at, np.clip(width - (ve - sign_at), 0, width - 1)] == DASH)
-    pad_end = sign_at + 1 - negative  # [vs, pad_end) must be spaces
-    pad = inside & (np.arange(width) < (width - (ve - pad_end))[:, None])
-    ok &= ~((w != SPACE) & pad).any(axis=1)
-    ok &= (run >= 1) & np.where(base16, run <= 16, run <= 19)
-    digit_zone = np.arange(width) >= (width - run)[:, None]
-    ok &= ~(digit_zone & ~base16[:, None] & (dec >= 10)).any(axis=1)
-    digits = np.where(digit_zone, hexv, 0).astype(np.uint8)
-    value = np.zeros(n, dtype=np.uint64)
-    if bool((~base16 & ok).any()):
-        dec_digits = digits[:, -24:] if width > 24 else digits
-        dec_value = _decimal_right(dec_digits)
-        value = np.where(base16, value, dec_value)
-    if bool((base16 & ok).any()):
-        nib = digits[:, -16:] if width >= 16 else np.pad(digits, ((0, 0), (16 - width, 0)))
-        packed = (nib[:, 0::2] << 4) | nib[:, 1::2]
-        hex_value = np.ascontiguousarray(packed).view(">u8")[:, 0].astype(np.uint64)
-        value = np.where(base16, hex_value, value)
-    return Parsed(value, negative, ok)
-
-
-def _decimal_right(digits: U8) -> U64:
-    """Right-aligned digit values (rows of 8, 16 or 24) to numbers (wrapping past 2**64)."""
-    width = digits.shape[1]
-    words = np.ascontiguousarray(digits).view(np.uint64)
-    value = np.zeros(digits.shape[0], dtype=np.uint64)
-    for j in range(width // 8):
-        value = value * np.uint64(100_000_000) + _swar8(words[:, j])
-    return value

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import mmap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,7 +55,7 @@ NOISE_LINE = (
 class RawText:
     """The decompressed text and how it was stored."""
 
-    data: bytes
+    data: bytes | mmap.mmap  # uncompressed files are mapped, not copied
     compression: str
 
 
@@ -73,7 +74,14 @@ class ClassifiedLines:
 def read_raw(path: Path) -> RawText:
     """Read the file and decompress gzip/zstd, detected by magic bytes."""
     try:
-        data = path.read_bytes()
+        with path.open("rb") as fh:
+            head = fh.read(4)
+            if head and not head.startswith(GZIP_MAGIC) and not head.startswith(ZSTD_MAGIC):
+                mapped = _map(fh)
+                if mapped is not None:
+                    return RawText(mapped, "none")
+            fh.seek(0)
+            data = fh.read()
     except OSError as exc:
         raise CaptureError(path, None, f"cannot read file: {exc.strerror or exc}") from None
     if data.startswith(GZIP_MAGIC):
@@ -88,6 +96,15 @@ def read_raw(path: Path) -> RawText:
         except zstandard.ZstdError as exc:
             raise CaptureError(path, None, f"corrupt zstd data: {exc}") from None
     return RawText(data, "none")
+
+
+def _map(fh: io.BufferedReader) -> mmap.mmap | None:
+    """The file mapped read-only (pages loaded up front), or None where that is not possible."""
+    try:
+        flags = mmap.MAP_PRIVATE | getattr(mmap, "MAP_POPULATE", 0)
+        return mmap.mmap(fh.fileno(), 0, flags=flags, prot=mmap.PROT_READ)
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def split_lines(data: bytes) -> pl.Series:
@@ -206,7 +223,7 @@ def _excerpt(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def looks_binary(data: bytes) -> bool:
+def looks_binary(data: bytes | mmap.mmap) -> bool:
     """True for data that is not text at all (NUL bytes or mostly non-printable in the first KB)."""
     head = data[:1024]
     if b"\x00" in head:

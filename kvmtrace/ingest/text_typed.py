@@ -8,11 +8,14 @@ the event's first bundled format whose -R keys split every line, every value rea
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import polars as pl
+from numpy.typing import NDArray
 
 from kvmtrace.ingest.formats import EventFormat, FieldFormat
-from kvmtrace.ingest.text_fast import I64, ByteText, RawSpans, intern, parse_number, raw_spans
+from kvmtrace.ingest.text_fast import I64, ByteText, byte_positions, intern
 from kvmtrace.ingest.text_fields import (
     SYMBOL_FIELDS,
     FormatCatalog,
@@ -20,26 +23,138 @@ from kvmtrace.ingest.text_fields import (
     typed_value,
 )
 from kvmtrace.ingest.text_printfmt import FieldRule, raw_value_rules
+from kvmtrace.ingest.text_raw import Spans, parse_ints, split
 
 STRING_INTERN_WIDTH = 32
+NUMPY_INTS: dict[pl.DataType, type[np.integer]] = {
+    pl.Int8(): np.int8, pl.Int16(): np.int16, pl.Int32(): np.int32, pl.Int64(): np.int64,
+    pl.UInt8(): np.uint8, pl.UInt16(): np.uint16, pl.UInt32(): np.uint32, pl.UInt64(): np.uint64,
+}
+
+
+PAD = 8  # bytes kept before each payload (words ending inside it read back from there)
+TAIL = 64  # bytes after the last payload (windows read past it)
+
+
+COPY_BLOCK = 1 << 16  # rows copied at a time
+CLASS_WIDTH = PAD + 64  # payloads up to this wide are copied in one pass for all their types
+
+
+def _row_width(length: I64) -> int:
+    return PAD + (int(length.max()) + 1 + 7) // 8 * 8 if length.size else PAD + 8
+
+
+def _rows(text: ByteText, start: I64, width: int) -> NDArray[np.uint8]:
+    """``width`` bytes from each ``start`` (zeros outside the text)."""
+    size = text.buf.size
+    safe = np.clip(start, 0, max(size - width, 0))
+    if size < width:
+        padded = np.zeros(width, dtype=np.uint8)
+        padded[:size] = text.buf
+        return np.repeat(padded[None, :], start.size, axis=0)
+    rows = text.window(safe, width)
+    for i in np.flatnonzero(safe != start).tolist():  # the first / last line of the text
+        s = int(start[i])
+        row = np.zeros(width, dtype=np.uint8)
+        lo, hi = max(s, 0), min(s + width, size)
+        if hi > lo:
+            row[lo - s : hi - s] = text.buf[lo:hi]
+        rows[i] = row
+    return rows
+
+
+def compact_payloads(text: ByteText, ps: I64, pe: I64) -> tuple[ByteText, I64, I64]:
+    """The payloads of one event type copied into one small text, one fixed-width row each.
+
+    Reading fields from there touches a few contiguous megabytes in order instead of the whole text.
+    """
+    n = ps.size
+    length = pe - ps
+    width = _row_width(length)
+    # a few more rows so that windows may read past the last payload
+    extra = (TAIL + width - 1) // width
+    rows = _rows(text, np.concatenate([ps - PAD, np.full(extra, ps[0] - PAD if n else 0)]), width)
+    base = np.arange(n, dtype=np.int64) * width + PAD
+    return ByteText(rows.reshape(-1)), base, base + length
+
+
+@dataclass
+class Compact:
+    """One event type's payloads copied into a small text (see compact_payloads): ``ps``/``pe`` the
+    payloads there, ``equals`` every ``=`` in it and ``first`` the index of each payload's first one."""
+
+    text: ByteText
+    ps: I64
+    pe: I64
+    equals: I64
+    first: I64
+
+
+def _compact(text: ByteText, ps: I64, pe: I64) -> Compact:
+    equals = byte_positions(text.buf, 61)
+    return Compact(text, ps, pe, equals, np.searchsorted(equals, ps))
+
+
+def compact_groups(text: ByteText, ps_all: I64, pe_all: I64, groups: list[I64]) -> list[Compact]:
+    """compact_payloads for several event types (``groups``: their rows in ps_all / pe_all).
+
+    The types with short payloads are copied together: one pass over the text in line order, then
+    the rows go to their type's block. Copying type by type would read the text in a scattered
+    order, which costs several times more.
+    """
+    out: list[Compact | None] = [None] * len(groups)
+    small = []
+    for k, rows in enumerate(groups):
+        if _row_width(pe_all[rows] - ps_all[rows]) <= CLASS_WIDTH:
+            small.append(k)
+        else:
+            out[k] = _compact(*compact_payloads(text, ps_all[rows], pe_all[rows]))
+    if small:
+        width = CLASS_WIDTH
+        dest = np.full(ps_all.size, -1, dtype=np.int64)
+        offsets = []
+        total = 0
+        for k in small:
+            dest[groups[k]] = np.arange(total, total + groups[k].size)
+            offsets.append(total)
+            total += groups[k].size
+        member = np.flatnonzero(dest >= 0)
+        extra = (TAIL + width - 1) // width
+        rows_out = np.empty((total + extra, width), dtype=np.uint8)
+        rows_out[total:] = 0
+        for at in range(0, member.size, COPY_BLOCK):  # in blocks: less memory, warm caches
+            part = member[at : at + COPY_BLOCK]
+            rows_out[dest[part]] = _rows(text, ps_all[part] - PAD, width)
+        flat = rows_out.reshape(-1)
+        equals = byte_positions(flat, 61)  # all types at once
+        for k, offset in zip(small, offsets, strict=True):
+            n = groups[k].size
+            base = np.arange(n, dtype=np.int64) * width + PAD
+            low, high = offset * width, (offset + n + extra) * width
+            piece = flat[low:high]
+            length = pe_all[groups[k]] - ps_all[groups[k]]
+            eq = equals[np.searchsorted(equals, low) : np.searchsorted(equals, high)] - low
+            out[k] = Compact(ByteText(piece), base, base + length, eq, np.searchsorted(eq, base))
+    return [o for o in out if o is not None]
 
 
 def fast_payload(
-    name: str, text: ByteText, equals: I64, ps: I64, pe: I64, catalog: FormatCatalog
+    name: str, text: ByteText, equals: I64, first: I64, ps: I64, pe: I64, catalog: FormatCatalog
 ) -> PayloadResult | None:
+    """``first``: for each payload, the index in ``equals`` of its first ``=``."""
     for fmt in catalog.candidates(name):
         fields = fmt.payload_fields
         if not fields:
             continue
-        spans = raw_spans(text, equals, ps, pe, [f.name for f in fields])
+        spans = split(text, equals, first, ps, pe, [f.name for f in fields])
         if spans is True:  # the regex might match where the fast split does not
             return None
-        if isinstance(spans, RawSpans):
+        if isinstance(spans, Spans):
             return _typed(text, fmt, spans)
     return None
 
 
-def _typed(text: ByteText, fmt: EventFormat, spans: RawSpans) -> PayloadResult | None:
+def _typed(text: ByteText, fmt: EventFormat, spans: Spans) -> PayloadResult | None:
     fields = fmt.payload_fields
     if any(isinstance(f.polars_dtype(), pl.List) for f in fields):
         return None
@@ -68,8 +183,7 @@ def _string_column(text: ByteText, f: FieldFormat, vs: I64, ve: I64) -> pl.Serie
             return None
         values = pl.Series(f.name, [v.decode() for v in interned.values], dtype=pl.String)
         return values.gather(interned.codes)
-    data = text.data
-    raw = [data[int(s) : int(e)] for s, e in zip(vs, ve, strict=True)]
+    raw = [text.piece(int(s), int(e)) for s, e in zip(vs, ve, strict=True)]
     if not all(v.isascii() for v in raw):
         return None
     return pl.Series(f.name, [v.decode() for v in raw], dtype=pl.String)
@@ -79,27 +193,31 @@ def _int_column(
     text: ByteText, f: FieldFormat, rule: FieldRule | None, vs: I64, ve: I64
 ) -> pl.Series | None:
     hex_default = rule is not None and (rule.hex or rule.conversion == "s")
-    parsed = parse_number(text, vs, ve, hex_default)
+    parsed = parse_ints(text, vs, ve, hex_default)
     as_int = parsed.value.view(np.int64)
-    as_int = np.where(parsed.negative, -as_int, as_int)
+    if bool(parsed.negative.any()):
+        as_int = np.where(parsed.negative, -as_int, as_int)
     bits = 8 * f.size if not f.is_bool else 8
     dtype = f.polars_dtype()
-    if bits >= 64:
+    np_type = NUMPY_INTS.get(dtype)
+    if f.is_bool:
+        values = pl.Series(f.name, (as_int & 0xFF) != 0)
+    elif np_type is not None and (bits >= 64 or np.dtype(np_type).itemsize * 8 == bits):
+        values = pl.Series(f.name, as_int.astype(np_type, copy=False))  # wraps as the kernel's type does
+    elif bits >= 64:
         values = pl.Series(f.name, as_int.view(np.int64 if f.signed else np.uint64))
     else:
         low = as_int & ((1 << bits) - 1)
         if f.signed:
             low = np.where(low >= (1 << (bits - 1)), low - (1 << bits), low)
         values = pl.Series(f.name, low)
-    if f.is_bool:
-        values = values.cast(pl.Int64) != 0
-    values = values.cast(dtype, strict=False).alias(f.name)
+    if values.dtype != dtype:
+        values = values.cast(dtype, strict=False).alias(f.name)
     bad = np.flatnonzero(~parsed.ok)
     if bad.size:
-        data = text.data
         texts = pl.Series(
             "v",
-            [data[int(vs[i]) : int(ve[i])].decode("utf-8", errors="replace") for i in bad],
+            [text.piece(int(vs[i]), int(ve[i])).decode("utf-8", errors="replace") for i in bad],
             dtype=pl.String,
         )
         fixed = pl.DataFrame([texts]).select(typed_value(pl.col("v"), f, rule)).to_series()

@@ -1,0 +1,395 @@
+"""The first and fastest tier of the text reader: lines laid out in the file's dominant column layout.
+
+``trace-cmd report`` pads its line prefix (``%16s-%-5d [%03d] %12s: %-22s``), so nearly every line of a
+file has its ``[``, ``]``, ``.`` and ``:`` at the same columns. For the lines that do (a handful of
+byte compares per line), the prefix splits into
+
+* a *key*: the bytes up to the CPU's ``]`` (buffer, comm, pid, cpu) plus the first 24 bytes after the
+  timestamp (event name, its padding, the first payload byte), hashed per line; only the few distinct
+  keys are decoded, in Python, with the exact regex of the slow reader, so the values are the ones it
+  gives by construction;
+* the timestamp, read from fixed columns.
+
+Lines whose key is not plain (non-ASCII, tabs, a second ``[``, a long event name) or whose columns differ
+go on to the next tier (text_fast.parse_prefixes) and from there to the exact regex reader.
+"""
+
+from __future__ import annotations
+
+import mmap
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from kvmtrace.ingest.text_fast import I64, U64, ByteText, FastPrefixes, Interned, Mask, _swar8
+
+KEY2 = 24  # bytes hashed from the event name on (name, ':', padding, first payload byte)
+SAMPLE = 1000  # lines looked at to find the dominant layout
+ROUNDS = 2  # layouts tried (a second one when pids grow to 6 digits, say)
+BLOCK = 1 << 16  # lines parsed at a time
+MIN_SHARE = 0.02  # a layout is worth a round when this share of the remaining lines has it
+_KEY1_RE = re.compile(rb"(?:([^\s\[\]:]+): )?\s*(.*?)-(\d+)\s+\[(\d+)\]")
+_KEY2_RE = re.compile(rb"([A-Za-z0-9_]+):( *)")
+MUL1 = np.uint64(0x9E3779B97F4A7C15)
+MUL2 = np.uint64(0xBF58476D1CE4E5B9)
+S29 = np.uint64(29)
+
+
+_KeyInfo = tuple[bytes, bytes, int, int, bytes, int]  # buffer, comm, pid, cpu, event, payload offset
+
+
+@dataclass(frozen=True)
+class Layout:
+    lb: int  # '[' column
+    rb: int  # ']' column
+    dot: int  # '.' of the timestamp
+    colon: int  # ':' after the timestamp
+
+
+def modal_prefixes(text: ByteText, starts: I64, ends: I64) -> tuple[FastPrefixes | None, I64]:
+    """Prefixes of the lines in the dominant layouts, and the indices of the other lines."""
+    rest = np.arange(starts.size, dtype=np.int64)
+    parts: list[FastPrefixes] = []
+    for _ in range(ROUNDS):
+        layout = _dominant_layout(text.data, starts[rest], ends[rest])
+        if layout is None:
+            break
+        got, taken = _parse_layout(text, starts[rest], ends[rest], layout)
+        if got is None:
+            break
+        got.rows = rest[got.rows]
+        parts.append(got)
+        rest = rest[~taken]
+        if rest.size < MIN_SHARE * starts.size:
+            break
+    if not parts:
+        return None, rest
+    return merge_prefixes(parts), rest
+
+
+def _dominant_layout(data: bytes | mmap.mmap, starts: I64, ends: I64) -> Layout | None:
+    if starts.size == 0:
+        return None
+    step = max(1, starts.size // SAMPLE)
+    counts: Counter[Layout] = Counter()
+    for s, e in zip(starts[::step].tolist(), ends[::step].tolist(), strict=True):
+        line = data[s:e]
+        lb = line.find(b"[")
+        rb = line.find(b"]", lb + 1) if lb >= 0 else -1
+        colon = line.find(b":", rb + 1) if rb >= 0 else -1
+        dot = line.rfind(b".", rb + 1, colon) if colon >= 0 else -1
+        if 0 < lb < rb - 1 and rb + 1 < dot <= rb + 11 and dot + 1 < colon <= dot + 10:
+            counts[Layout(lb, rb, dot, colon)] += 1
+    if not counts:
+        return None
+    layout, count = counts.most_common(1)[0]
+    if count < MIN_SHARE * (starts.size // step + 1):
+        return None
+    return layout
+
+
+def _parse_layout(
+    text: ByteText, starts: I64, ends: I64, lay: Layout
+) -> tuple[FastPrefixes | None, Mask]:
+    """The lines in layout ``lay``, in blocks of BLOCK lines (their arrays stay in the caches)."""
+    n = starts.size
+    ok = np.zeros(n, dtype=bool)
+    ts = np.zeros(n, dtype=np.int64)
+    key = np.zeros(n, dtype=np.int32)
+    pay = np.zeros(n, dtype=np.int64)  # payload start - line start
+    keys: dict[bytes, int] = {}  # the key's bytes -> its number
+    info: list[_KeyInfo | None] = []
+    check_cr = text.data.find(b"\r") >= 0
+    for at in range(0, n, BLOCK):
+        part = slice(at, min(at + BLOCK, n))
+        _parse_block(text, starts[part], ends[part], lay, check_cr, keys, info,
+                     ok[part], ts[part], key[part], pay[part])
+    keep = np.flatnonzero(ok)
+    everything = keep.size == n
+    comm_vals: dict[bytes, int] = {}
+    event_vals: dict[bytes, int] = {}
+    buffer_vals: dict[bytes, int] = {b"": 0}
+    m = max(len(info), 1)
+    comm_of = np.zeros(m, dtype=np.int32)
+    event_of = np.zeros(m, dtype=np.int32)
+    buffer_of = np.zeros(m, dtype=np.int32)
+    pid_of = np.zeros(m, dtype=np.int32)
+    cpu_of = np.zeros(m, dtype=np.int32)
+    for k, item in enumerate(info):
+        if item is None:
+            continue
+        buffer, comm, pid, cpu, event, _ = item
+        comm_of[k] = comm_vals.setdefault(comm, len(comm_vals))
+        event_of[k] = event_vals.setdefault(event, len(event_vals))
+        buffer_of[k] = buffer_vals.setdefault(buffer, len(buffer_vals))
+        pid_of[k], cpu_of[k] = pid, cpu
+    kc = key if everything else key[keep]
+    pe = ends if everything else ends[keep]
+    ps = (starts if everything else starts[keep]) + (pay if everything else pay[keep])
+    frac_len = lay.colon - lay.dot - 1
+    result = FastPrefixes(
+        rows=keep,
+        ts=ts if everything else ts[keep],
+        frac_digits=np.full(keep.size, frac_len, dtype=np.int64),
+        cpu=cpu_of[kc],
+        pid=pid_of[kc],
+        comm=Interned(comm_of[kc], list(comm_vals)),
+        event=Interned(event_of[kc], list(event_vals)),
+        buffer=Interned(buffer_of[kc], list(buffer_vals)),
+        payload_start=np.minimum(ps, pe),
+        payload_end=pe,
+    )
+    return result, ok
+
+
+def _parse_block(
+    text: ByteText,
+    starts: I64,
+    ends: I64,
+    lay: Layout,
+    check_cr: bool,
+    keys: dict[bytes, int],
+    info: list[_KeyInfo | None],
+    ok: Mask,
+    ts: I64,
+    key: NDArray[np.int32],
+    pay: I64,
+) -> None:
+    """Fill ``ok``, ``ts``, ``key`` (numbers in ``info``) and ``pay`` of one block of lines."""
+    buf = text.buf
+    width = (lay.colon + 2 + 7) // 8 * 8
+    ns_off = lay.colon + 2  # event name start
+    ok[:] = (ends - starts >= ns_off + 1) & (starts + ns_off + KEY2 + 16 <= buf.size)
+    ok &= starts + width + 8 <= buf.size
+    s = np.where(ok, starts, 0)
+    win = text.window(s, width)  # (n, width)
+    ok &= win[:, lay.lb] == 91
+    ok &= win[:, lay.rb] == 93
+    ok &= win[:, lay.dot] == 46
+    ok &= win[:, lay.colon] == 58
+    ok &= win[:, lay.colon + 1] == 32
+    # timestamp: \s+ sec '.' frac
+    sec_ok, sec_v = _seconds(win, lay)
+    frac_ok, frac_v = _fraction(win, lay)
+    ok &= sec_ok & frac_ok
+    frac_len = lay.colon - lay.dot - 1
+    ts[:] = sec_v * 1_000_000_000 + frac_v * 10 ** (9 - frac_len)
+    if check_cr:
+        ok &= buf[np.maximum(ends - 1, 0)] != 13
+    # the key: bytes [0, rb] of the line and KEY2 bytes from the event name
+    kwords = (lay.rb + 1 + 7) // 8
+    key1 = win[:, : kwords * 8].view(np.uint64)
+    tail = (lay.rb + 1) % 8
+    after = text.window(s + ns_off, KEY2 + 16)  # the key, and where a long name's payload starts
+    key2 = after[:, :KEY2].view(np.uint64)
+    words = [key1[:, j] for j in range(kwords)]
+    if tail:
+        words[-1] = words[-1] & np.uint64((1 << (8 * tail)) - 1)
+    words += [key2[:, j] for j in range(KEY2 // 8)]
+    codes, reps = _codes(words, ok)
+    # number every distinct key of the block (decoded once for the whole text)
+    local = np.zeros(reps.size, dtype=np.int32)
+    good = np.zeros(reps.size, dtype=bool)
+    offset = np.zeros(reps.size, dtype=np.int64)
+    for j, r in enumerate(reps.tolist()):
+        start = int(starts[r])
+        raw = text.piece(start, start + lay.rb + 1) + text.piece(start + ns_off, start + ns_off + KEY2)
+        number = keys.get(raw)
+        if number is None:
+            number = keys[raw] = len(info)
+            info.append(_decode_key(text.data, start, lay, ns_off))
+        item = info[number]
+        local[j] = number
+        good[j] = item is not None
+        offset[j] = item[5] if item is not None else 0
+    ok &= good[codes]
+    key[:] = local[codes]
+    pay[:] = offset[codes]
+    far = np.flatnonzero((pay < 0) & ok)
+    if far.size:
+        pos = -pay[far]
+        k, found = _payload_starts(after[far, KEY2:], pos, ends[far] - starts[far])
+        pay[far] = k
+        ok[far] &= found
+
+
+def _payload_starts(tail: NDArray[np.uint8], pos: I64, pe: I64) -> tuple[I64, Mask]:
+    """First non-space in ``tail`` (the 16 bytes from ``pos``), and where that is a payload start."""
+    k = (tail != 32).argmax(axis=1)
+    at = tail[np.arange(pos.size), k]
+    found = ((at > 32) & (at < 127)) | (at == 10)
+    ps = np.where(found, pos + k, pe)
+    found &= ps <= pe
+    return ps, found
+
+
+def _column_word(win: NDArray[np.uint8], offset: int) -> U64:
+    """The 8 bytes at ``offset`` of every row of a contiguous window, as one little-endian word."""
+    return np.ndarray(shape=(win.shape[0],), dtype="<u8", buffer=win, offset=offset, strides=(win.shape[1],))
+
+
+ONES = 0x0101010101010101
+ALL = (1 << 64) - 1
+
+
+def _seconds(win: NDArray[np.uint8], lay: Layout) -> tuple[Mask, I64]:
+    """``\\s+\\d+`` between ']' and '.': right-aligned digits after at least one space."""
+    size = lay.dot - lay.rb - 1
+    if size > 8:  # a wide column: byte by byte
+        sec = win[:, lay.rb + 1 : lay.dot]
+        sd = (sec - np.uint8(48)) < 10
+        ok = (sec[:, 0] == 32) & sd[:, -1] & ((sec == 32) | sd).all(axis=1)
+        ok &= ~(sd[:, :-1] & ~sd[:, 1:]).any(axis=1)
+        return ok, _digits_value(sec)
+    x = _column_word(win, lay.dot - 8)
+    region = np.uint64((ALL << (8 * (8 - size))) & ALL)
+    x = x & region
+    ok = (x | np.uint64(0x10 * ONES)) & np.uint64(0xF0 * ONES) & region == np.uint64(0x30 * ONES) & region
+    digit = (x >> np.uint64(4)) & np.uint64(ONES) & region  # 1 in digit bytes (0x3_), 0 in 0x2_ bytes
+    low = x & np.uint64(0x0F * ONES)
+    ok &= (low & ~(digit * np.uint64(0x0F))) == 0  # the 0x2_ bytes are spaces
+    ok &= ((low + np.uint64(0x06 * ONES)) & np.uint64(0x10 * ONES)) == 0  # digits are 0-9
+    full = digit * np.uint64(0xFF)
+    below = ~full
+    ok &= (below & (below + np.uint64(1))) == 0  # the digits are one run at the right end
+    ok &= (digit >> np.uint64(56)) == 1  # at least one digit
+    ok &= ((x >> np.uint64(8 * (8 - size))) & np.uint64(0xFF)) == 32  # and a space before them
+    return ok, _swar8(low).astype(np.int64)
+
+
+def _fraction(win: NDArray[np.uint8], lay: Layout) -> tuple[Mask, I64]:
+    """The digits between '.' and ':' (at most 9)."""
+    size = lay.colon - lay.dot - 1
+    head = min(size, 8)
+    x = _column_word(win, lay.dot + 1)
+    region = np.uint64((1 << (8 * head)) - 1)
+    x = x & region
+    ok = (x & np.uint64(0xF0 * ONES)) == np.uint64(0x30 * ONES) & region
+    low = x & np.uint64(0x0F * ONES)
+    ok &= ((low + np.uint64(0x06 * ONES)) & np.uint64(0x10 * ONES)) == 0
+    value = _swar8(low << np.uint64(8 * (8 - head))).astype(np.int64)
+    if size == 9:
+        last = win[:, lay.colon - 1]
+        ok &= (last - np.uint8(48)) < 10
+        value = value * 10 + (last & np.uint8(15))
+    return ok, value
+
+
+def _digits_value(cols: NDArray[np.uint8]) -> I64:
+    """Decimal value of each row of ASCII digits (spaces count as 0)."""
+    value = np.zeros(cols.shape[0], dtype=np.int64)
+    for j in range(cols.shape[1]):
+        value *= 10
+        value += cols[:, j] & np.uint8(15)
+    return value
+
+
+def _codes(words: list[U64], ok: Mask) -> tuple[NDArray[np.int64], I64]:
+    """Dense codes of the word tuples and one representative row per code; rows that differ from
+    their code's representative (a hash collision, or not ``ok`` already) are cleared in ``ok``."""
+    n = ok.size
+    h = np.full(n, MUL1, dtype=np.uint64)
+    for w in words:
+        h ^= w
+        h *= MUL2
+        h ^= h >> S29
+    h[~ok] = np.uint64(0)  # one bucket for the rejects
+    codes = _dense(h)
+    count = int(codes.max()) + 1 if n else 0
+    rep = np.zeros(count, dtype=np.int64)
+    rep[codes] = np.arange(n)
+    back = rep[codes]
+    for w in words:
+        ok &= w == w[back]  # a collision: those rows leave this tier (rare)
+    return codes, rep
+
+
+def _dense(h: U64) -> NDArray[np.int64]:
+    for mult in (0xD6E8FEB86659FD93, 0xA0761D6478BD642F, 0xE7037ED1A0B428DB):
+        bucket = (h * np.uint64(mult)) >> np.uint64(48)
+        table = np.zeros(1 << 16, dtype=np.uint64)
+        table[bucket] = h
+        if bool((table[bucket] == h).all()):
+            used = np.zeros(1 << 16, dtype=np.int64)
+            used[bucket] = 1
+            ids = np.cumsum(used) - 1
+            return ids[bucket]
+    _, inverse = np.unique(h, return_inverse=True)
+    return inverse.astype(np.int64)
+
+
+def _decode_key(data: bytes | mmap.mmap, start: int, lay: Layout, ns_off: int) -> _KeyInfo | None:
+    """(buffer, comm, pid, cpu, event, payload offset) of a key, as the exact regex reads the line."""
+    key1 = data[start : start + lay.rb + 1]
+    key2 = data[start + ns_off : start + ns_off + KEY2]
+    if not all(32 <= b < 127 for b in key1) or key1.count(b"[") != 1:
+        return None
+    m = _KEY1_RE.fullmatch(key1)
+    if m is None:
+        return None
+    buffer, comm, pid, cpu = m.group(1) or b"", m.group(2), int(m.group(3)), int(m.group(4))
+    if len(m.group(3)) > 9 or len(m.group(4)) > 9 or pid >= 2**31 or cpu >= 2**31:
+        return None
+    m2 = _KEY2_RE.match(key2)
+    if m2 is None:
+        return None
+    if m2.end() >= len(key2):  # the payload starts further on: found line by line
+        return buffer, comm, pid, cpu, m2.group(1), -(ns_off + m2.end())
+    nxt = key2[m2.end()]
+    if nxt == 10:  # empty payload: the line ends right there
+        return buffer, comm, pid, cpu, m2.group(1), ns_off + m2.end()
+    if nxt <= 32 or nxt >= 127:
+        return None
+    return buffer, comm, pid, cpu, m2.group(1), ns_off + m2.end()
+
+
+def merge_prefixes(parts: list[FastPrefixes]) -> FastPrefixes:
+    """One FastPrefixes (rows in line order) from several, remapping the interned codes."""
+    parts = [p for p in parts if p.rows.size] or parts[:1]
+    if len(parts) == 1:
+        return parts[0]
+
+    def merged(get: str) -> Interned:
+        values: dict[bytes, int] = {}
+        codes = []
+        for p in parts:
+            interned: Interned = getattr(p, get)
+            remap = np.array([values.setdefault(v, len(values)) for v in interned.values] or [0],
+                             dtype=np.int32)
+            codes.append(remap[interned.codes])
+        return Interned(np.concatenate(codes), list(values))
+
+    rows = np.concatenate([p.rows for p in parts])
+    out = FastPrefixes(
+        rows=rows,
+        ts=np.concatenate([p.ts for p in parts]),
+        frac_digits=np.concatenate([p.frac_digits for p in parts]),
+        cpu=np.concatenate([p.cpu for p in parts]),
+        pid=np.concatenate([p.pid for p in parts]),
+        comm=merged("comm"),
+        event=merged("event"),
+        buffer=merged("buffer"),
+        payload_start=np.concatenate([p.payload_start for p in parts]),
+        payload_end=np.concatenate([p.payload_end for p in parts]),
+    )
+    if bool((rows[1:] > rows[:-1]).all()):
+        return out
+    return _reorder(out, np.argsort(rows, kind="stable"))
+
+
+def _reorder(p: FastPrefixes, order: I64) -> FastPrefixes:
+    return FastPrefixes(
+        rows=p.rows[order],
+        ts=p.ts[order],
+        frac_digits=p.frac_digits[order],
+        cpu=p.cpu[order],
+        pid=p.pid[order],
+        comm=Interned(p.comm.codes[order], p.comm.values),
+        event=Interned(p.event.codes[order], p.event.values),
+        buffer=Interned(p.buffer.codes[order], p.buffer.values),
+        payload_start=p.payload_start[order],
+        payload_end=p.payload_end[order],
+    )
