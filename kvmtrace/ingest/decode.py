@@ -281,7 +281,7 @@ def _typed_tables(blob: Blob, formats: dict[int, EventFormat], type_id: np.ndarr
         fmt, rows = job
         keys = typed_key_names([fld.name for fld in fmt.payload_fields])
         cols: list[pl.Series] = [
-            pl.Series("idx", rows.astype(np.uint32)), pl.Series("ts", ts[rows]),
+            pl.Series("idx", rows.astype(np.uint32, copy=False)), pl.Series("ts", ts[rows]),
             pl.Series(keys["cpu"], cpu[rows]), pl.Series(keys["pid"], pid[rows]),
         ]
         addr = payload[rows]
