@@ -217,8 +217,8 @@ class FastPrefixes:
     payload_start: I64
     payload_end: I64
 
-    def subset(self, keep: Mask) -> FastPrefixes:
-        """Only the lines where ``keep`` (the interned value lists stay as they are)."""
+    def subset(self, keep: Mask | I64) -> FastPrefixes:
+        """The lines ``keep`` selects (a mask) or orders (an index array); value lists stay as they are."""
         return FastPrefixes(
             rows=self.rows[keep],
             ts=self.ts[keep],

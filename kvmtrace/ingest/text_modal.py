@@ -377,19 +377,6 @@ def merge_prefixes(parts: list[FastPrefixes]) -> FastPrefixes:
     )
     if bool((rows[1:] > rows[:-1]).all()):
         return out
-    return _reorder(out, np.argsort(rows, kind="stable"))
+    return out.subset(np.argsort(rows, kind="stable"))
 
 
-def _reorder(p: FastPrefixes, order: I64) -> FastPrefixes:
-    return FastPrefixes(
-        rows=p.rows[order],
-        ts=p.ts[order],
-        frac_digits=p.frac_digits[order],
-        cpu=p.cpu[order],
-        pid=p.pid[order],
-        comm=Interned(p.comm.codes[order], p.comm.values),
-        event=Interned(p.event.codes[order], p.event.values),
-        buffer=Interned(p.buffer.codes[order], p.buffer.values),
-        payload_start=p.payload_start[order],
-        payload_end=p.payload_end[order],
-    )
