@@ -100,6 +100,11 @@ class LatencyAnalysis:
         df, deadline_note = with_deadlines(t, df)
         self.notes.append(deadline_note)
         df = df.filter(pl.col("t_ns").is_between(self.window.start_ns, self.window.end_ns))
+        unknown = df.filter(pl.col("deadline_ns").is_null(), pl.col("kind") == "timer").height
+        if unknown:
+            self.notes.append(f"{unknown:,} timer interrupts have no known deadline (timer_ns and latency_ns are "
+                              "null): on the running and host paths the guest programs its timer without exiting, "
+                              "so the host never sees the deadline")
         df = self._with_blockers(df)
         return df.select(list(INTERRUPT_SCHEMA)).cast(INTERRUPT_SCHEMA).sort("t_ns")  # type: ignore[arg-type]
 
