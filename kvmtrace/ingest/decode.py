@@ -279,12 +279,14 @@ def _typed_tables(blob: Blob, formats: dict[int, EventFormat], type_id: np.ndarr
 
     def build(job: tuple[EventFormat, np.ndarray]) -> tuple[str, pl.DataFrame]:
         fmt, rows = job
+        at = rows.astype(np.intp)  # numpy converts any other index type on every gather
         keys = typed_key_names([fld.name for fld in fmt.payload_fields])
         cols: list[pl.Series] = [
-            pl.Series("idx", rows.astype(np.uint32, copy=False)), pl.Series("ts", ts[rows]),
-            pl.Series(keys["cpu"], cpu[rows]), pl.Series(keys["pid"], pid[rows]),
+            pl.Series("idx", rows.astype(np.uint32, copy=False)), pl.Series("ts", ts[at]),
+            pl.Series(keys["cpu"], cpu[at]), pl.Series(keys["pid"], pid[at]),
         ]
-        addr = payload[rows]
+        addr = payload[at].astype(np.intp)
+        rows = at
         trailing = any(fld.array_len == 0 for fld in fmt.payload_fields)
         ln = lengths[rows].astype(np.int32) if trailing else None
         cols.extend(event_columns(blob, addr, ln, fmt.payload_fields))
