@@ -182,7 +182,7 @@ def _string_column(text: ByteText, f: FieldFormat, vs: I64, ve: I64) -> pl.Serie
         if not all(v.isascii() for v in interned.values):
             return None
         values = pl.Series(f.name, [v.decode() for v in interned.values], dtype=pl.String)
-        return values.gather(interned.codes)
+        return values.gather(pl.Series(interned.codes))
     raw = [text.piece(int(s), int(e)) for s, e in zip(vs, ve, strict=True)]
     if not all(v.isascii() for v in raw):
         return None
