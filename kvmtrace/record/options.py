@@ -6,16 +6,16 @@ import argparse
 from dataclasses import dataclass, field
 
 from kvmtrace.record.events import PRESETS
-from kvmtrace.record.workloads import KINDS
+from kvmtrace.record.workloads import KINDS, WorkloadParams
 
 DEFAULT_BUFFER_KB = 8192
 
 
 @dataclass
-class RecordOptions:
-    """Everything one recording needs to know."""
+class RecordOptions(WorkloadParams):
+    """Everything one recording needs to know (the workload tunables come from WorkloadParams)."""
 
-    output: str
+    output: str = ""
     workloads: list[str] = field(default_factory=list)
     args: list[str] = field(default_factory=list)
     presets: list[str] = field(default_factory=lambda: ["latency"])
@@ -30,16 +30,6 @@ class RecordOptions:
     load: bool = False
     load_tool: str = "auto"
     load_workers: int = 0
-    loops: int = 1000
-    interval_us: int = 30000
-    priority: int = 99
-    histogram_us: int = 10000
-    breaktrace_us: int | None = None
-    phase: str | None = None
-    bench_dir: str | None = None
-    bench_size_mb: float = 256
-    pagefault_mb: float = 64
-    prefer_lmbench: bool = True
     kallsyms: bool = True
     keep_raw: bool = False
     tracefs: str | None = None

@@ -173,11 +173,7 @@ class Recorder:
 
     def _workload_config(self) -> workloads.WorkloadConfig:
         o = self.o
-        return workloads.WorkloadConfig(
-            kinds=o.workloads, args=o.args, capture_dir=self.out, loops=o.loops, interval_us=o.interval_us,
-            priority=o.priority, histogram_us=o.histogram_us, breaktrace_us=o.breaktrace_us, phase=o.phase,
-            bench_dir=o.bench_dir, bench_size_mb=o.bench_size_mb, pagefault_mb=o.pagefault_mb,
-            prefer_lmbench=o.prefer_lmbench)
+        return workloads.WorkloadConfig(kinds=o.workloads, args=o.args, capture_dir=self.out, **o.params())
 
     def _create_instance(self, filters: list[tuple[str, str, str]]) -> None:
         assert self.tracefs is not None

@@ -12,7 +12,7 @@ import os
 import re
 import shutil
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from kvmtrace.record.bench import find_program
@@ -53,12 +53,9 @@ class Workload:
 
 
 @dataclass
-class WorkloadConfig:
-    """The workload options of ``kvmtrace record``."""
+class WorkloadParams:
+    """The tunables of the built-in workloads (``kvmtrace record`` options carry them too)."""
 
-    kinds: list[str]
-    args: list[str]
-    capture_dir: str
     loops: int = 1000
     interval_us: int = 30000
     priority: int = 99
@@ -70,6 +67,19 @@ class WorkloadConfig:
     bench_stride: int = 64
     pagefault_mb: float = 64
     prefer_lmbench: bool = True
+
+    def params(self) -> dict[str, Any]:
+        """These tunables as keyword arguments (e.g. from RecordOptions into WorkloadConfig)."""
+        return {f.name: getattr(self, f.name) for f in fields(WorkloadParams)}
+
+
+@dataclass
+class WorkloadConfig(WorkloadParams):
+    """The workloads of one recording: which, their arguments, where their output goes."""
+
+    kinds: list[str] = field(default_factory=list)
+    args: list[str] = field(default_factory=list)
+    capture_dir: str = ""
 
 
 def build(cfg: WorkloadConfig) -> list[Workload]:
