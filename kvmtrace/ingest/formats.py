@@ -20,8 +20,6 @@ _FIELD_RE = re.compile(
 _ARRAY_RE = re.compile(r"^(?P<head>.*?)(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*\[(?P<len>[^\]]*)\]\s*$")
 _NAME_RE = re.compile(r"^(?P<head>.*?)(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*$")
 
-COMMON_FIELDS = ("common_type", "common_flags", "common_preempt_count", "common_pid")
-
 
 @dataclass(frozen=True)
 class FieldFormat:

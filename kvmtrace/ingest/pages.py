@@ -45,7 +45,6 @@ class PageRecords:
     lost_per_page: np.ndarray  # int64 missed-event count stored in page headers (0 if none)
     lost_flag_pages: np.ndarray  # bool: page flagged missed events without a stored count
     bad_pages: list[BadPage] = field(default_factory=list)
-    empty_pages: int = 0
 
 
 def walk_pages(data: np.ndarray, page_size: int, commit_size: int, data_offset: int,
@@ -79,7 +78,6 @@ def walk_pages(data: np.ndarray, page_size: int, commit_size: int, data_offset: 
     return PageRecords(
         ts=ts, payload=payload, length=length, lost_per_page=lost_per_page,
         lost_flag_pages=missed & ~stored, bad_pages=sorted(bad, key=lambda b: b.page),
-        empty_pages=int(np.count_nonzero(size == 0)),
     )
 
 

@@ -51,13 +51,6 @@ def _next(left: pl.DataFrame, right: pl.DataFrame, left_on: str, prefix: str) ->
                                         strategy="forward", allow_exact_matches=False, check_sortedness=False)
 
 
-def _prev(left: pl.DataFrame, right: pl.DataFrame, left_on: str, prefix: str, by: str = "vcpu_tid") -> pl.DataFrame:
-    """For each left row, the last right row (same ``by`` key) strictly before ``left_on``."""
-    r = right.rename({c: f"{prefix}_{c}" for c in right.columns if c != by})
-    return left.sort(left_on).join_asof(r, left_on=left_on, right_on=f"{prefix}_idx", by=by,
-                                        strategy="backward", allow_exact_matches=False, check_sortedness=False)
-
-
 def irq_context(t: EventTables) -> pl.DataFrame:
     """Hard-IRQ handler intervals per CPU: cpu, idx (entry), ts, end_idx, end_ns, irq, name."""
     if not t.has("irq_handler_entry"):
