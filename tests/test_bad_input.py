@@ -172,3 +172,14 @@ def _v7_copy(small_real: Path, factory: pytest.TempPathFactory) -> Path:
                         "-i", str(small_real), "-o", str(out)], check=True, capture_output=True)
         _V7["path"] = out
     return _V7["path"]
+
+
+def test_a_format_with_a_field_declared_twice_is_one_clear_error(tmp_path: Path) -> None:
+    # found by the metadata fuzzing above: one flipped byte turned a field's name into its neighbour's
+    text = (CAPTURES.parent / "kvmtrace" / "data" / "formats" / "arm64-6.1" / "kvm_exit.format").read_text()
+    broken = text.replace("int ret;", "int esr_ec;")
+    with TraceDatWriter(version=6) as w:
+        w.add_event_format("kvm", broken)
+        w.write(tmp_path / "dup.dat")
+    with pytest.raises(CaptureError, match=r"dup\.dat: event format kvm:kvm_exit declares field 'esr_ec' twice"):
+        read_tracedat(tmp_path / "dup.dat")

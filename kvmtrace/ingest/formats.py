@@ -177,6 +177,11 @@ def parse_event_format(text: str, system: str = "", path: str | None = None) -> 
     if name is None or event_id is None:
         what = "name:" if name is None else "ID:"
         raise CaptureError(path, None, f"event format without a '{what}' line (system {system!r})")
+    seen: set[str] = set()
+    for f in fields:
+        if f.name in seen:
+            raise CaptureError(path, None, f"event format {system}:{name} declares field {f.name!r} twice")
+        seen.add(f.name)
     return EventFormat(id=event_id, system=system, name=name, fields=fields, print_fmt=print_fmt, source=text)
 
 
