@@ -230,11 +230,14 @@ def test_interrupted_recordings_leave_system_as_found(tmp_path: Path, sig: signa
 
 
 def _hogs_of(pid: int) -> list[int]:
-    """Built-in load processes still alive (they run the hog loop)."""
+    """Built-in load processes of the recorder `pid` still alive (other processes on a shared
+    machine may run the same loop: only this recorder's own hogs count)."""
+    owner_tag = b"\0kvmtrace-load\0%d\0" % pid
     found = []
     for entry in Path("/proc").iterdir():
         try:
-            if entry.name.isdigit() and b"while True" in (entry / "cmdline").read_bytes():
+            cmdline = (entry / "cmdline").read_bytes() if entry.name.isdigit() else b""
+            if cmdline.endswith(owner_tag):
                 found.append(int(entry.name))
         except OSError:
             continue

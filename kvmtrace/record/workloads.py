@@ -25,7 +25,10 @@ _VERBOSE_RE = re.compile(r"^\s*(\d+):\s*(\d+):\s*(\d+)\s*$", re.MULTILINE)
 _ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _MEM_RE = re.compile(r"^\s*([\d.]+)\s+([\d.]+)\s*$", re.MULTILINE)
 _PF_RE = re.compile(r"Pagefaults on .*?:\s*([\d.]+)\s*microseconds")
-_BUILTIN_HOG = "import os\nwhile True:\n    pass\n"
+# A CPU hog that also ends when its recorder is gone (even killed with SIGKILL): it spins
+# while its parent is still the recorder whose pid is its last argument.
+_BUILTIN_HOG = ("import os, sys\nrecorder = int(sys.argv[-1])\nwhile os.getppid() == recorder:\n"
+                "    for _ in range(200000):\n        pass\n")
 
 
 @dataclass
@@ -258,5 +261,7 @@ def load_commands(tool: str, workers: int) -> tuple[list[list[str]], dict[str, A
         argv = [stress, "--cpu", str(workers or 0), "--quiet"]
         return [argv], {"tool": "stress-ng", "argv": argv, "workers": workers or ncpu}
     n = workers or ncpu
-    argv = [sys.executable, "-c", _BUILTIN_HOG]
+    # The trailing arguments name the hog and its recorder in `ps`, and let a check find the
+    # hogs of one recording even after they were re-parented.
+    argv = [sys.executable, "-c", _BUILTIN_HOG, "kvmtrace-load", str(os.getpid())]
     return [argv] * n, {"tool": "builtin", "argv": argv, "workers": n}
