@@ -1,6 +1,7 @@
 #!/bin/sh
-# Set up everything kvmtrace needs on a fresh Debian machine: trace-cmd and rt-tests
-# (when root and missing), a virtualenv in .venv, and the package itself.
+# Set up everything kvmtrace needs on a fresh Debian machine: trace-cmd, a C compiler (for the
+# trace.dat reader's native kernels) and rt-tests (when root and missing), a virtualenv in .venv,
+# the package itself, and the native kernels built once (kvmtrace/ingest/native.py).
 #   scripts/bootstrap.sh        runtime only
 #   scripts/bootstrap.sh --dev  plus the test tooling (pytest, hypothesis, ruff, mypy)
 set -eu
@@ -10,6 +11,7 @@ want_dev=0
 
 need_pkgs=""
 command -v trace-cmd >/dev/null 2>&1 || need_pkgs="$need_pkgs trace-cmd"
+command -v "${CC:-cc}" >/dev/null 2>&1 || need_pkgs="$need_pkgs gcc libc6-dev"
 if [ "$want_dev" = 1 ]; then
     command -v cyclictest >/dev/null 2>&1 || need_pkgs="$need_pkgs rt-tests"
 fi
@@ -19,7 +21,8 @@ if [ -n "$need_pkgs" ]; then
         apt-get update -qq >/dev/null
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need_pkgs >/dev/null
     else
-        echo "bootstrap: please install:$need_pkgs (trace-cmd is the reference reader)" >&2
+        echo "bootstrap: please install:$need_pkgs (trace-cmd is the reference reader; without a C" \
+             "compiler the trace.dat reader falls back to numpy, 2-4x slower)" >&2
     fi
 fi
 
@@ -34,3 +37,5 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/python -m pip install -q -e ".$extra"
     touch "$stamp"
 fi
+# Build the native kernels now rather than on the first read; say which engine reads trace.dat.
+.venv/bin/python -c "from kvmtrace.ingest import native; e = native.engine(); print(f'bootstrap: trace.dat engine: {e.name} ({e.detail})')" >&2

@@ -14,29 +14,16 @@ from hypothesis import strategies as st
 from kvmtrace.errors import CaptureError
 from kvmtrace.ingest.tracedat import read_structure, read_tracedat
 from kvmtrace.record.tracedat_writer import TraceDatWriter
+from tests.real_pages import write_real_pages
 from tests.report_oracle import CAPTURES
 
-REAL = CAPTURES / "arm64-vhe-cyclictest" / "trace.dat"
 PAGES_PER_CPU = 12
 
 
 @pytest.fixture(scope="module")
 def small_real(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A v6 uncompressed file holding the first pages of the real capture, formats and cmdlines."""
-    f = read_structure(REAL)
-    path = tmp_path_factory.mktemp("real") / "small-v6.dat"
-    with TraceDatWriter(version=6, compression=None) as w:
-        for fmt in f.formats:
-            if fmt.system == "ftrace":
-                w.add_ftrace_format(fmt.source)
-            else:
-                w.add_event_format(fmt.system, fmt.source)
-        w.set_cmdlines(f.cmdlines)
-        for cpu in f.buffers[0].cpus:
-            pages = f.cpu_pages(cpu)[: PAGES_PER_CPU * f.page_size].tobytes()
-            w.add_raw_pages(cpu.cpu, pages)
-        w.write(path)
-    return path
+    return write_real_pages(tmp_path_factory.mktemp("real") / "small-v6.dat", PAGES_PER_CPU)
 
 
 def cpu0_data_offset(path: Path) -> int:

@@ -59,7 +59,7 @@ def content_key(trace: Path) -> str:
 def reader_fingerprint() -> str:
     """Changes whenever the readers' code (or the cache layout) changes: stale caches are not used."""
     h = hashlib.blake2b(f"{CACHE_LAYOUT}-{__version__}".encode(), digest_size=6)
-    for src in sorted(Path(__file__).parent.glob("*.py")):
+    for src in sorted([*Path(__file__).parent.glob("*.py"), *Path(__file__).parent.glob("*.c")]):
         h.update(src.read_bytes())
     return h.hexdigest()
 

@@ -11,11 +11,13 @@ import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import polars as pl
 
-from kvmtrace.ingest.fields import Blob, event_columns
+from kvmtrace.ingest import native
+from kvmtrace.ingest.fields import Blob, event_columns, field_series, plain_series
 from kvmtrace.ingest.formats import EventFormat
 from kvmtrace.ingest.pages import PageRecords, walk_pages
 from kvmtrace.ingest.tables import (
@@ -40,27 +42,31 @@ class _Stream:
     ts: np.ndarray
     payload: np.ndarray  # byte address in the file's blob
     length: np.ndarray
+    header: np.ndarray | None  # uint64: the 8 raw common-header bytes (native walk), else None
 
 
 def decode_tracedat(f: TraceDatFile, progress: Progress | None = None) -> EventTables:
     report = ReadReport()
-    streams = _walk_all(f, report, progress)
+    layout = _common_layout(f.formats)
+    lib = native.library() if len(f.blob) < 1 << 32 else None
+    streams = _walk_all(f, report, progress, keep_header=lib is not None and layout == STANDARD_COMMON)
     if progress:
         progress("ordering events", 0.6)
-    order, ts = _global_order(streams)
-    stream = _concat([np.full(len(s.payload), n, np.uint8) for n, s in enumerate(streams)], np.uint8)[order]
-    payload = _take(streams, "payload", order, np.uint32 if len(f.blob) < 1 << 32 else np.int64)
-    lengths = _take(streams, "length", order, np.int16)
-    cpu = np.array([s.cpu for s in streams] or [0], np.int32)[stream]
-    buf_idx = np.array([s.buffer_index for s in streams] or [0], np.int16)[stream]
-    del streams, order, stream
     blob = Blob(f.blob, f.endian_char)
-    type_id, flags, preempt, pid = _common_fields(blob, payload, _common_layout(f.formats))
+    merged = _merge_native(lib, streams, f, layout) if lib is not None else None
+    if merged is None:
+        merged = _merge_numpy(streams, f, blob, layout)
+    del streams
     formats = _formats_by_id(f.formats)
-    events = _common_table(f, ts, cpu, pid, type_id, flags, preempt, buf_idx, formats, report)
     if progress:
         progress("decoding fields", 0.75)
-    by_event = _typed_tables(blob, formats, type_id, ts, cpu, pid, payload, lengths)
+    with ThreadPoolExecutor(max_workers=1) as side:  # the common table is built while the typed ones are
+        common = side.submit(_common_table, f, merged, formats, report)
+        if lib is not None:
+            by_event = _typed_tables_native(lib, blob, formats, merged)
+        else:
+            by_event = _typed_tables(blob, formats, merged)
+        events = common.result()
     if progress:
         progress("done", 1.0)
     meta = _meta(f)
@@ -68,6 +74,58 @@ def decode_tracedat(f: TraceDatFile, progress: Progress | None = None) -> EventT
     return EventTables(events=events, by_event=by_event,
                        formats={fmt.name: fmt for fmt in formats.values()}, meta=meta,
                        report=report, cmdlines=dict(f.cmdlines))
+
+
+@dataclass
+class _Merged:
+    """Every record in global order: time, where it came from, where its payload is, its common header."""
+
+    ts: np.ndarray
+    cpu: np.ndarray
+    buf_idx: np.ndarray
+    payload: np.ndarray  # byte address in the blob
+    lengths: np.ndarray
+    type_id: np.ndarray
+    flags: np.ndarray
+    preempt: np.ndarray
+    pid: np.ndarray
+
+
+def _merge_native(lib: Any, streams: list[_Stream], f: TraceDatFile, layout: dict[str, tuple[int, int]]
+                  ) -> _Merged | None:
+    with_header = all(s.header is not None for s in streams)
+    columns = [[s.payload for s in streams], [s.length for s in streams]]
+    if with_header:
+        columns.append([s.header for s in streams])  # type: ignore[misc]
+    out = native.merge(lib, [s.ts for s in streams], columns, parts=_workers())
+    if out is None:  # a CPU's times go backwards somewhere: the stable sort of the numpy path orders it
+        return None
+    ts, stream, merged = out
+    for s in streams:
+        s.ts, s.payload, s.length, s.header = np.zeros(0, np.int64), np.zeros(0, np.uint32), np.zeros(0, np.int16), None
+    payload, lengths = merged[0], merged[1]
+    cpu, buf_idx = _stream_origin(streams, stream)
+    blob = Blob(f.blob, f.endian_char)
+    head = _header_fields(merged[2], blob.e) if with_header else _common_fields(blob, payload, layout)
+    return _Merged(ts, cpu, buf_idx, payload, lengths, *head)
+
+
+def _merge_numpy(streams: list[_Stream], f: TraceDatFile, blob: Blob, layout: dict[str, tuple[int, int]]
+                 ) -> _Merged:
+    order, ts = _global_order(streams)
+    stream = _concat([np.full(len(s.payload), n, np.uint16) for n, s in enumerate(streams)], np.uint16)[order]
+    payload = _take(streams, "payload", order, np.uint32 if len(f.blob) < 1 << 32 else np.int64)
+    lengths = _take(streams, "length", order, np.int16)
+    cpu, buf_idx = _stream_origin(streams, stream)
+    del order, stream
+    return _Merged(ts, cpu, buf_idx, payload, lengths, *_common_fields(blob, payload, layout))
+
+
+def _stream_origin(streams: list[_Stream], stream: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """CPU and buffer index of each record, from its stream number."""
+    cpu = np.array([s.cpu for s in streams] or [0], np.int32)[stream]
+    buf_idx = np.array([s.buffer_index for s in streams] or [0], np.int16)[stream]
+    return cpu, buf_idx
 
 
 def _take(streams: list[_Stream], name: str, order: np.ndarray, dtype: type) -> np.ndarray:
@@ -91,14 +149,16 @@ def _concat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype)
 
 
-def _walk_all(f: TraceDatFile, report: ReadReport, progress: Progress | None) -> list[_Stream]:
+def _walk_all(f: TraceDatFile, report: ReadReport, progress: Progress | None, keep_header: bool = False
+              ) -> list[_Stream]:
     todo = [(bi, b, c) for bi, b in enumerate(f.buffers) for c in b.cpus if c.length]
     if progress:
         progress("walking ring-buffer pages", 0.1)
 
     def walk(job: tuple[int, BufferData, CpuData]) -> PageRecords:
         _bi, buf, cpu = job
-        return walk_pages(f.cpu_pages(cpu), buf.page_size, f.commit_size, f.page_data_offset, f.big_endian)
+        return walk_pages(f.cpu_pages(cpu), buf.page_size, f.commit_size, f.page_data_offset, f.big_endian,
+                          (f.blob, cpu.start) if keep_header else None)
 
     with ThreadPoolExecutor(max_workers=_workers()) as pool:
         walked = list(pool.map(walk, todo))
@@ -106,7 +166,7 @@ def _walk_all(f: TraceDatFile, report: ReadReport, progress: Progress | None) ->
     for (bi, buf, cpu), rec in zip(todo, walked, strict=True):
         _account(report, f, buf, cpu, rec)
         ts = _correct(rec.ts, cpu.cpu, f.correction, top_buffer=buf.name == "")
-        streams.append(_Stream(bi, cpu.cpu, ts, _offset(rec.payload, cpu.start, len(f.blob)), rec.length))
+        streams.append(_Stream(bi, cpu.cpu, ts, _offset(rec.payload, cpu.start, len(f.blob)), rec.length, rec.header))
     for buf in f.buffers:
         for c in buf.cpus:
             if c.trailing_bytes:
@@ -200,29 +260,31 @@ def _common_fields(blob: Blob, payload: np.ndarray, layout: dict[str, tuple[int,
 
     With the standard 8-byte header (every kernel since 2.6) one gather reads all four."""
     if layout == STANDARD_COMMON:
-        fields = blob._gather("S8", payload, 0).view(np.dtype({
-            "names": ["type", "flags", "preempt", "pid"],
-            "formats": [blob.e + "u2", "u1", "u1", blob.e + "i4"], "offsets": [0, 2, 3, 4], "itemsize": 8}))
-        return (fields["type"].astype(np.uint16), fields["flags"].copy(), fields["preempt"].copy(),
-                fields["pid"].astype(np.int32))
+        return _header_fields(blob._gather("S8", payload, 0), blob.e)
     return (blob.uint(payload, layout["common_type"][1], layout["common_type"][0]),
             blob.uint(payload, 1, layout["common_flags"][0]),
             blob.uint(payload, 1, layout["common_preempt_count"][0]),
             blob.integer(payload, 4, True, layout["common_pid"][0]))
 
 
-def _common_table(f: TraceDatFile, ts: np.ndarray, cpu: np.ndarray, pid: np.ndarray, type_id: np.ndarray,
-                  flags: np.ndarray, preempt: np.ndarray, buf_idx: np.ndarray,
-                  formats: dict[int, EventFormat], report: ReadReport) -> pl.DataFrame:
-    event = _event_names(type_id, formats, report)
-    comm = _comm_names(pid, f.cmdlines)
-    buffer = pl.Series([b.name for b in f.buffers], dtype=pl.Categorical).gather(pl.Series(buf_idx.astype(np.uint32)))
-    n = len(ts)
+def _header_fields(raw: np.ndarray, e: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """common_type, common_flags, common_preempt_count, common_pid from each record's 8 raw header bytes."""
+    fields = raw.view(np.dtype({"names": ["type", "flags", "preempt", "pid"],
+                                "formats": [e + "u2", "u1", "u1", e + "i4"], "offsets": [0, 2, 3, 4], "itemsize": 8}))
+    return (fields["type"].astype(np.uint16), fields["flags"].copy(), fields["preempt"].copy(),
+            fields["pid"].astype(np.int32))
+
+
+def _common_table(f: TraceDatFile, m: _Merged, formats: dict[int, EventFormat], report: ReadReport) -> pl.DataFrame:
+    event = _event_names(m.type_id, formats, report)
+    comm = _comm_names(m.pid, f.cmdlines)
+    buffer = pl.Series([b.name for b in f.buffers], dtype=pl.Categorical).gather(pl.Series(m.buf_idx.astype(np.uint32)))
+    n = len(m.ts)
     df = pl.DataFrame({
         "idx": pl.Series(np.arange(n, dtype=np.uint32)),
-        "ts": pl.Series(ts), "cpu": pl.Series(cpu), "pid": pl.Series(pid),
+        "ts": pl.Series(m.ts), "cpu": pl.Series(m.cpu), "pid": pl.Series(m.pid),
         "comm": comm, "event": event, "buffer": buffer,
-        "flags": pl.Series(flags), "preempt": pl.Series(preempt),
+        "flags": pl.Series(m.flags), "preempt": pl.Series(m.preempt),
     })
     return df.cast(COMMON_SCHEMA)  # type: ignore[arg-type]
 
@@ -241,8 +303,9 @@ def _event_names(type_id: np.ndarray, formats: dict[int, EventFormat], report: R
             name = fmt.name
         names.append(name)
         lut[tid] = k
-    # (a polars Series as the index: a numpy one is gathered about 5x slower)
-    return pl.Series(names, dtype=pl.Categorical).gather(pl.Series(lut[type_id]))
+    # polars gathers (the LUT, then the categories): numpy would first copy the index to int64
+    codes = pl.Series(lut).gather(pl.Series(type_id))
+    return pl.Series(names, dtype=pl.Categorical).gather(codes)
 
 
 def _comm_names(pid: np.ndarray, cmdlines: dict[int, str]) -> pl.Series:
@@ -251,26 +314,24 @@ def _comm_names(pid: np.ndarray, cmdlines: dict[int, str]) -> pl.Series:
     if len(pid) == 0:
         return pl.Series(values=[], dtype=pl.Categorical)
     top = int(max(pid.max(), max(cmdlines, default=0))) + 1
-    if top <= 1 << 24 and pid.min() >= 0:
+    if top <= 1 << 24 and pid.min() >= 0:  # a table indexed by pid
         lut = np.zeros(top, np.uint32)
         for p, c in cmdlines.items():
             if p >= 0:
                 lut[p] = code[c]
         lut[0] = 1
-        codes = lut[pid]
-    else:
-        mapping = {p: code[c] for p, c in cmdlines.items()}
-        mapping[0] = 1
-        codes = np.array([mapping.get(int(p), 0) for p in pid], np.uint32)
-    return pl.Series(names, dtype=pl.Categorical).gather(pl.Series(codes))
+        codes = pl.Series(lut).gather(pl.Series(pid))
+    else:  # pids beyond any table (a damaged capture): map each distinct one
+        distinct, inverse = np.unique(pid, return_inverse=True)
+        mapping = {p: code[c] for p, c in cmdlines.items()} | {0: 1}
+        codes = pl.Series(np.array([mapping.get(int(p), 0) for p in distinct], np.uint32)[inverse])
+    return pl.Series(names, dtype=pl.Categorical).gather(codes)
 
 
-def _typed_tables(blob: Blob, formats: dict[int, EventFormat], type_id: np.ndarray, ts: np.ndarray,
-                  cpu: np.ndarray, pid: np.ndarray, payload: np.ndarray, lengths: np.ndarray
-                  ) -> dict[str, pl.DataFrame]:
-    """One table per event type (all inputs in global order)."""
-    by_type = np.argsort(type_id, kind="stable").astype(np.uint32)
-    sorted_ids = type_id[by_type]
+def _typed_tables(blob: Blob, formats: dict[int, EventFormat], m: _Merged) -> dict[str, pl.DataFrame]:
+    """One table per event type, with numpy (the reference for the native path below)."""
+    by_type = np.argsort(m.type_id, kind="stable").astype(np.uint32)
+    sorted_ids = m.type_id[by_type]
     bounds = np.flatnonzero(np.diff(sorted_ids)) + 1
     starts = np.concatenate(([0], bounds))
     ends = np.concatenate((bounds, [len(sorted_ids)]))
@@ -281,20 +342,58 @@ def _typed_tables(blob: Blob, formats: dict[int, EventFormat], type_id: np.ndarr
     def build(job: tuple[EventFormat, np.ndarray]) -> tuple[str, pl.DataFrame]:
         fmt, rows = job
         at = rows.astype(np.intp)  # numpy converts any other index type on every gather
-        keys = typed_key_names([fld.name for fld in fmt.payload_fields])
-        cols: list[pl.Series] = [
-            pl.Series("idx", rows.astype(np.uint32, copy=False)), pl.Series("ts", ts[at]),
-            pl.Series(keys["cpu"], cpu[at]), pl.Series(keys["pid"], pid[at]),
-        ]
-        addr = payload[at].astype(np.intp)
-        rows = at
-        trailing = any(fld.array_len == 0 for fld in fmt.payload_fields)
-        ln = lengths[rows].astype(np.int32) if trailing else None
-        cols.extend(event_columns(blob, addr, ln, fmt.payload_fields))
-        return fmt.name, pl.DataFrame(cols)
+        addr = m.payload[at].astype(np.intp)
+        keys = _key_columns(fmt, rows.astype(np.uint32, copy=False), m.ts[at], m.cpu[at], m.pid[at])
+        return fmt.name, pl.DataFrame(keys + event_columns(blob, addr, _trailing_lengths(fmt, m, at),
+                                                            fmt.payload_fields))
 
     with ThreadPoolExecutor(max_workers=_workers()) as pool:
         return dict(pool.map(build, jobs))
+
+
+def _typed_tables_native(lib: Any, blob: Blob, formats: dict[int, EventFormat], m: _Merged
+                         ) -> dict[str, pl.DataFrame]:
+    """One table per event type: kt_scatter copies keys and plain fields (one pass per thread over
+    the common arrays, each thread owning a share of the types), then columns are wrapped."""
+    counts = np.bincount(m.type_id, minlength=1) if len(m.type_id) else np.zeros(1, np.int64)
+    types = sorted(((int(t), formats[int(t)], int(counts[t])) for t in np.flatnonzero(counts) if int(t) in formats),
+                   key=lambda t: -t[2])
+    groups: list[list[tuple[int, EventFormat, int]]] = [[] for _ in range(min(_workers(), max(len(types), 1)))]
+    for t in types:  # largest first, each to the lightest group
+        min(groups, key=lambda g: sum(c for _i, _f, c in g)).append(t)
+
+    def fill(group: list[tuple[int, EventFormat, int]]) -> list[native.TypeColumns]:
+        return native.scatter(lib, m.type_id, m.payload, m.ts, m.cpu, m.pid, blob.data, blob.e, group)
+
+    def build(col: native.TypeColumns) -> tuple[str, pl.DataFrame]:
+        fmt = col.fmt
+        keys = _key_columns(fmt, col.idx, col.ts, col.cpu, col.pid)
+        fields = []
+        for fld in fmt.payload_fields:
+            if fld.name in col.raw:
+                fields.append(plain_series(fld, col.raw[fld.name]))
+            else:
+                assert col.addr is not None
+                at = col.idx.astype(np.intp)
+                fields.append(field_series(blob, col.addr.astype(np.intp), _trailing_lengths(fmt, m, at), fld))
+        return fmt.name, pl.DataFrame(keys + fields)
+
+    with ThreadPoolExecutor(max_workers=_workers()) as pool:
+        filled = [col for cols in pool.map(fill, groups) for col in cols]
+        return dict(pool.map(build, filled))
+
+
+def _key_columns(fmt: EventFormat, idx: np.ndarray, ts: np.ndarray, cpu: np.ndarray, pid: np.ndarray
+                 ) -> list[pl.Series]:
+    keys = typed_key_names([fld.name for fld in fmt.payload_fields])
+    return [pl.Series("idx", idx), pl.Series("ts", ts), pl.Series(keys["cpu"], cpu), pl.Series(keys["pid"], pid)]
+
+
+def _trailing_lengths(fmt: EventFormat, m: _Merged, at: np.ndarray) -> np.ndarray | None:
+    """Payload lengths of the rows ``at``, when a field is a trailing array (the rest of the record)."""
+    if any(fld.array_len == 0 for fld in fmt.payload_fields):
+        return m.lengths[at].astype(np.int32)
+    return None
 
 
 def _workers() -> int:

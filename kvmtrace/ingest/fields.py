@@ -136,35 +136,48 @@ def event_columns(blob: Blob, payload: np.ndarray, length: np.ndarray | None, fi
                   ) -> list[pl.Series]:
     """Every field of one event type: each record's fixed part is gathered once (one random access
     per record), then fields are cut from that compact copy by a structured dtype."""
-    plain = [f for f in fields if _is_plain(f)]
+    plain = [f for f in fields if is_plain(f)]
     if not plain or len(payload) == 0:
         return [field_series(blob, payload, length, f) for f in fields]
     size = max(f.offset + f.size for f in plain)
     rec = blob._gather(f"S{size}", payload, 0).view(np.dtype({
         "names": [f.name for f in plain],
-        "formats": [_plain_code(f, blob.e) for f in plain],
+        "formats": [plain_code(f, blob.e) for f in plain],
         "offsets": [f.offset for f in plain],
         "itemsize": size,
     }))
     out = []
     for f in fields:
-        if not _is_plain(f):
+        if not is_plain(f):
             out.append(field_series(blob, payload, length, f))
         elif f.is_string:
-            raw = np.ascontiguousarray(rec[f.name]).view(np.uint8).reshape(len(payload), f.size)
-            padded = (f.size + 7) // 8 * 8
-            if padded != f.size:
-                raw = np.concatenate([raw, np.zeros((len(raw), padded - f.size), np.uint8)], axis=1)
-            out.append(_dedupe_decode(raw).alias(f.name))
-        elif f.is_bool:
-            out.append(pl.Series(f.name, rec[f.name] != 0))
+            out.append(plain_series(f, np.ascontiguousarray(rec[f.name]).view(np.uint8).reshape(len(payload), f.size)))
         else:
-            values = np.ascontiguousarray(rec[f.name]).astype(_plain_code(f, "="), copy=False)
-            out.append(pl.Series(f.name, values, dtype=f.polars_dtype()))
+            out.append(plain_series(f, rec[f.name]))
     return out
 
 
-def _is_plain(f: FieldFormat) -> bool:
+def plain_series(f: FieldFormat, values: np.ndarray) -> pl.Series:
+    """The column of a plain field from its raw values: numbers in the file's byte order (any
+    layout), or an (n, width) uint8 array of a char array's bytes (width: its size, or more with
+    zero padding)."""
+    if f.is_string:
+        padded = string_width(f)
+        if values.shape[1] < padded:
+            values = np.concatenate([values, np.zeros((len(values), padded - values.shape[1]), np.uint8)], axis=1)
+        return _dedupe_decode(values).alias(f.name)
+    if f.is_bool:
+        return pl.Series(f.name, values != 0)
+    native = np.ascontiguousarray(values).astype(plain_code(f, "="), copy=False)
+    return pl.Series(f.name, native, dtype=f.polars_dtype())
+
+
+def string_width(f: FieldFormat) -> int:
+    """Bytes per row of a char array's raw values: its size rounded up to 8 (zero padded)."""
+    return (f.size + 7) // 8 * 8
+
+
+def is_plain(f: FieldFormat) -> bool:
     """A fixed-size scalar or char array: one slice of the record's fixed part."""
     if f.is_dynamic or f.array_len == 0:
         return False
@@ -173,7 +186,7 @@ def _is_plain(f: FieldFormat) -> bool:
     return f.size in (1, 2, 4, 8)
 
 
-def _plain_code(f: FieldFormat, e: str) -> str:
+def plain_code(f: FieldFormat, e: str) -> str:
     if f.array_len is not None:
         return f"S{f.size}"
     return f"{e}{'i' if f.signed and not f.is_bool else 'u'}{f.size}"

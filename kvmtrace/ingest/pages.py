@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from kvmtrace.ingest import native
 from kvmtrace.record.tracedat_writer import (  # the ring-buffer constants, kept in one place
     COMMIT_MASK,
     TYPE_PADDING,
@@ -45,11 +46,15 @@ class PageRecords:
     lost_per_page: np.ndarray  # int64 missed-event count stored in page headers (0 if none)
     lost_flag_pages: np.ndarray  # bool: page flagged missed events without a stored count
     bad_pages: list[BadPage] = field(default_factory=list)
+    header: np.ndarray | None = None  # uint64: each payload's first 8 bytes (native walk, when asked)
 
 
 def walk_pages(data: np.ndarray, page_size: int, commit_size: int, data_offset: int,
-               big_endian: bool) -> PageRecords:
-    """Decode the record framing of every page of one CPU's data (no payload decoding)."""
+               big_endian: bool, blob: tuple[np.ndarray, int] | None = None) -> PageRecords:
+    """Decode the record framing of every page of one CPU's data (no payload decoding).
+
+    ``blob``: the whole capture's bytes and where ``data`` starts in them; the native walk then
+    also keeps each record's first 8 payload bytes (the common header), read while in cache."""
     n_pages = len(data) // page_size
     e = ">" if big_endian else "<"
     if n_pages == 0:
@@ -70,15 +75,29 @@ def walk_pages(data: np.ndarray, page_size: int, commit_size: int, data_offset: 
     missed = (flags & np.uint64(MISSED_EVENTS)) != 0
     stored = missed & ((flags & np.uint64(MISSED_STORED)) != 0)
     lost_per_page = _stored_missed_counts(pages, size, stored, data_offset, commit_size, e)
-    words = data[: n_pages * page_size].view(e + "u4")
-    walker = _Walker(words, page_size, data_offset, size, page_ts, big_endian)
-    walker.run()
-    bad.extend(walker.bad_pages)
-    ts, payload, length = walker.records()
+    lib = native.library()
+    header = None
+    if lib is not None and n_pages * page_size < 1 << 32:
+        whole, start = blob if blob is not None else (data, 0)
+        ts, payload, length, header, broken = native.walk(lib, whole, start, n_pages, page_size, data_offset,
+                                                          big_endian, size, page_ts, blob is not None)
+        bad.extend(BadPage(pg, pos, _broken_reason(pos, type_len, rec_len, int(size[pg])))
+                   for pg, pos, type_len, rec_len in broken)
+    else:
+        words = data[: n_pages * page_size].view(e + "u4")
+        walker = _Walker(words, page_size, data_offset, size, page_ts, big_endian)
+        walker.run()
+        bad.extend(walker.bad_pages)
+        ts, payload, length = walker.records()
     return PageRecords(
         ts=ts, payload=payload, length=length, lost_per_page=lost_per_page,
-        lost_flag_pages=missed & ~stored, bad_pages=sorted(bad, key=lambda b: b.page),
+        lost_flag_pages=missed & ~stored, bad_pages=sorted(bad, key=lambda b: b.page), header=header,
     )
+
+
+def _broken_reason(pos: int, type_len: int, rec_len: int, committed: int) -> str:
+    return (f"record at data byte {pos} (type_len {type_len}, length {rec_len}) runs past the page's "
+            f"{committed} committed bytes")
 
 
 def _stored_missed_counts(pages: np.ndarray, size: np.ndarray, stored: np.ndarray, data_offset: int,
@@ -193,8 +212,7 @@ class _Walker:
         for i in idx:
             p = int(st.page[i])
             pos = int(st.at[i] - (p * self.page_size + self.data_offset))
-            why = (f"record at data byte {pos} (type_len {int(type_len[i])}, length "
-                   f"{int(rec_len[i])}) runs past the page's {int(self.size[p])} committed bytes")
+            why = _broken_reason(pos, int(type_len[i]), int(rec_len[i]), int(self.size[p]))
             self.bad_pages.append(BadPage(p, pos, why))
 
     def records(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -210,7 +210,9 @@ def read_structure(path: str | Path) -> TraceDatFile:
             size = _file_size(fh)
             if size == 0:
                 raise CaptureError(p, "offset 0x0", "empty file: expected a trace.dat (magic 17 08 44 'tracing')")
-            mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+            # MAP_POPULATE: the kernel maps the whole file at once instead of page fault by page fault
+            populate = getattr(mmap, "MAP_POPULATE", 0)
+            mm = mmap.mmap(fh.fileno(), 0, flags=mmap.MAP_SHARED | populate, prot=mmap.PROT_READ)
     except OSError as exc:
         raise CaptureError(p, None, f"cannot open: {exc.strerror or exc}") from None
     view = memoryview(mm)

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kvmtrace.capture import Capture
+from kvmtrace.ingest import native
 
 INFO_VERSION = 1
 _ARCH_RE = re.compile(r"\b(aarch64|arm64|armv\d\w*|x86_64|i[3-6]86|riscv64|ppc64le|s390x)\b")
@@ -44,6 +45,7 @@ def info_dict(cap: Capture) -> dict[str, Any]:
         "capture": str(cap.path),
         "trace_file": str(cap.trace_path),
         "from_cache": cap.from_cache,
+        "read_by": _read_by(cap),
         "format": {"kind": meta.kind, "version": meta.version, "compression": meta.compression,
                    "endian": meta.endian, "long_size": meta.long_size, "page_size": meta.page_size},
         "kernel": {"uname": meta.uname, "arch": arch, "tracer": meta.tracer_version},
@@ -65,6 +67,16 @@ def info_dict(cap: Capture) -> dict[str, Any]:
         "manifest": cap.manifest.to_dict() if cap.manifest else None,
         "timestamp_correction": meta.options.get("timestamp_correction", []),
     }
+
+
+def _read_by(cap: Capture) -> str:
+    """How the tables were made: the Parquet cache, the text readers, or a trace.dat engine."""
+    if cap.from_cache:
+        return "Parquet cache"
+    if cap.tables.meta.kind != "trace.dat":
+        return "text readers"
+    eng = native.engine()
+    return "native kernels" if eng.name == "native" else f"numpy ({eng.detail})"
 
 
 def _secs(ns: int | None) -> str:
@@ -99,6 +111,7 @@ def _facts_table(doc: dict[str, Any]) -> Table:
         ("time span", f"{_secs(doc['time']['first_ns'])} .. {_secs(doc['time']['last_ns'])} s "
                       f"({_secs(doc['time']['span_ns'])} s)"),
         ("events", f"{doc['events']['total']:,}"),
+        ("read by", doc["read_by"]),
     ]
     if doc["timestamp_correction"]:
         rows.append(("timestamps", ", ".join(doc["timestamp_correction"])))
