@@ -82,7 +82,7 @@ class _Merged:
 
     ts: np.ndarray
     cpu: np.ndarray
-    buf_idx: np.ndarray
+    buffer: pl.Series  # Categorical
     payload: np.ndarray  # byte address in the blob
     lengths: np.ndarray
     type_id: np.ndarray
@@ -104,10 +104,10 @@ def _merge_native(lib: Any, streams: list[_Stream], f: TraceDatFile, layout: dic
     for s in streams:
         s.ts, s.payload, s.length, s.header = np.zeros(0, np.int64), np.zeros(0, np.uint32), np.zeros(0, np.int16), None
     payload, lengths = merged[0], merged[1]
-    cpu, buf_idx = _stream_origin(streams, stream)
+    cpu, buffer = _stream_origin(f, streams, stream)
     blob = Blob(f.blob, f.endian_char)
     head = _header_fields(merged[2], blob.e) if with_header else _common_fields(blob, payload, layout)
-    return _Merged(ts, cpu, buf_idx, payload, lengths, *head)
+    return _Merged(ts, cpu, buffer, payload, lengths, *head)
 
 
 def _merge_numpy(streams: list[_Stream], f: TraceDatFile, blob: Blob, layout: dict[str, tuple[int, int]]
@@ -116,16 +116,22 @@ def _merge_numpy(streams: list[_Stream], f: TraceDatFile, blob: Blob, layout: di
     stream = _concat([np.full(len(s.payload), n, np.uint16) for n, s in enumerate(streams)], np.uint16)[order]
     payload = _take(streams, "payload", order, np.uint32 if len(f.blob) < 1 << 32 else np.int64)
     lengths = _take(streams, "length", order, np.int16)
-    cpu, buf_idx = _stream_origin(streams, stream)
+    cpu, buffer = _stream_origin(f, streams, stream)
     del order, stream
-    return _Merged(ts, cpu, buf_idx, payload, lengths, *_common_fields(blob, payload, layout))
+    return _Merged(ts, cpu, buffer, payload, lengths, *_common_fields(blob, payload, layout))
 
 
-def _stream_origin(streams: list[_Stream], stream: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """CPU and buffer index of each record, from its stream number."""
-    cpu = np.array([s.cpu for s in streams] or [0], np.int32)[stream]
-    buf_idx = np.array([s.buffer_index for s in streams] or [0], np.int16)[stream]
-    return cpu, buf_idx
+def _stream_origin(f: TraceDatFile, streams: list[_Stream], stream: np.ndarray) -> tuple[np.ndarray, pl.Series]:
+    """CPU and buffer name (Categorical) of each record, from its stream number (polars gathers:
+    numpy would first widen the index to int64)."""
+    index = pl.Series(stream)
+    cpu = pl.Series(np.array([s.cpu for s in streams] or [0], np.int32)).gather(index).to_numpy()
+    names = [f.buffers[s.buffer_index].name for s in streams] or [""]
+    if len(set(names)) == 1:
+        buffer = pl.select(pl.repeat(names[0], len(stream), dtype=pl.Categorical)).to_series()
+    else:
+        buffer = pl.Series(names, dtype=pl.Categorical).gather(index)
+    return cpu, buffer.alias("buffer")
 
 
 def _take(streams: list[_Stream], name: str, order: np.ndarray, dtype: type) -> np.ndarray:
@@ -278,12 +284,11 @@ def _header_fields(raw: np.ndarray, e: str) -> tuple[np.ndarray, np.ndarray, np.
 def _common_table(f: TraceDatFile, m: _Merged, formats: dict[int, EventFormat], report: ReadReport) -> pl.DataFrame:
     event = _event_names(m.type_id, formats, report)
     comm = _comm_names(m.pid, f.cmdlines)
-    buffer = pl.Series([b.name for b in f.buffers], dtype=pl.Categorical).gather(pl.Series(m.buf_idx.astype(np.uint32)))
     n = len(m.ts)
     df = pl.DataFrame({
         "idx": pl.Series(np.arange(n, dtype=np.uint32)),
         "ts": pl.Series(m.ts), "cpu": pl.Series(m.cpu), "pid": pl.Series(m.pid),
-        "comm": comm, "event": event, "buffer": buffer,
+        "comm": comm, "event": event, "buffer": m.buffer,
         "flags": pl.Series(m.flags), "preempt": pl.Series(m.preempt),
     })
     return df.cast(COMMON_SCHEMA)  # type: ignore[arg-type]

@@ -5,6 +5,7 @@ Field layouts always come from the capture's own format text, never from hard-co
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,6 +123,22 @@ def _c_type_size(ctype: str) -> int:
 
 
 def parse_field_line(line: str, path: str | None = None, lineno: int | None = None) -> FieldFormat:
+    """One ``field:TYPE NAME; offset:N; size:N; signed:N;`` line. A capture of trace-cmd holds
+    every format of the system (thousands), whose lines repeat (the common_* fields in each):
+    each distinct line is parsed once (FieldFormat is immutable, so it can be shared)."""
+    known = _field_once(line)
+    return known if known is not None else _parse_field_line(line, path, lineno)
+
+
+@functools.lru_cache(maxsize=16384)
+def _field_once(line: str) -> FieldFormat | None:
+    try:
+        return _parse_field_line(line, None, None)
+    except CaptureError:
+        return None  # parsed again with its file and line number, for the message
+
+
+def _parse_field_line(line: str, path: str | None, lineno: int | None) -> FieldFormat:
     m = _FIELD_RE.match(line)
     if not m:
         raise CaptureError(path, f"line {lineno}" if lineno else None,
