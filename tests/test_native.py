@@ -12,33 +12,19 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from polars.testing import assert_frame_equal
 
 from kvmtrace.errors import CaptureError
 from kvmtrace.ingest import native
 from kvmtrace.ingest.tables import EventTables
 from kvmtrace.ingest.tracedat import read_structure, read_tracedat
+from tests.engines import assert_same_tables
 from tests.real_pages import REAL, write_real_pages
 from tests.report_oracle import CAPTURES
 from tests.test_tracedat_writer import COMBOS, new_writer, scenario
 
 
-def read_with(path: Path, engine: str, monkeypatch: pytest.MonkeyPatch) -> EventTables:
-    with monkeypatch.context() as m:
-        m.setenv("KVMTRACE_ENGINE", engine)
-        assert native.engine().name == engine
-        return read_tracedat(path)
-
-
-def assert_same_tables(path: Path, monkeypatch: pytest.MonkeyPatch) -> EventTables:
-    by_numpy = read_with(path, "numpy", monkeypatch)
-    by_native = read_with(path, "native", monkeypatch)
-    assert_frame_equal(by_numpy.events, by_native.events)
-    assert by_numpy.by_event.keys() == by_native.by_event.keys()
-    for name, table in by_numpy.by_event.items():
-        assert_frame_equal(table, by_native.by_event[name])
-    assert by_numpy.report == by_native.report
-    return by_native
+def same_tables(path: Path, monkeypatch: pytest.MonkeyPatch) -> EventTables:
+    return assert_same_tables(read_tracedat, path, monkeypatch)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +40,7 @@ def test_the_native_engine_is_what_runs_here() -> None:
 
 @pytest.mark.parametrize("capture", sorted(p.name for p in CAPTURES.iterdir() if (p / "trace.dat").exists()))
 def test_real_captures_give_the_same_tables(capture: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    t = assert_same_tables(CAPTURES / capture / "trace.dat", monkeypatch)
+    t = same_tables(CAPTURES / capture / "trace.dat", monkeypatch)
     assert t.events.height > 10_000
 
 
@@ -67,7 +53,7 @@ def test_every_variant_gives_the_same_tables(tmp_path: Path, version: int, compr
     with w:
         expected = scenario(w, enc)
         w.write(path)
-    t = assert_same_tables(path, monkeypatch)
+    t = same_tables(path, monkeypatch)
     assert t.events.height == len(expected)
     assert t.report.lost_events[""][1] == 17
 
@@ -76,7 +62,7 @@ def test_time_going_backwards_is_ordered_like_numpy(tmp_path: Path, monkeypatch:
     """CPU 0's pages out of order: its stream is not in time order, so the merge falls back to
     the stable sort, and the result is still the numpy engine's."""
     path = write_real_pages(tmp_path / "backwards.dat", 8, reorder={0: [0, 1, 5, 2, 3, 4, 6, 7]})
-    t = assert_same_tables(path, monkeypatch)
+    t = same_tables(path, monkeypatch)
     assert t.events["ts"].is_sorted()
 
 
@@ -92,7 +78,7 @@ def test_damaged_pages_give_the_same_tables_and_report(small_real: Path, flips: 
         data[start + int(where * (end - start - 1))] = value
     path = small_real.parent / "damaged.dat"
     path.write_bytes(bytes(data))
-    assert_same_tables(path, monkeypatch)
+    same_tables(path, monkeypatch)
 
 
 @pytest.fixture

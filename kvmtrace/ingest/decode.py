@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from kvmtrace.ingest import native
+from kvmtrace.ingest import native, native_read
 from kvmtrace.ingest.fields import Blob, event_columns, field_series, plain_series
 from kvmtrace.ingest.formats import EventFormat
 from kvmtrace.ingest.pages import PageRecords, walk_pages
@@ -42,29 +42,32 @@ class _Stream:
     ts: np.ndarray
     payload: np.ndarray  # byte address in the file's blob
     length: np.ndarray
-    header: np.ndarray | None  # uint64: the 8 raw common-header bytes (native walk), else None
+    header: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None  # type, flags, preempt, pid (native walk)
 
 
 def decode_tracedat(f: TraceDatFile, progress: Progress | None = None) -> EventTables:
     report = ReadReport()
     layout = _common_layout(f.formats)
-    lib = native.library() if len(f.blob) < 1 << 32 else None
-    streams = _walk_all(f, report, progress, keep_header=lib is not None and layout == STANDARD_COMMON)
+    formats = _formats_by_id(f.formats)
+    lib = native.library() if len(f.blob) < 1 << 32 and layout == STANDARD_COMMON else None
+    streams = _walk_all(f, report, progress, keep_header=lib is not None)
     if progress:
         progress("ordering events", 0.6)
     blob = Blob(f.blob, f.endian_char)
-    merged = _merge_native(lib, streams, f, layout) if lib is not None else None
-    if merged is None:
-        merged = _merge_numpy(streams, f, blob, layout)
-    del streams
-    formats = _formats_by_id(f.formats)
-    if progress:
-        progress("decoding fields", 0.75)
+    fused = _merge_scatter_native(lib, streams, f, blob, formats) if lib is not None else None
     with ThreadPoolExecutor(max_workers=1) as side:  # the common table is built while the typed ones are
-        common = side.submit(_common_table, f, merged, formats, report)
-        if lib is not None:
-            by_event = _typed_tables_native(lib, blob, formats, merged)
-        else:
+        if fused is not None:
+            del streams
+            common = side.submit(_common_table, f, fused[0], formats, report)
+            if progress:
+                progress("decoding fields", 0.75)
+            by_event = _typed_tables_native(blob, fused[1])
+        else:  # the numpy engine, or a CPU whose time goes backwards (the stable sort orders it)
+            merged = _merge_numpy(streams, f, blob, layout)
+            del streams
+            common = side.submit(_common_table, f, merged, formats, report)
+            if progress:
+                progress("decoding fields", 0.75)
             by_event = _typed_tables(blob, formats, merged)
         events = common.result()
     if progress:
@@ -77,37 +80,41 @@ def decode_tracedat(f: TraceDatFile, progress: Progress | None = None) -> EventT
 
 
 @dataclass
-class _Merged:
-    """Every record in global order: time, where it came from, where its payload is, its common header."""
+class _Common:
+    """Every record in global order: the common table's columns before naming."""
 
     ts: np.ndarray
     cpu: np.ndarray
     buffer: pl.Series  # Categorical
-    payload: np.ndarray  # byte address in the blob
-    lengths: np.ndarray
     type_id: np.ndarray
     flags: np.ndarray
     preempt: np.ndarray
     pid: np.ndarray
 
 
-def _merge_native(lib: Any, streams: list[_Stream], f: TraceDatFile, layout: dict[str, tuple[int, int]]
-                  ) -> _Merged | None:
-    with_header = all(s.header is not None for s in streams)
-    columns = [[s.payload for s in streams], [s.length for s in streams]]
-    if with_header:
-        columns.append([s.header for s in streams])  # type: ignore[misc]
-    out = native.merge(lib, [s.ts for s in streams], columns, parts=_workers())
-    if out is None:  # a CPU's times go backwards somewhere: the stable sort of the numpy path orders it
+@dataclass
+class _Merged(_Common):
+    """The numpy engine's merge: the common columns and where each record's payload is."""
+
+    payload: np.ndarray  # byte address in the blob
+    lengths: np.ndarray
+
+
+def _merge_scatter_native(lib: Any, streams: list[_Stream], f: TraceDatFile, blob: Blob,
+                          formats: dict[int, EventFormat]) -> tuple[_Common, list[native_read.TypeColumns]] | None:
+    """The native engine: merge and typed columns in one pass per thread (native_read.merge_scatter)."""
+    walked = [native_read.Walked(s.ts, s.payload, s.length, s.header, broken=[]) for s in streams]
+    names = [f.buffers[s.buffer_index].name for s in streams] or [""]
+    several_buffers = len(set(names)) > 1
+    out = native_read.merge_scatter(lib, walked, [s.cpu for s in streams], several_buffers, blob.data, blob.e,
+                                    formats, parts=_workers())
+    if out is None:
         return None
-    ts, stream, merged = out
     for s in streams:
         s.ts, s.payload, s.length, s.header = np.zeros(0, np.int64), np.zeros(0, np.uint32), np.zeros(0, np.int16), None
-    payload, lengths = merged[0], merged[1]
-    cpu, buffer = _stream_origin(f, streams, stream)
-    blob = Blob(f.blob, f.endian_char)
-    head = _header_fields(merged[2], blob.e) if with_header else _common_fields(blob, payload, layout)
-    return _Merged(ts, cpu, buffer, payload, lengths, *head)
+    buffer = _buffer_column(names, out.stream, len(out.ts))
+    common = _Common(out.ts, out.cpu, buffer, out.type_id, out.flags, out.preempt, out.pid)
+    return common, out.types
 
 
 def _merge_numpy(streams: list[_Stream], f: TraceDatFile, blob: Blob, layout: dict[str, tuple[int, int]]
@@ -116,22 +123,18 @@ def _merge_numpy(streams: list[_Stream], f: TraceDatFile, blob: Blob, layout: di
     stream = _concat([np.full(len(s.payload), n, np.uint16) for n, s in enumerate(streams)], np.uint16)[order]
     payload = _take(streams, "payload", order, np.uint32 if len(f.blob) < 1 << 32 else np.int64)
     lengths = _take(streams, "length", order, np.int16)
-    cpu, buffer = _stream_origin(f, streams, stream)
-    del order, stream
-    return _Merged(ts, cpu, buffer, payload, lengths, *_common_fields(blob, payload, layout))
-
-
-def _stream_origin(f: TraceDatFile, streams: list[_Stream], stream: np.ndarray) -> tuple[np.ndarray, pl.Series]:
-    """CPU and buffer name (Categorical) of each record, from its stream number (polars gathers:
-    numpy would first widen the index to int64)."""
-    index = pl.Series(stream)
+    index = pl.Series(stream)  # polars gathers: numpy would first widen the index to int64
     cpu = pl.Series(np.array([s.cpu for s in streams] or [0], np.int32)).gather(index).to_numpy()
-    names = [f.buffers[s.buffer_index].name for s in streams] or [""]
-    if len(set(names)) == 1:
-        buffer = pl.select(pl.repeat(names[0], len(stream), dtype=pl.Categorical)).to_series()
-    else:
-        buffer = pl.Series(names, dtype=pl.Categorical).gather(index)
-    return cpu, buffer.alias("buffer")
+    buffer = _buffer_column([f.buffers[s.buffer_index].name for s in streams] or [""], stream, len(ts))
+    del order, stream
+    return _Merged(ts, cpu, buffer, *_common_fields(blob, payload, layout), payload, lengths)
+
+
+def _buffer_column(names: list[str], stream: np.ndarray | None, n: int) -> pl.Series:
+    """The buffer name (Categorical) of each record from its stream number; one buffer: a constant."""
+    if len(set(names)) == 1 or stream is None:
+        return pl.select(pl.repeat(names[0], n, dtype=pl.Categorical)).to_series().alias("buffer")
+    return pl.Series(names, dtype=pl.Categorical).gather(pl.Series(stream)).alias("buffer")
 
 
 def _take(streams: list[_Stream], name: str, order: np.ndarray, dtype: type) -> np.ndarray:
@@ -281,7 +284,7 @@ def _header_fields(raw: np.ndarray, e: str) -> tuple[np.ndarray, np.ndarray, np.
             fields["pid"].astype(np.int32))
 
 
-def _common_table(f: TraceDatFile, m: _Merged, formats: dict[int, EventFormat], report: ReadReport) -> pl.DataFrame:
+def _common_table(f: TraceDatFile, m: _Common, formats: dict[int, EventFormat], report: ReadReport) -> pl.DataFrame:
     event = _event_names(m.type_id, formats, report)
     comm = _comm_names(m.pid, f.cmdlines)
     n = len(m.ts)
@@ -356,36 +359,25 @@ def _typed_tables(blob: Blob, formats: dict[int, EventFormat], m: _Merged) -> di
         return dict(pool.map(build, jobs))
 
 
-def _typed_tables_native(lib: Any, blob: Blob, formats: dict[int, EventFormat], m: _Merged
-                         ) -> dict[str, pl.DataFrame]:
-    """One table per event type: kt_scatter copies keys and plain fields (one pass per thread over
-    the common arrays, each thread owning a share of the types), then columns are wrapped."""
-    counts = np.bincount(m.type_id, minlength=1) if len(m.type_id) else np.zeros(1, np.int64)
-    types = sorted(((int(t), formats[int(t)], int(counts[t])) for t in np.flatnonzero(counts) if int(t) in formats),
-                   key=lambda t: -t[2])
-    groups: list[list[tuple[int, EventFormat, int]]] = [[] for _ in range(min(_workers(), max(len(types), 1)))]
-    for t in types:  # largest first, each to the lightest group
-        min(groups, key=lambda g: sum(c for _i, _f, c in g)).append(t)
+def _typed_tables_native(blob: Blob, types: list[native_read.TypeColumns]) -> dict[str, pl.DataFrame]:
+    """One table per event type from the columns kt_merge_scatter filled: keys and plain fields
+    wrapped as they are; strings, dynamic and array fields cut from the payload addresses kept."""
 
-    def fill(group: list[tuple[int, EventFormat, int]]) -> list[native.TypeColumns]:
-        return native.scatter(lib, m.type_id, m.payload, m.ts, m.cpu, m.pid, blob.data, blob.e, group)
-
-    def build(col: native.TypeColumns) -> tuple[str, pl.DataFrame]:
+    def build(col: native_read.TypeColumns) -> tuple[str, pl.DataFrame]:
         fmt = col.fmt
         keys = _key_columns(fmt, col.idx, col.ts, col.cpu, col.pid)
+        lengths = None if col.length is None else col.length.astype(np.int32)
         fields = []
         for fld in fmt.payload_fields:
             if fld.name in col.raw:
                 fields.append(plain_series(fld, col.raw[fld.name]))
             else:
                 assert col.addr is not None
-                at = col.idx.astype(np.intp)
-                fields.append(field_series(blob, col.addr.astype(np.intp), _trailing_lengths(fmt, m, at), fld))
+                fields.append(field_series(blob, col.addr.astype(np.intp), lengths, fld))
         return fmt.name, pl.DataFrame(keys + fields)
 
     with ThreadPoolExecutor(max_workers=_workers()) as pool:
-        filled = [col for cols in pool.map(fill, groups) for col in cols]
-        return dict(pool.map(build, filled))
+        return dict(pool.map(build, sorted(types, key=lambda c: -len(c.idx))))
 
 
 def _key_columns(fmt: EventFormat, idx: np.ndarray, ts: np.ndarray, cpu: np.ndarray, pid: np.ndarray

@@ -3,10 +3,10 @@
  * many passes. Plain C99, no Python headers: loaded with ctypes (kvmtrace/ingest/native.py),
  * which releases the GIL during each call, so CPUs and event types run on parallel threads.
  *
- *   kt_walk     the record framing of every ring-buffer page of one CPU (ts, payload, length,
- *               common header)
- *   kt_merge    the per-CPU streams merged into global time order
- *   kt_scatter  every event copied into its type's columns (keys and fixed-size fields)
+ *   kt_walk            the record framing of every ring-buffer page of one CPU (ts, payload,
+ *                      length, common header)
+ *   kt_merge_scatter   the per-CPU streams merged into global time order, each record written to
+ *                      the common columns and copied into its type's columns (keys, fixed fields)
  *
  * Each has a numpy twin with the same results (pages.py, decode.py, fields.py): the tests run
  * both on every capture and compare them.
@@ -38,16 +38,17 @@ static inline uint32_t read_u32(const uint8_t *p, int swap) {
 /*
  * Walk one CPU's pages, which start at byte `start` of the blob. size[p] is page p's committed data
  * length (0: skip the page), page_ts[p] its header time. Data records go to ts_out/addr_out/len_out
- * (addr: byte offset of the payload from `start`), and when header_out is not NULL, the first 8
- * payload bytes (the common header, read from the blob's last 8 bytes past its end, as the numpy
- * path does) to header_out. A record that runs past its page's data (or cannot advance) stops
+ * (addr: byte offset of the payload from `start`), and when type_out is not NULL, the standard
+ * 8-byte common header (type u16, flags u8, preempt u8, pid s32, in host byte order; read from
+ * the blob's last 8 bytes past its end, as the numpy path does) to type/flags/preempt/pid_out. A record that runs past its page's data (or cannot advance) stops
  * that page and is noted in bad_out as (page, offset in the page's data, type_len, record length).
  * Returns the number of data records, or -1 when `capacity` is too small.
  */
 int64_t kt_walk(const uint8_t *blob, int64_t blob_len, int64_t start, int64_t n_pages, int64_t page_size,
                 int64_t data_offset, int32_t big, const int64_t *size, const int64_t *page_ts, int64_t *ts_out,
-                uint32_t *addr_out, int16_t *len_out, uint64_t *header_out, int64_t capacity, int64_t *bad_out,
-                int64_t bad_capacity, int64_t *n_bad) {
+                uint32_t *addr_out, int16_t *len_out, uint16_t *type_out, uint8_t *flags_out,
+                uint8_t *preempt_out, int32_t *pid_out, int64_t capacity, int64_t *bad_out, int64_t bad_capacity,
+                int64_t *n_bad) {
     const uint8_t *data = blob + start;
     const int swap = (big != 0) != host_is_big();
     const int64_t n_words = n_pages * page_size / 4;
@@ -114,11 +115,18 @@ int64_t kt_walk(const uint8_t *blob, int64_t blob_len, int64_t start, int64_t n_
                 ts_out[n] = (int64_t)new_ts;
                 addr_out[n] = (uint32_t)payload;
                 len_out[n] = (int16_t)length;
-                if (header_out) {
+                if (type_out) {
                     int64_t h = start + payload;
                     if (h + 8 > blob_len)
                         h = blob_len - 8;
-                    memcpy(header_out + n, blob + h, 8);
+                    uint16_t type;
+                    uint32_t pid;
+                    memcpy(&type, blob + h, 2);
+                    memcpy(&pid, blob + h + 4, 4);
+                    type_out[n] = swap ? __builtin_bswap16(type) : type;
+                    flags_out[n] = blob[h + 2];
+                    preempt_out[n] = blob[h + 3];
+                    pid_out[n] = (int32_t)(swap ? __builtin_bswap32(pid) : pid);
                 }
                 n++;
             }
@@ -163,18 +171,89 @@ static inline void copy_value(uint8_t *dst, const uint8_t *src, int32_t size) {
     }
 }
 
+/* The inputs and outputs of kt_merge_scatter (one time part of the merge). */
+typedef struct {
+    /* per stream s < k: this part's records, in time order */
+    int32_t k;
+    const int64_t *const *ts;
+    const int64_t *count;
+    const uint32_t *const *addr; /* payload address in the blob */
+    const int16_t *const *len;
+    const uint16_t *const *type;
+    const uint8_t *const *flags;
+    const uint8_t *const *preempt;
+    const int32_t *const *pid;
+    const int32_t *stream_cpu;
+    /* the common columns, from this part's first row (global row first_row) */
+    int64_t first_row;
+    int64_t *ts_out;
+    int32_t *cpu_out;
+    uint16_t *stream_out; /* may be NULL */
+    uint16_t *type_out;
+    uint8_t *flags_out;
+    uint8_t *preempt_out;
+    int32_t *pid_out;
+    /* the typed columns: slot_of_type[type] (-1: none), per slot its next row in this part */
+    const uint8_t *blob;
+    int64_t blob_len;
+    const int32_t *slot_of_type;
+    int32_t n_types;
+    int64_t *cursor;
+    uint32_t *const *idx_out;
+    int64_t *const *slot_ts;
+    int32_t *const *slot_cpu;
+    int32_t *const *slot_pid;
+    uint32_t *const *slot_addr; /* entries may be NULL */
+    int16_t *const *slot_len;   /* entries may be NULL */
+    const int64_t *rec_size;    /* per slot: bytes of the fixed part read */
+    const int32_t *field_first; /* per slot: its fields [first, first + count) */
+    const int32_t *field_count;
+    const int32_t *f_offset; /* per field: f_size bytes at payload + f_offset go to f_dst + row * f_stride */
+    const int32_t *f_size;
+    const int32_t *f_stride;
+    uint8_t *const *f_dst;
+    /* work space, k entries each */
+    int32_t *heap;
+    int64_t *pos;
+    int64_t *head;
+} MergeScatter;
+
 /*
- * Merge k streams, each already in time order, into one: the same order as a stable sort of
- * their concatenation by time. Writes the merged times, each record's stream number, and n_cols
- * other columns: column c of stream s is col_src[s * n_cols + c] with col_size[c] bytes per value,
- * merged into col_dst[c]. Returns 0, or -1 when a stream is not in time order (nothing written),
- * or -2 when k is over 65535.
+ * Merge the k streams of one time part, each in time order, into one (the order of a stable sort
+ * of their concatenation by time: ties go to the lower stream), writing each record's common
+ * columns and copying it into its type's columns. Returns 0, or -1 when a stream is not in time
+ * order (then nothing is written).
  */
-int32_t kt_merge(int32_t k, const int64_t *const *ts, const int64_t *count, int64_t *ts_out, uint16_t *stream_out,
-                 int32_t n_cols, const int32_t *col_size, const uint8_t *const *col_src, uint8_t *const *col_dst,
-                 int32_t *heap, int64_t *pos, int64_t *head) {
-    if (k > 65535)
-        return -2;
+int32_t kt_merge_scatter(const MergeScatter *m) {
+    /* Everything in locals: the field copies store through uint8_t pointers, which may alias
+     * anything, so values read through `m` would be reloaded after every copy. */
+    const int32_t k = m->k;
+    const int64_t *const *const ts = m->ts;
+    const int64_t *const count = m->count;
+    const uint32_t *const *const addr = m->addr;
+    const int16_t *const *const len = m->len;
+    const uint16_t *const *const type = m->type;
+    const uint8_t *const *const flags = m->flags;
+    const uint8_t *const *const preempt = m->preempt;
+    const int32_t *const *const pid = m->pid;
+    const int32_t *const stream_cpu = m->stream_cpu;
+    int64_t *const ts_out = m->ts_out;
+    int32_t *const cpu_out = m->cpu_out;
+    uint16_t *const stream_out = m->stream_out;
+    uint16_t *const type_out = m->type_out;
+    uint8_t *const flags_out = m->flags_out;
+    uint8_t *const preempt_out = m->preempt_out;
+    int32_t *const pid_out = m->pid_out;
+    const uint8_t *const blob = m->blob;
+    const int64_t blob_len = m->blob_len;
+    const int32_t *const slot_of_type = m->slot_of_type;
+    const int32_t n_types = m->n_types;
+    int64_t *const cursor = m->cursor;
+    const int32_t *const field_first = m->field_first, *const field_count = m->field_count;
+    const int32_t *const f_offset = m->f_offset, *const f_size = m->f_size, *const f_stride = m->f_stride;
+    uint8_t *const *const f_dst = m->f_dst;
+    int32_t *const heap = m->heap;
+    int64_t *const pos = m->pos, *const head = m->head;
     for (int32_t s = 0; s < k; s++)
         for (int64_t i = 1; i < count[s]; i++)
             if (ts[s][i] < ts[s][i - 1])
@@ -189,15 +268,39 @@ int32_t kt_merge(int32_t k, const int64_t *const *ts, const int64_t *count, int6
     }
     for (int32_t i = size / 2 - 1; i >= 0; i--)
         sift_down(heap, size, i, head);
-    int64_t n = 0;
-    while (size > 0) {
+    for (int64_t n = 0; size > 0; n++) {
         const int32_t s = heap[0];
         const int64_t i = pos[s];
-        ts_out[n] = ts[s][i];
-        stream_out[n] = (uint16_t)s;
-        for (int32_t c = 0; c < n_cols; c++)
-            copy_value(col_dst[c] + n * col_size[c], col_src[s * n_cols + c] + i * col_size[c], col_size[c]);
-        n++;
+        const int64_t t_ns = ts[s][i];
+        const uint16_t t = type[s][i];
+        const int32_t p = pid[s][i];
+        ts_out[n] = t_ns;
+        cpu_out[n] = stream_cpu[s];
+        if (stream_out)
+            stream_out[n] = (uint16_t)s;
+        type_out[n] = t;
+        flags_out[n] = flags[s][i];
+        preempt_out[n] = preempt[s][i];
+        pid_out[n] = p;
+        const int32_t slot = t < n_types ? slot_of_type[t] : -1;
+        if (slot >= 0) {
+            const int64_t r = cursor[slot]++;
+            m->idx_out[slot][r] = (uint32_t)(m->first_row + n);
+            m->slot_ts[slot][r] = t_ns;
+            m->slot_cpu[slot][r] = stream_cpu[s];
+            m->slot_pid[slot][r] = p;
+            int64_t a = addr[s][i];
+            if (m->slot_addr[slot])
+                m->slot_addr[slot][r] = (uint32_t)a;
+            if (m->slot_len[slot])
+                m->slot_len[slot][r] = len[s][i];
+            const int64_t rec = m->rec_size[slot];
+            if (a + rec > blob_len)
+                a = blob_len - rec < 0 ? 0 : blob_len - rec;
+            const int32_t last = field_first[slot] + field_count[slot];
+            for (int32_t f = field_first[slot]; f < last; f++)
+                copy_value(f_dst[f] + r * f_stride[f], blob + a + f_offset[f], f_size[f]);
+        }
         if (++pos[s] < count[s]) {
             head[s] = ts[s][pos[s]];
         } else {
@@ -206,41 +309,4 @@ int32_t kt_merge(int32_t k, const int64_t *const *ts, const int64_t *count, int6
         sift_down(heap, size, 0, head);
     }
     return 0;
-}
-
-/*
- * Copy every event of the types this call owns into its type's columns. slot_of_type[type_id] is
- * the type's slot (-1: not this call's). Per slot: cursor (next row), key columns idx/ts/cpu/pid,
- * optionally the payload address, and fields [field_first, field_first + field_count) each read
- * f_size bytes at payload + f_offset into f_dst at row * f_stride. A record whose fixed part
- * (rec_size bytes) would end past the blob is read from the blob's last rec_size bytes, as the
- * numpy path does.
- */
-void kt_scatter(int64_t n, const uint16_t *type_id, const uint32_t *addr, const int64_t *ts, const int32_t *cpu,
-                const int32_t *pid, const uint8_t *blob, int64_t blob_len, const int32_t *slot_of_type,
-                int32_t n_types, int64_t *cursor, uint32_t *const *idx_out, int64_t *const *ts_out,
-                int32_t *const *cpu_out, int32_t *const *pid_out, uint32_t *const *addr_out,
-                const int64_t *rec_size, const int32_t *field_first, const int32_t *field_count,
-                const int32_t *f_offset, const int32_t *f_size, const int32_t *f_stride, uint8_t *const *f_dst) {
-    for (int64_t i = 0; i < n; i++) {
-        const uint16_t t = type_id[i];
-        if (t >= n_types)
-            continue;
-        const int32_t s = slot_of_type[t];
-        if (s < 0)
-            continue;
-        const int64_t row = cursor[s]++;
-        idx_out[s][row] = (uint32_t)i;
-        ts_out[s][row] = ts[i];
-        cpu_out[s][row] = cpu[i];
-        pid_out[s][row] = pid[i];
-        int64_t a = addr[i];
-        if (addr_out[s])
-            addr_out[s][row] = (uint32_t)a;
-        if (a + rec_size[s] > blob_len)
-            a = blob_len - rec_size[s] < 0 ? 0 : blob_len - rec_size[s];
-        const int32_t last = field_first[s] + field_count[s];
-        for (int32_t f = field_first[s]; f < last; f++)
-            copy_value(f_dst[f] + row * f_stride[f], blob + a + f_offset[f], f_size[f]);
-    }
 }

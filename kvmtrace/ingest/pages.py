@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from kvmtrace.ingest import native
+from kvmtrace.ingest import native, native_read
 from kvmtrace.record.tracedat_writer import (  # the ring-buffer constants, kept in one place
     COMMIT_MASK,
     TYPE_PADDING,
@@ -46,7 +46,8 @@ class PageRecords:
     lost_per_page: np.ndarray  # int64 missed-event count stored in page headers (0 if none)
     lost_flag_pages: np.ndarray  # bool: page flagged missed events without a stored count
     bad_pages: list[BadPage] = field(default_factory=list)
-    header: np.ndarray | None = None  # uint64: each payload's first 8 bytes (native walk, when asked)
+    # the common header of each record (type, flags, preempt, pid), when the native walk was asked
+    header: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
 
 
 def walk_pages(data: np.ndarray, page_size: int, commit_size: int, data_offset: int,
@@ -54,7 +55,7 @@ def walk_pages(data: np.ndarray, page_size: int, commit_size: int, data_offset: 
     """Decode the record framing of every page of one CPU's data (no payload decoding).
 
     ``blob``: the whole capture's bytes and where ``data`` starts in them; the native walk then
-    also keeps each record's first 8 payload bytes (the common header), read while in cache."""
+    also keeps each record's common header (type, flags, preempt, pid), read while in cache."""
     n_pages = len(data) // page_size
     e = ">" if big_endian else "<"
     if n_pages == 0:
@@ -79,10 +80,11 @@ def walk_pages(data: np.ndarray, page_size: int, commit_size: int, data_offset: 
     header = None
     if lib is not None and n_pages * page_size < 1 << 32:
         whole, start = blob if blob is not None else (data, 0)
-        ts, payload, length, header, broken = native.walk(lib, whole, start, n_pages, page_size, data_offset,
-                                                          big_endian, size, page_ts, blob is not None)
+        walked = native_read.walk(lib, whole, start, n_pages, page_size, data_offset, big_endian, size, page_ts,
+                                  blob is not None)
+        ts, payload, length, header = walked.ts, walked.payload, walked.length, walked.header
         bad.extend(BadPage(pg, pos, _broken_reason(pos, type_len, rec_len, int(size[pg])))
-                   for pg, pos, type_len, rec_len in broken)
+                   for pg, pos, type_len, rec_len in walked.broken)
     else:
         words = data[: n_pages * page_size].view(e + "u4")
         walker = _Walker(words, page_size, data_offset, size, page_ts, big_endian)

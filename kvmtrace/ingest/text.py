@@ -6,14 +6,22 @@ exact regexes of text_lines. ``-R`` payloads are read from 8-byte words (text_ra
 payload forms by text_fields. The fast tiers take a line only where they give what the exact reader
 gives (tests/test_text_reader.py checks both ways). This module puts the parts together into the
 common table (time ordered) and one typed table per event, and reports everything it skipped.
+
+With the native engine (native.library(), KVMTRACE_ENGINE) the hot loops run in C (native_text.c via
+text_native: line bounds, the dominant-layout prefixes, packing and splitting the -R payloads, their
+integers) and the typed tables are made on two threads; the tables are the same as numpy's
+(tests/test_text_native.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import re
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +29,7 @@ import polars as pl
 
 from kvmtrace.errors import CaptureError
 from kvmtrace.ingest.formats import EventFormat
+from kvmtrace.ingest.memory import without_hugepage_advice
 from kvmtrace.ingest.tables import (
     COMMON_SCHEMA,
     TYPED_KEY_COLUMNS,
@@ -40,16 +49,23 @@ from kvmtrace.ingest.text_lines import (
     split_lines,
 )
 from kvmtrace.ingest.text_modal import merge_prefixes, modal_prefixes
-from kvmtrace.ingest.text_typed import compact_groups, fast_payload
+from kvmtrace.ingest.text_native import line_bounds as native_line_bounds
+from kvmtrace.ingest.text_native import pack_groups, text_library
+from kvmtrace.ingest.text_typed import compact_groups, fast_payload, native_payload
 
 SKIPPED_LIMIT = 100
 KERNEL_MARKER = "tracing_mark_write"  # tracefs prints the print event by its ip symbol
 FAST_MIN_BYTES = 4096  # below this the exact (regex) path is fast enough
+TYPE_THREADS = 2  # threads making the typed tables with the native kernels
 
 
 def read_text(path: str | Path, progress: bool = False) -> EventTables:
     """Read a trace-cmd report / tracefs trace text file (plain, gzip or zstd) into event tables."""
-    path = Path(path)
+    with without_hugepage_advice():
+        return _read_text(Path(path), progress)
+
+
+def _read_text(path: Path, progress: bool) -> EventTables:
     clock = _Progress(progress)
     raw = read_raw(path)
     if looks_binary(raw.data):
@@ -60,10 +76,12 @@ def read_text(path: str | Path, progress: bool = False) -> EventTables:
             "got binary data (is this a trace.dat? use the trace.dat reader)",
         )
     text = ByteText(raw.data)
+    warming = _warm_catalog()
     fast: FastPrefixes | None = None
     # small texts, and text with \x1f (split_lines reads it differently), stay on the exact path
     if len(raw.data) >= FAST_MIN_BYTES and raw.data.find(b"\x1f") < 0:
-        starts, ends = line_bounds(text.buf)
+        lib = text_library()
+        starts, ends = line_bounds(text.buf) if lib is None else native_line_bounds(lib, text.buf)
         clock.step(f"found {starts.size} lines")
         fast = _prefixes(text, starts, ends)
     if fast is None:
@@ -82,6 +100,8 @@ def read_text(path: str | Path, progress: bool = False) -> EventTables:
         del fast_frame
     clock.step(f"ordered {events.height} events")
     report = _report(classified)
+    if warming is not None:
+        warming.join()
     by_event, formats = _typed_tables(events, report, text)
     clock.step(f"typed {len(by_event)} event tables")
     common = events.select(*COMMON_SCHEMA)
@@ -95,6 +115,21 @@ def read_text(path: str | Path, progress: bool = False) -> EventTables:
         report=report,
         cmdlines=_cmdlines(events),
     )
+
+
+def _warm_catalog() -> threading.Thread | None:
+    """With the native kernels (they release the GIL), load the bundled formats on a thread while the
+    lines are parsed; None otherwise. Errors are left to the later bundled_catalog() call."""
+    if text_library() is None:
+        return None
+
+    def load() -> None:
+        with contextlib.suppress(Exception):  # raised again where the catalog is used
+            bundled_catalog()
+
+    thread = threading.Thread(target=load, name="kvmtrace-formats", daemon=True)
+    thread.start()
+    return thread
 
 
 def _prefixes(text: ByteText, starts: np.ndarray, ends: np.ndarray) -> FastPrefixes | None:
@@ -327,12 +362,20 @@ def _typed_tables(
     pe_all = events["pe"].to_numpy()
     names = [str(events["event"][int(rows[0])]) for rows in groups]
     fast_kinds = [k for k, rows in enumerate(groups) if bool((ps_all[rows] >= 0).all())]
-    compact = dict(zip(fast_kinds, compact_groups(text, ps_all, pe_all, [groups[k] for k in fast_kinds]),
-                       strict=True))
+    lib = text_library()
+    fast_groups = [groups[k] for k in fast_kinds]
+    packed = {} if lib is None else dict(zip(fast_kinds, pack_groups(lib, text, ps_all, pe_all, fast_groups),
+                                              strict=True))
+    compact = {} if lib is not None else dict(
+        zip(fast_kinds, compact_groups(text, ps_all, pe_all, fast_groups), strict=True))
 
     def payload(k: int) -> PayloadResult:
         rows = groups[k]
         ps, pe = ps_all[rows], pe_all[rows]
+        if lib is not None and k in packed:
+            result = native_payload(lib, names[k], *packed[k], catalog)
+            if result is not None:
+                return result
         if k in compact:
             c = compact[k]
             result = fast_payload(names[k], c.text, c.equals, c.first, c.ps, c.pe, catalog)
@@ -340,9 +383,8 @@ def _typed_tables(
                 return result
         return parse_payload(names[k], _rest_texts(events, rows, ps, pe, text), catalog)
 
-    # (a thread pool over the types was tried: no faster on two shared cores)
-    for k, rows in enumerate(groups):
-        name, result = names[k], payload(k)
+    def table(k: int) -> tuple[PayloadResult, pl.DataFrame]:
+        rows, result = groups[k], payload(k)
         keys = typed_key_names(result.columns.columns)
         if plain_keys:  # idx is the row number
             key_columns = pl.DataFrame(
@@ -351,7 +393,16 @@ def _typed_tables(
             )
         else:
             key_columns = keys_frame[rows].select(*(pl.col(k).alias(keys[k]) for k in TYPED_KEY_COLUMNS))
-        by_event[name] = pl.concat([key_columns, result.columns], how="horizontal")
+        return result, pl.concat([key_columns, result.columns], how="horizontal")
+
+    # the native kernels release the GIL: two threads over the types (numpy alone gained nothing)
+    if lib is not None and len(groups) > 1:
+        with ThreadPoolExecutor(max_workers=TYPE_THREADS) as pool:
+            done = list(pool.map(table, range(len(groups))))
+    else:
+        done = [table(k) for k in range(len(groups))]
+    for name, (result, frame) in zip(names, done, strict=True):
+        by_event[name] = frame
         if result.fmt is not None:
             formats[name] = result.fmt
         _note_payload(report, name, result)
@@ -440,13 +491,15 @@ def _flavour(
 
 def _first_rest(events: pl.DataFrame, name: str, text: ByteText) -> str | None:
     """The payload text of the first ``name`` event, or None."""
-    first = events.filter(pl.col("event") == name).head(1)
-    if not first.height:
+    hits = (events["event"] == name).fill_null(False)
+    if not hits.any():
         return None
-    ps, pe = int(first["ps"].item()), int(first["pe"].item())
+    row = hits.arg_max()
+    assert row is not None
+    ps, pe = int(events["ps"][row]), int(events["pe"][row])
     if ps >= 0:
         return text.data[ps:pe].decode("utf-8", errors="replace")
-    rest = first["rest"].item()
+    rest = events["rest"][row]
     return str(rest) if rest is not None else None
 
 

@@ -12,19 +12,26 @@ byte compares per line), the prefix splits into
 
 Lines whose key is not plain (non-ASCII, tabs, a second ``[``, a long event name) or whose columns differ
 go on to the next tier (text_fast.parse_prefixes) and from there to the exact regex reader.
+
+With the native engine the per-line checks, timestamps and key hashes come from kt_text_layout (on two
+threads) and the hash codes are checked by kt_text_same_keys (native_text.c); the rest is shared.
 """
 
 from __future__ import annotations
 
+import ctypes
 import mmap
 import re
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
+from kvmtrace.ingest.native import ptr
 from kvmtrace.ingest.text_fast import I64, U64, ByteText, FastPrefixes, Interned, Mask, _swar8
+from kvmtrace.ingest.text_native import text_library
 
 KEY2 = 24  # bytes hashed from the event name on (name, ':', padding, first payload byte)
 SAMPLE = 1000  # lines looked at to find the dominant layout
@@ -54,13 +61,16 @@ def modal_prefixes(text: ByteText, starts: I64, ends: I64) -> tuple[FastPrefixes
     rest = np.arange(starts.size, dtype=np.int64)
     parts: list[FastPrefixes] = []
     for _ in range(ROUNDS):
-        layout = _dominant_layout(text.data, starts[rest], ends[rest])
+        everything = rest.size == starts.size  # rest is increasing: then it is every line
+        some_starts, some_ends = (starts, ends) if everything else (starts[rest], ends[rest])
+        layout = _dominant_layout(text.data, some_starts, some_ends)
         if layout is None:
             break
-        got, taken = _parse_layout(text, starts[rest], ends[rest], layout)
+        got, taken = _parse_layout(text, some_starts, some_ends, layout)
         if got is None:
             break
-        got.rows = rest[got.rows]
+        if not everything:
+            got.rows = rest[got.rows]
         parts.append(got)
         rest = rest[~taken]
         if rest.size < MIN_SHARE * starts.size:
@@ -103,10 +113,13 @@ def _parse_layout(
     keys: dict[bytes, int] = {}  # the key's bytes -> its number
     info: list[_KeyInfo | None] = []
     check_cr = text.data.find(b"\r") >= 0
+    lib = text_library()
+    hashes = None if lib is None else _native_layout(lib, text, starts, ends, lay, check_cr, ok, ts)
     for at in range(0, n, BLOCK):
         part = slice(at, min(at + BLOCK, n))
+        native = None if lib is None or hashes is None else (lib, hashes[part])
         _parse_block(text, starts[part], ends[part], lay, check_cr, keys, info,
-                     ok[part], ts[part], key[part], pay[part])
+                     ok[part], ts[part], key[part], pay[part], native)
     keep = np.flatnonzero(ok)
     everything = keep.size == n
     comm_vals: dict[bytes, int] = {}
@@ -157,8 +170,46 @@ def _parse_block(
     ts: I64,
     key: NDArray[np.int32],
     pay: I64,
+    native: tuple[ctypes.CDLL, U64] | None = None,
 ) -> None:
-    """Fill ``ok``, ``ts``, ``key`` (numbers in ``info``) and ``pay`` of one block of lines."""
+    """Fill ``ok``, ``ts``, ``key`` (numbers in ``info``) and ``pay`` of one block of lines. With
+    ``native`` (the kernels, and the key hashes of _native_layout) ``ok`` and ``ts`` are filled already."""
+    ns_off = lay.colon + 2  # event name start
+    if native is None:
+        codes, reps = _codes(_block_words(text, starts, ends, lay, check_cr, ok, ts), ok)
+    else:
+        codes, reps = _native_codes(native[0], text, starts, native[1], lay, ok)
+    # number every distinct key of the block (decoded once for the whole text)
+    local = np.zeros(reps.size, dtype=np.int32)
+    good = np.zeros(reps.size, dtype=bool)
+    offset = np.zeros(reps.size, dtype=np.int64)
+    for j, r in enumerate(reps.tolist()):
+        start = int(starts[r])
+        raw = text.piece(start, start + lay.rb + 1) + text.piece(start + ns_off, start + ns_off + KEY2)
+        number = keys.get(raw)
+        if number is None:
+            number = keys[raw] = len(info)
+            info.append(_decode_key(text.data, start, lay, ns_off))
+        item = info[number]
+        local[j] = number
+        good[j] = item is not None
+        offset[j] = item[5] if item is not None else 0
+    ok &= good[codes]
+    key[:] = local[codes]
+    pay[:] = offset[codes]
+    far = np.flatnonzero((pay < 0) & ok)
+    if far.size:
+        pos = -pay[far]
+        after = text.window(starts[far] + ns_off, KEY2 + 16)  # where a long name's payload starts
+        k, found = _payload_starts(after[:, KEY2:], pos, ends[far] - starts[far])
+        pay[far] = k
+        ok[far] &= found
+
+
+def _block_words(
+    text: ByteText, starts: I64, ends: I64, lay: Layout, check_cr: bool, ok: Mask, ts: I64
+) -> list[U64]:
+    """Fill ``ok`` (the layout's columns and timestamp) and ``ts``; the key words of each line."""
     buf = text.buf
     width = (lay.colon + 2 + 7) // 8 * 8
     ns_off = lay.colon + 2  # event name start
@@ -183,37 +234,58 @@ def _parse_block(
     kwords = (lay.rb + 1 + 7) // 8
     key1 = win[:, : kwords * 8].view(np.uint64)
     tail = (lay.rb + 1) % 8
-    after = text.window(s + ns_off, KEY2 + 16)  # the key, and where a long name's payload starts
-    key2 = after[:, :KEY2].view(np.uint64)
+    key2 = text.window(s + ns_off, KEY2)[:, :KEY2].view(np.uint64)
     words = [key1[:, j] for j in range(kwords)]
     if tail:
         words[-1] = words[-1] & np.uint64((1 << (8 * tail)) - 1)
     words += [key2[:, j] for j in range(KEY2 // 8)]
-    codes, reps = _codes(words, ok)
-    # number every distinct key of the block (decoded once for the whole text)
-    local = np.zeros(reps.size, dtype=np.int32)
-    good = np.zeros(reps.size, dtype=bool)
-    offset = np.zeros(reps.size, dtype=np.int64)
-    for j, r in enumerate(reps.tolist()):
-        start = int(starts[r])
-        raw = text.piece(start, start + lay.rb + 1) + text.piece(start + ns_off, start + ns_off + KEY2)
-        number = keys.get(raw)
-        if number is None:
-            number = keys[raw] = len(info)
-            info.append(_decode_key(text.data, start, lay, ns_off))
-        item = info[number]
-        local[j] = number
-        good[j] = item is not None
-        offset[j] = item[5] if item is not None else 0
-    ok &= good[codes]
-    key[:] = local[codes]
-    pay[:] = offset[codes]
-    far = np.flatnonzero((pay < 0) & ok)
-    if far.size:
-        pos = -pay[far]
-        k, found = _payload_starts(after[far, KEY2:], pos, ends[far] - starts[far])
-        pay[far] = k
-        ok[far] &= found
+    return words
+
+
+LAYOUT_THREADS = 2  # kt_text_layout runs on this many threads (parts of the lines)
+
+
+def _native_layout(
+    lib: ctypes.CDLL, text: ByteText, starts: I64, ends: I64, lay: Layout, check_cr: bool, ok: Mask, ts: I64
+) -> U64:
+    """kt_text_layout on all the lines: fills ``ok`` and ``ts`` as _block_words does, returns the
+    key hashes of text_modal._codes (0 where not ok)."""
+    n = starts.size
+    starts = np.ascontiguousarray(starts, np.int64)
+    ends = np.ascontiguousarray(ends, np.int64)
+    h = np.empty(n, np.uint64)
+    buf = text.buf
+    parts = LAYOUT_THREADS if n >= BLOCK else 1
+    cuts = [n * i // parts for i in range(parts + 1)]
+
+    def run(i: int) -> None:
+        lo, hi = cuts[i], cuts[i + 1]
+        lib.kt_text_layout(ptr(buf), buf.size, hi - lo, ptr(starts[lo:]), ptr(ends[lo:]), lay.lb, lay.rb,
+                           lay.dot, lay.colon, int(check_cr), ptr(ok[lo:]), ptr(ts[lo:]), ptr(h[lo:]))
+
+    if parts == 1:
+        run(0)
+    else:
+        with ThreadPoolExecutor(max_workers=parts) as pool:
+            list(pool.map(run, range(parts)))
+    return h
+
+
+def _native_codes(
+    lib: ctypes.CDLL, text: ByteText, starts: I64, h: U64, lay: Layout, ok: Mask
+) -> tuple[NDArray[np.int64], I64]:
+    """_codes from the key hashes of _native_layout, checked by kt_text_same_keys: the same codes, reps
+    and ``ok``."""
+    n = starts.size
+    starts = np.ascontiguousarray(starts, np.int64)
+    codes = _dense(h)
+    count = int(codes.max()) + 1 if n else 0
+    rep = np.zeros(count, dtype=np.int64)
+    rep[codes] = np.arange(n)
+    back = np.ascontiguousarray(rep[codes])
+    ok8 = ok.view(np.uint8)
+    lib.kt_text_same_keys(ptr(text.buf), n, ptr(starts), ptr(back), lay.rb + 1, lay.colon + 2, KEY2, ptr(ok8))
+    return codes, rep
 
 
 def _payload_starts(tail: NDArray[np.uint8], pos: I64, pe: I64) -> tuple[I64, Mask]:

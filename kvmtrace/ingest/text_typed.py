@@ -8,14 +8,17 @@ the event's first bundled format whose -R keys split every line, every value rea
 
 from __future__ import annotations
 
+import ctypes
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 from numpy.typing import NDArray
 
+from kvmtrace.ingest import text_native
 from kvmtrace.ingest.formats import EventFormat, FieldFormat
-from kvmtrace.ingest.text_fast import I64, ByteText, byte_positions, intern
+from kvmtrace.ingest.text_fast import I64, ByteText, Parsed, byte_positions, intern
 from kvmtrace.ingest.text_fields import (
     SYMBOL_FIELDS,
     FormatCatalog,
@@ -138,6 +141,9 @@ def compact_groups(text: ByteText, ps_all: I64, pe_all: I64, groups: list[I64]) 
     return [o for o in out if o is not None]
 
 
+IntReader = Callable[[ByteText, I64, I64, bool], Parsed]  # parse_ints or its native twin
+
+
 def fast_payload(
     name: str, text: ByteText, equals: I64, first: I64, ps: I64, pe: I64, catalog: FormatCatalog
 ) -> PayloadResult | None:
@@ -150,11 +156,31 @@ def fast_payload(
         if spans is True:  # the regex might match where the fast split does not
             return None
         if isinstance(spans, Spans):
-            return _typed(text, fmt, spans)
+            return _typed(text, fmt, spans, parse_ints)
     return None
 
 
-def _typed(text: ByteText, fmt: EventFormat, spans: Spans) -> PayloadResult | None:
+def native_payload(
+    lib: ctypes.CDLL, name: str, text: ByteText, ps: I64, pe: I64, catalog: FormatCatalog
+) -> PayloadResult | None:
+    """fast_payload with the native kernels (``text``: the packed payloads, text_native.pack_groups)."""
+    for fmt in catalog.candidates(name):
+        fields = fmt.payload_fields
+        if not fields:
+            continue
+        spans = text_native.split(lib, text, ps, pe, [f.name for f in fields])
+        if spans is True:
+            return None
+        if isinstance(spans, Spans):
+            def ints(t: ByteText, vs: I64, ve: I64, hex_default: bool) -> Parsed:
+                return text_native.parse_ints(lib, t, vs, ve, hex_default)
+
+            return _typed(text, fmt, spans, ints)
+    return None
+
+
+def _typed(text: ByteText, fmt: EventFormat, spans: Spans, ints: IntReader) -> PayloadResult | None:
+    """The typed columns of ``fmt`` from the value spans (``ints`` reads the integers)."""
     fields = fmt.payload_fields
     if any(isinstance(f.polars_dtype(), pl.List) for f in fields):
         return None
@@ -164,7 +190,8 @@ def _typed(text: ByteText, fmt: EventFormat, spans: Spans) -> PayloadResult | No
         rule = rules.get(f.name)
         if rule is not None and rule.symbols:
             return None
-        column = _string_column(text, f, vs, ve) if f.is_string else _int_column(text, f, rule, vs, ve)
+        column = (_string_column(text, f, vs, ve) if f.is_string
+                  else _int_column(text, f, rule, vs, ve, ints))
         if column is None:
             return None
         if column.null_count() and f.name not in SYMBOL_FIELDS:
@@ -190,10 +217,10 @@ def _string_column(text: ByteText, f: FieldFormat, vs: I64, ve: I64) -> pl.Serie
 
 
 def _int_column(
-    text: ByteText, f: FieldFormat, rule: FieldRule | None, vs: I64, ve: I64
+    text: ByteText, f: FieldFormat, rule: FieldRule | None, vs: I64, ve: I64, ints: IntReader
 ) -> pl.Series | None:
     hex_default = rule is not None and (rule.hex or rule.conversion == "s")
-    parsed = parse_ints(text, vs, ve, hex_default)
+    parsed = ints(text, vs, ve, hex_default)
     as_int = parsed.value.view(np.int64)
     if bool(parsed.negative.any()):
         as_int = np.where(parsed.negative, -as_int, as_int)

@@ -18,6 +18,7 @@ import numpy as np
 
 from kvmtrace.errors import CaptureError
 from kvmtrace.ingest.formats import EventFormat, FieldFormat, parse_event_format, parse_header_page
+from kvmtrace.ingest.memory import without_hugepage_advice
 from kvmtrace.ingest.tables import EventTables
 
 # The file format's constants live in one place, the (standard-library only) writer.
@@ -653,4 +654,5 @@ def read_tracedat(path: str | Path, progress: Any = None) -> EventTables:
     """Read a trace.dat file into EventTables (see ``kvmtrace.ingest.tables``)."""
     from kvmtrace.ingest.decode import decode_tracedat
 
-    return decode_tracedat(read_structure(path), progress)
+    with without_hugepage_advice():
+        return decode_tracedat(read_structure(path), progress)

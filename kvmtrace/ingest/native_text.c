@@ -1,0 +1,263 @@
+/*
+ * kvmtrace's native kernels for the text reader (``trace-cmd report -R`` payloads). Plain C99, no
+ * Python headers: compiled into one library with native.c and loaded with ctypes (native.py).
+ *
+ *   kt_text_split  the value spans of ``k1=v1 k2=v2 ...`` payloads, as text_raw.split gives them
+ *   kt_text_ints   the integers in value spans, as text_raw.parse_ints reads them
+ *   kt_text_pack   the payloads of the text copied into one block per event type, in one pass
+ *   kt_text_layout the line prefixes in the file's dominant column layout (text_modal._parse_block)
+ *   kt_text_same_keys  each line's prefix key against its hash code's representative line
+ *   kt_text_lines  where each line starts and ends (text_fast.line_bounds)
+ *
+ * Each has a numpy twin with the same results (text_raw.py, text_typed.py): the tests read every
+ * text with both engines and compare the tables.
+ */
+#include <stdint.h>
+#include <string.h>
+
+#define SPLIT_SPANS 0
+#define SPLIT_UNSURE 1
+#define SPLIT_NO_MATCH 2
+
+static int is_space(uint8_t c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r';
+}
+
+/*
+ * Split n payloads [ps[i], pe[i]) of buf into the values of nkeys keys (key j: the bytes
+ * keys[key_off[j]:key_off[j+1]]). The j-th key's '=' is the j-th '=' of the payload; the first key
+ * must start the payload, the others follow a space. Value spans go to vs/ve[j * n + i] (the last
+ * loses trailing whitespace). Returns SPLIT_SPANS; SPLIT_NO_MATCH when some payload has fewer '='
+ * than keys, or does not start with the first key (and none of those starts with C, < or [);
+ * SPLIT_UNSURE otherwise when some line does not split.
+ */
+int32_t kt_text_split(const uint8_t *buf, int64_t n, const int64_t *ps, const int64_t *pe, int32_t nkeys,
+                      const uint8_t *keys, const int64_t *key_off, int64_t *vs, int64_t *ve) {
+    int is_short = 0, head_fail = 0, head_odd = 0, name_fail = 0, backwards = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t p = ps[i], e = pe[i];
+        int64_t q = p;
+        int32_t found = 0;
+        while (found < nkeys && q < e) {
+            const uint8_t *hit = memchr(buf + q, '=', (size_t)(e - q));
+            if (hit == NULL)
+                break;
+            const int64_t eq = hit - buf;
+            const int64_t len = key_off[found + 1] - key_off[found];
+            const uint8_t *key = keys + key_off[found];
+            if (found == 0) {
+                if (eq != p + len || memcmp(buf + p, key, (size_t)len) != 0) {
+                    head_fail = 1;
+                    head_odd |= buf[p] == 'C' || buf[p] == '<' || buf[p] == '[';
+                }
+            } else {
+                if (eq - len - 1 < 0 || buf[eq - len - 1] != ' ' || memcmp(buf + eq - len, key, (size_t)len) != 0)
+                    name_fail = 1;
+                ve[(int64_t)(found - 1) * n + i] = eq - len - 1;
+            }
+            vs[(int64_t)found * n + i] = eq + 1;
+            found++;
+            q = eq + 1;
+        }
+        if (found < nkeys) {
+            is_short = 1;
+            continue;
+        }
+        const int64_t last_start = vs[(int64_t)(nkeys - 1) * n + i];
+        int64_t last = e;
+        while (last > last_start && is_space(buf[last - 1]))
+            last--;
+        ve[(int64_t)(nkeys - 1) * n + i] = last;
+        for (int32_t j = 0; j < nkeys; j++)
+            backwards |= ve[(int64_t)j * n + i] < vs[(int64_t)j * n + i];
+    }
+    if (is_short)
+        return SPLIT_NO_MATCH;
+    if (head_fail)
+        return head_odd ? SPLIT_UNSURE : SPLIT_NO_MATCH;
+    return (name_fail || backwards) ? SPLIT_UNSURE : SPLIT_SPANS;
+}
+
+static int digit_value(uint8_t c, int base16) {
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (base16 && ((c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')))
+        return (c | 0x20) - 'a' + 10;
+    return -1;
+}
+
+/*
+ * Read `' '* '-'? ('0x')? digits` in each [vs[i], ve[i]) of buf: hex when the text has 0x or
+ * hex_default, at most 16 hex / 19 decimal digits. ok[i] is 0 where the value is in another form
+ * (then value and negative are 0).
+ */
+void kt_text_ints(const uint8_t *buf, int64_t n, const int64_t *vs, const int64_t *ve, int32_t hex_default,
+                  uint64_t *value, uint8_t *negative, uint8_t *ok) {
+    for (int64_t i = 0; i < n; i++) {
+        int64_t p = vs[i];
+        const int64_t e = ve[i];
+        value[i] = 0;
+        negative[i] = 0;
+        ok[i] = 0;
+        if (e - p < 1)
+            continue;
+        while (p < e && buf[p] == ' ')
+            p++;
+        const int neg = p < e && buf[p] == '-';
+        p += neg;
+        const int has0x = e - p >= 3 && buf[p] == '0' && (buf[p + 1] | 0x20) == 'x';
+        p += 2 * has0x;
+        const int base16 = has0x || hex_default;
+        const int64_t size = e - p;
+        if (size < 1 || size > (base16 ? 16 : 19))
+            continue;
+        uint64_t v = 0;
+        int good = 1;
+        for (; p < e; p++) {
+            const int d = digit_value(buf[p], base16);
+            if (d < 0) {
+                good = 0;
+                break;
+            }
+            v = base16 ? (v << 4) | (uint64_t)d : v * 10 + (uint64_t)d;
+        }
+        if (!good)
+            continue;
+        value[i] = v;
+        negative[i] = (uint8_t)neg;
+        ok[i] = 1;
+    }
+}
+
+/*
+ * Copy the payloads [ps[i], pe[i]) of buf, in line order, to out + dest[i] (rows with dest[i] < 0
+ * are left out): one pass in the order of the text, so that each event type's payloads can then be
+ * read from one small contiguous block.
+ */
+void kt_text_pack(const uint8_t *buf, int64_t n, const int64_t *ps, const int64_t *pe, const int64_t *dest,
+                  uint8_t *out) {
+    for (int64_t i = 0; i < n; i++) {
+        if (dest[i] >= 0 && pe[i] > ps[i])
+            memcpy(out + dest[i], buf + ps[i], (size_t)(pe[i] - ps[i]));
+    }
+}
+
+#define KEY2 24 /* text_modal.KEY2 */
+#define MUL1 0x9E3779B97F4A7C15ull
+#define MUL2 0xBF58476D1CE4E5B9ull
+
+static uint64_t load_le(const uint8_t *p) {
+    uint64_t v;
+    memcpy(&v, p, 8);
+    const uint16_t one = 1;
+    return *(const uint8_t *)&one ? v : __builtin_bswap64(v);
+}
+
+static int is_digit(uint8_t c) { return c >= '0' && c <= '9'; }
+
+/* The seconds between ']' and '.': one space or more, then digits up to the '.'. -1 when not so. */
+static int64_t layout_seconds(const uint8_t *p, int64_t size) {
+    if (size < 2 || p[0] != ' ' || !is_digit(p[size - 1]))
+        return -1;
+    int64_t v = 0, k = 0;
+    while (p[k] == ' ')
+        k++;
+    for (; k < size; k++) {
+        if (!is_digit(p[k]))
+            return -1;
+        v = v * 10 + (p[k] - '0');
+    }
+    return v;
+}
+
+/*
+ * text_modal._parse_block's per-line work for the lines [starts[i], ends[i]) in the column layout
+ * (lb, rb, dot, colon): ok[i] where the line has it (the checks of _parse_block up to the key
+ * lookup), its time ts[i] in ns and the hash h[i] of its key (0 where not ok), as text_modal._codes
+ * hashes the key words.
+ */
+void kt_text_layout(const uint8_t *buf, int64_t nbuf, int64_t n, const int64_t *starts, const int64_t *ends,
+                    int32_t lb, int32_t rb, int32_t dot, int32_t colon, int32_t check_cr, uint8_t *ok, int64_t *ts,
+                    uint64_t *h) {
+    const int64_t width = (colon + 2 + 7) / 8 * 8, ns_off = colon + 2;
+    const int64_t frac_len = colon - dot - 1;
+    int64_t scale = 1;
+    for (int64_t k = frac_len; k < 9; k++)
+        scale *= 10;
+    const int32_t kwords = (rb + 1 + 7) / 8, tail = (rb + 1) % 8;
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t s = starts[i], e = ends[i];
+        const uint8_t *p = buf + s;
+        ok[i] = 0;
+        ts[i] = 0;
+        h[i] = 0;
+        if (e - s < ns_off + 1 || s + ns_off + KEY2 + 16 > nbuf || s + width + 8 > nbuf)
+            continue;
+        if (p[lb] != '[' || p[rb] != ']' || p[dot] != '.' || p[colon] != ':' || p[colon + 1] != ' ')
+            continue;
+        const int64_t sec = layout_seconds(p + rb + 1, dot - rb - 1);
+        if (sec < 0)
+            continue;
+        int64_t frac = 0;
+        int good = 1;
+        for (int64_t k = dot + 1; k < colon; k++) {
+            good &= is_digit(p[k]);
+            frac = frac * 10 + (p[k] & 15);
+        }
+        if (!good || (check_cr && buf[e - 1 > 0 ? e - 1 : 0] == '\r'))
+            continue;
+        uint64_t x = MUL1;
+        for (int32_t j = 0; j < kwords + KEY2 / 8; j++) {
+            uint64_t w = j < kwords ? load_le(p + 8 * j) : load_le(p + ns_off + 8 * (j - kwords));
+            if (j == kwords - 1 && tail)
+                w &= (1ull << (8 * tail)) - 1;
+            x ^= w;
+            x *= MUL2;
+            x ^= x >> 29;
+        }
+        ok[i] = 1;
+        ts[i] = sec * 1000000000 + frac * scale;
+        h[i] = x;
+    }
+}
+
+/* ok[i] stays 1 only where line i's key bytes (len1 from its start, len2 from off2) are those of
+ * line back[i], an ok line (text_modal._codes' check of a hash code against its representative). */
+void kt_text_same_keys(const uint8_t *buf, int64_t n, const int64_t *starts, const int64_t *back, int64_t len1,
+                       int64_t off2, int64_t len2, uint8_t *ok) {
+    for (int64_t i = 0; i < n; i++) {
+        if (!ok[i])
+            continue;
+        if (!ok[back[i]]) {
+            ok[i] = 0;
+            continue;
+        }
+        const uint8_t *a = buf + starts[i], *b = buf + starts[back[i]];
+        ok[i] = memcmp(a, b, (size_t)len1) == 0 && memcmp(a + off2, b + off2, (size_t)len2) == 0;
+    }
+}
+
+/* The number of '\n' bytes in buf[0:n]. */
+int64_t kt_text_count_lines(const uint8_t *buf, int64_t n) {
+    int64_t count = 0;
+    const uint8_t *p = buf, *end = buf + n;
+    while (p < end && (p = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+        count++;
+        p++;
+    }
+    return count;
+}
+
+/* Line i of buf[0:n] is [starts[i], ends[i]) (without its '\n'), the last one up to n; the arrays
+ * hold one more than the number of '\n' (text_fast.line_bounds before it drops an empty last line). */
+void kt_text_lines(const uint8_t *buf, int64_t n, int64_t *starts, int64_t *ends) {
+    int64_t line = 0;
+    const uint8_t *p = buf, *end = buf + n;
+    starts[0] = 0;
+    while (p < end && (p = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+        ends[line] = p - buf;
+        starts[++line] = p - buf + 1;
+        p++;
+    }
+    ends[line] = n;
+}
