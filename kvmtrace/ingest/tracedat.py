@@ -8,8 +8,10 @@ compressed CPU data (v7 zstd or zlib chunks) is inflated once into one array for
 from __future__ import annotations
 
 import mmap
+import os
 import struct
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -423,14 +425,16 @@ class _Builder:
         return _Cursor(data, self.path, self.endian, -1,
                        f"section {OPTION_NAMES.get(expect_id, expect_id)} at {offset:#x},")
 
-    def _inflate(self, raw: bytes | memoryview, usize: int, where: str) -> bytes:
+    def _inflate(self, raw: bytes | memoryview, usize: int, where: str,
+                 decompressor: Any = None) -> bytes:
+        """One compressed section or chunk (``decompressor``: a zstd one to reuse, else a new one)."""
         try:
             if self.compression == "zstd":
                 import zstandard
 
-                return bytes(zstandard.ZstdDecompressor().decompress(bytes(raw), max_output_size=usize))
+                return (decompressor or zstandard.ZstdDecompressor()).decompress(raw, max_output_size=usize)
             if self.compression == "zlib":
-                return zlib.decompress(bytes(raw))
+                return zlib.decompress(raw)
         except Exception as exc:  # zstd.ZstdError, zlib.error
             raise CaptureError(self.path, where, f"corrupt {self.compression} data: {exc}") from None
         raise CaptureError(self.path, where,
@@ -560,18 +564,27 @@ class _Builder:
         sizes = {id(c): sum(t[2] for t in tables[id(c)]) if c.compressed else c.file_size for c in cpus}
         blob = np.empty(sum(_round_up(s, self.page_size) for s in sizes.values()), np.uint8)
         pos = 0
+        jobs = []
         for c in cpus:
-            self._fill(blob, pos, c, tables[id(c)])
+            jobs.append((pos, c, tables[id(c)]))
             c.start, c.length, c.trailing_bytes = _whole(pos, sizes[id(c)], self.page_size)
             pos += _round_up(sizes[id(c)], self.page_size)
+        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:  # zstd/zlib release the GIL
+            list(pool.map(lambda job: self._fill(blob, *job), jobs))
         return blob
 
     def _fill(self, blob: np.ndarray, pos: int, cpu: CpuData, chunks: list[tuple[int, int, int]]) -> None:
         if not cpu.compressed:
             blob[pos:pos + cpu.file_size] = np.frombuffer(self.view, np.uint8, cpu.file_size, cpu.file_offset)
             return
+        decompressor = None
+        if self.compression == "zstd":
+            import zstandard
+
+            decompressor = zstandard.ZstdDecompressor()
         for start, zsize, usize in chunks:
-            chunk = self._inflate(self.view[start:start + zsize], usize, f"offset {start:#x} (cpu {cpu.cpu} chunk)")
+            chunk = self._inflate(self.view[start:start + zsize], usize, f"offset {start:#x} (cpu {cpu.cpu} chunk)",
+                                  decompressor)
             if len(chunk) != usize:
                 raise CaptureError(self.path, f"offset {start:#x}",
                                    f"cpu {cpu.cpu} chunk inflated to {len(chunk)} bytes, header says {usize}")
