@@ -95,11 +95,11 @@ def test_the_native_kernels_are_the_ones_that_run(vhe_raw: Path, monkeypatch: py
             return fn(*args, **kwargs)
         return wrapper
 
-    monkeypatch.setattr(text_modal, "_native_codes", counted("codes", text_modal._native_codes))
+    monkeypatch.setattr(text_modal, "_native_parse_layout", counted("codes", text_modal._native_parse_layout))
     monkeypatch.setattr(text_modal, "_codes", counted("numpy_codes", text_modal._codes))
     import kvmtrace.ingest.text as text_module
 
-    monkeypatch.setattr(text_module, "pack_groups", counted("pack", text_module.pack_groups))
+    monkeypatch.setattr(text_module, "pack_codes", counted("pack", text_module.pack_codes))
     read_with(read_text, vhe_raw, "native", monkeypatch)
     assert calls["codes"] > 0 and calls["pack"] == 1 and calls["numpy_codes"] == 0
 
@@ -189,3 +189,164 @@ def test_line_bounds_kernel_is_line_bounds(data: bytes) -> None:
     buf = np.frombuffer(data, np.uint8)
     want, got = line_bounds(buf), text_native.line_bounds(lib, buf)
     assert [a.tolist() for a in got] == [a.tolist() for a in want]
+
+
+def _prefix_rows(fast: Any) -> list[tuple[Any, ...]]:
+    """The rows of a FastPrefixes with the interned codes decoded (the engines order the values apart)."""
+    return list(zip(fast.rows.tolist(), fast.ts.tolist(), fast.frac_digits.tolist(), fast.cpu.tolist(),
+                    fast.pid.tolist(), [fast.comm.values[c] for c in fast.comm.codes.tolist()],
+                    [fast.event.values[c] for c in fast.event.codes.tolist()],
+                    [fast.buffer.values[c] for c in fast.buffer.codes.tolist()],
+                    fast.payload_start.tolist(), fast.payload_end.tolist(), strict=True))
+
+
+@pytest.mark.parametrize("block", [text_modal.BLOCK, 4096], ids=["one-part", "two-parts"])
+def test_modal_kernels_are_parse_layout(vhe_raw: Path, block: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """kt_text_layout + kt_text_modal_codes + kt_text_modal_fill take the lines, and give the values,
+    of text_modal's numpy way: on damaged lines, long event names (payload found line by line, or not
+    at all), an empty payload and an undecodable key; on one thread, and on two (from BLOCK lines)."""
+    monkeypatch.setattr(text_modal, "BLOCK", block)
+    lines = damaged(vhe_raw.read_bytes().split(b"\n")[:20_000])
+    first = next(line for line in lines if b"irq_handler_entry:" in line)
+    odd = [
+        first.replace(b"irq_handler_entry:     ", b"irq_handler_entry_:" + b" " * 7),  # payload past KEY2
+        first.replace(b"irq_handler_entry:     ", b"irq_handler_entry_:" + b" " * 30),  # and not found
+        first.replace(b"irq_handler_entry:     ", b"irq_handler_entry_:" + b" " * 7 + b"\x01"),
+        first.replace(b"irq_handler_entry:     ", b"a_very_long_event_name_of_the_test: "),
+        first[: first.index(b"irq_handler_entry:") + len(b"irq_handler_entry:")],
+        first.replace(b"-", b"\xff", 1),
+    ]
+    for k, line in enumerate(odd):
+        lines[1000 + 37 * k] = line
+    text = ByteText(np.frombuffer(b"\n".join(lines) + b"\n", np.uint8).copy())
+    text.data = bytes(text.buf)
+    starts, ends = text_native.line_bounds(native.library(), text.buf)  # type: ignore[arg-type]
+    lay = text_modal._dominant_layout(text.data, starts, ends)
+    assert lay is not None
+    got = {}
+    for engine in ("numpy", "native"):
+        monkeypatch.setenv("KVMTRACE_ENGINE", engine)
+        got[engine] = text_modal._parse_layout(text, starts, ends, lay)
+    (want, want_ok), (have, have_ok) = got["numpy"], got["native"]
+    assert want is not None and have is not None
+    assert have_ok.tolist() == want_ok.tolist()
+    assert _prefix_rows(have) == _prefix_rows(want)
+    taken = set(have.rows.tolist())
+    assert {1000, 1148} <= taken and not taken & {1037, 1074, 1111, 1185}
+    empty = have.rows.tolist().index(1148)
+    assert have.payload_start[empty] == have.payload_end[empty]
+    assert len(taken) < starts.size - 10  # the damaged lines
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 6), st.integers(0, 5), st.booleans()), max_size=60))
+def test_group_and_pack_kernels_are_argsort_and_pack_groups(rows: list[tuple[int, int, bool]]) -> None:
+    """kt_text_group's groups are a stable argsort's, split by code; kt_text_pack_codes packs what
+    pack_groups packs, for the groups with a span in every row (ps < 0: none)."""
+    lib = native.library()
+    assert lib is not None
+    codes = np.array([c * 3 for c, _, _ in rows], np.uint32)  # codes with gaps
+    data = bytes(range(32, 127)) * 4
+    text = ByteText(np.frombuffer(data, np.uint8).copy())
+    ps = np.array([-1 if not has else 7 * i % 300 for i, (_, _, has) in enumerate(rows)], np.int64)
+    pe = np.where(ps < 0, -1, ps + np.array([n for _, n, _ in rows], np.int64))
+    got = text_native.group_rows(lib, codes, ps, pe)
+    assert got is not None
+    order = np.argsort(codes, kind="stable")
+    want = np.split(order, np.flatnonzero(np.diff(codes[order])) + 1) if order.size else []
+    assert [r.tolist() for r in got.rows] == [r.tolist() for r in want]
+    assert got.fast == [bool((ps[r] >= 0).all()) for r in want]
+    assert got.size == [int((pe[r] - ps[r])[ps[r] >= 0].sum()) for r in want]
+    assert got.code == [int(codes[r[0]]) for r in want]
+    kinds = [k for k, fast in enumerate(got.fast) if fast][::-1]  # any order of the groups
+    threaded = text_native.PACK_THREADED
+    try:
+        text_native.PACK_THREADED = 0 if len(rows) % 2 else threaded  # on two threads, or not
+        packed = text_native.pack_codes(lib, text, ps, pe, codes, got, kinds)
+    finally:
+        text_native.PACK_THREADED = threaded
+    wanted = text_native.pack_groups(lib, text, ps, pe, [got.rows[k] for k in kinds])
+    assert len(packed) == len(wanted) == len(kinds)
+    for (block, b, e), (w_block, w_b, w_e), k in zip(packed, wanted, kinds, strict=True):
+        assert [block.buf[s:t].tobytes() for s, t in zip(b, e, strict=True)] == [
+            w_block.buf[s:t].tobytes() for s, t in zip(w_b, w_e, strict=True)] == [
+            data[s:t] for s, t in zip(ps[got.rows[k]], pe[got.rows[k]], strict=True)]
+        assert block.buf.size == w_block.buf.size and not block.buf[-text_native.PACK_TAIL:].any()
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 40), st.lists(st.integers(0, 40), max_size=8), st.sampled_from([np.int64, np.int32, np.uint8]))
+def test_open_gaps_kernel_is_insert(n: int, spots: list[int], dtype: type[np.generic]) -> None:
+    """kt_text_open_gaps moves the rows as np.insert does, in place; no room: None."""
+    lib = native.library()
+    assert lib is not None
+    at = np.sort(np.array([min(s, n) for s in spots], np.int64))
+    m = at.size
+    room = np.zeros(n + m + 3, dtype)
+    room[:n] = np.arange(1, n + 1)
+    grown = text_native.open_gaps(lib, [room[:n]], at + np.arange(m))
+    assert grown is not None and grown[0].base is room
+    want = np.insert(np.arange(1, n + 1).astype(dtype), at, 0)
+    keep = np.ones(n + m, bool)
+    keep[at + np.arange(m)] = False
+    assert grown[0][keep].tolist() == want[keep].tolist()
+    assert text_native.open_gaps(lib, [np.arange(n + m, dtype=dtype)[:n].copy()], at + np.arange(m)) is None
+
+
+def test_damaged_text_merges_its_exact_rows_in_place(vhe_raw: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The exact reader's rows of a damaged text go in between the fast ones in place (the same tables:
+    test_damaged_text_gives_the_same_tables)."""
+    import kvmtrace.ingest.text as text_module
+
+    taken = []
+
+    def spy(fast: Any, slow: Any) -> Any:
+        out = merged_in_place(fast, slow)
+        taken.append((slow.height, out is not None))
+        return out
+
+    merged_in_place = text_module._merged_in_place
+    monkeypatch.setattr(text_module, "_merged_in_place", spy)
+    lines = vhe_raw.read_bytes().split(b"\n")[:60_000]
+    path = tmp_path / "damaged.txt"
+    path.write_bytes(b"\n".join(damaged(lines)))
+    read_with(read_text, path, "native", monkeypatch)
+    assert len(taken) == 1 and taken[0][0] > 5 and taken[0][1]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.sampled_from([b"a", b"bc", b"\n", b"\n\n", b"x" * 40]), max_size=60))
+def test_line_bounds_kernel_on_two_threads_is_line_bounds(pieces: list[bytes]) -> None:
+    """Cut in two (kt_text_lines_part on two threads), the lines are still text_fast.line_bounds'."""
+    from kvmtrace.ingest.text_fast import line_bounds
+
+    lib = native.library()
+    assert lib is not None
+    buf = np.frombuffer(b"".join(pieces), np.uint8)
+    want = line_bounds(buf)
+    split = text_native.LINES_SPLIT
+    try:
+        text_native.LINES_SPLIT = 0
+        got = text_native.line_bounds(lib, buf)
+    finally:
+        text_native.LINES_SPLIT = split
+    assert [a.tolist() for a in got] == [a.tolist() for a in want]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.binary(max_size=12).map(lambda b: b.replace(b"\n", b"")), min_size=1, max_size=40)
+       .map(lambda vs: vs + vs[: len(vs) // 2] + [b"x" * 31, b"x" * 32, b"x" * 32]))
+def test_intern_kernel_is_intern(values: list[bytes]) -> None:
+    """kt_text_intern gives each row the value text_fast.intern gives it (repeats, empties, prefixes of
+    each other, 32 bytes); values in order of first appearance."""
+    from kvmtrace.ingest.text_fast import intern
+
+    lib = native.library()
+    assert lib is not None
+    text, vs, ve = _text_of(values, head=b"")
+    want = intern(text, vs, ve - vs, 32)
+    got = text_native.intern(lib, text, vs, ve - vs)
+    assert want is not None
+    assert [got.values[c] for c in got.codes.tolist()] == [want.values[c] for c in want.codes.tolist()] == values
+    assert got.values == list(dict.fromkeys(values)) and got.codes.dtype == np.int32

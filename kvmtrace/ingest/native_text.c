@@ -6,13 +6,17 @@
  *   kt_text_ints   the integers in value spans, as text_raw.parse_ints reads them
  *   kt_text_pack   the payloads of the text copied into one block per event type, in one pass
  *   kt_text_layout the line prefixes in the file's dominant column layout (text_modal._parse_block)
- *   kt_text_same_keys  each line's prefix key against its hash code's representative line
- *   kt_text_lines  where each line starts and ends (text_fast.line_bounds)
+ *   kt_text_modal_codes, kt_text_modal_fill  the rest of _parse_layout: key codes, then the columns
+ *   kt_text_lines, kt_text_lines_part  where each line starts and ends (text_fast.line_bounds)
+ *   kt_text_group, kt_text_pack_codes  the rows of each event type and their payloads packed (text.py)
+ *   kt_text_open_gaps, kt_text_move  rows moved in place (text._merged_in_place, text_modal)
+ *   kt_text_intern  codes of short strings (text_fast.intern)
  *
  * Each has a numpy twin with the same results (text_raw.py, text_typed.py): the tests read every
  * text with both engines and compare the tables.
  */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define SPLIT_SPANS 0
@@ -221,22 +225,6 @@ void kt_text_layout(const uint8_t *buf, int64_t nbuf, int64_t n, const int64_t *
     }
 }
 
-/* ok[i] stays 1 only where line i's key bytes (len1 from its start, len2 from off2) are those of
- * line back[i], an ok line (text_modal._codes' check of a hash code against its representative). */
-void kt_text_same_keys(const uint8_t *buf, int64_t n, const int64_t *starts, const int64_t *back, int64_t len1,
-                       int64_t off2, int64_t len2, uint8_t *ok) {
-    for (int64_t i = 0; i < n; i++) {
-        if (!ok[i])
-            continue;
-        if (!ok[back[i]]) {
-            ok[i] = 0;
-            continue;
-        }
-        const uint8_t *a = buf + starts[i], *b = buf + starts[back[i]];
-        ok[i] = memcmp(a, b, (size_t)len1) == 0 && memcmp(a + off2, b + off2, (size_t)len2) == 0;
-    }
-}
-
 /* The number of '\n' bytes in buf[0:n]. */
 int64_t kt_text_count_lines(const uint8_t *buf, int64_t n) {
     int64_t count = 0;
@@ -260,4 +248,282 @@ void kt_text_lines(const uint8_t *buf, int64_t n, int64_t *starts, int64_t *ends
         p++;
     }
     ends[line] = n;
+}
+
+/*
+ * text_modal._native_codes / _codes for all the lines at once, with a hash table instead of numpy's
+ * dense codes: codes[i] is the number of line i's key hash h[i] (numbered in order of first
+ * appearance; -1 where not ok[i]), reps[c] the first line with code c. ok[i] is cleared where line i's
+ * key bytes (len1 from its start, len2 from off2) differ from those of its code's first line (a hash
+ * collision). Returns the number of codes, or -1 when out of memory.
+ */
+int64_t kt_text_modal_codes(const uint8_t *buf, int64_t n, const int64_t *starts, const uint64_t *h, int64_t len1,
+                            int64_t off2, int64_t len2, uint8_t *ok, int32_t *codes, int64_t *reps) {
+    int64_t size = 1 << 12, count = 0;
+    int64_t *slot = malloc((size_t)size * sizeof(int64_t)); /* code + 1, 0: empty */
+    if (slot == NULL)
+        return -1;
+    memset(slot, 0, (size_t)size * sizeof(int64_t));
+    for (int64_t i = 0; i < n; i++) {
+        codes[i] = -1;
+        if (!ok[i])
+            continue;
+        const uint64_t x = h[i];
+        int64_t at = (int64_t)((x * 0xD6E8FEB86659FD93ull) >> 20) & (size - 1);
+        while (slot[at] && h[reps[slot[at] - 1]] != x)
+            at = (at + 1) & (size - 1);
+        if (!slot[at]) {
+            reps[count] = i;
+            slot[at] = ++count;
+            codes[i] = (int32_t)(count - 1);
+            if (2 * count > size) { /* grow: rehash the codes */
+                const int64_t bigger = 2 * size;
+                int64_t *fresh = malloc((size_t)bigger * sizeof(int64_t));
+                if (fresh == NULL) {
+                    free(slot);
+                    return -1;
+                }
+                memset(fresh, 0, (size_t)bigger * sizeof(int64_t));
+                for (int64_t c = 0; c < count; c++) {
+                    const uint64_t y = h[reps[c]];
+                    int64_t to = (int64_t)((y * 0xD6E8FEB86659FD93ull) >> 20) & (bigger - 1);
+                    while (fresh[to])
+                        to = (to + 1) & (bigger - 1);
+                    fresh[to] = c + 1;
+                }
+                free(slot);
+                slot = fresh;
+                size = bigger;
+            }
+            continue;
+        }
+        const int64_t c = slot[at] - 1;
+        const uint8_t *a = buf + starts[i], *b = buf + starts[reps[c]];
+        if (memcmp(a, b, (size_t)len1) != 0 || memcmp(a + off2, b + off2, (size_t)len2) != 0) {
+            ok[i] = 0;
+            continue;
+        }
+        codes[i] = (int32_t)c;
+    }
+    free(slot);
+    return count;
+}
+
+/*
+ * The rest of text_modal._parse_layout for the lines numbered by kt_text_modal_codes: per code, good
+ * (the key decodes), the payload offset (negative: a long event name, the payload starts at the first
+ * non-space in the 16 bytes from -offset, text_modal._payload_starts) and the key's values. Writes the
+ * lines taken, in order: rows (line numbers: row0 + i), ts (moved down in place), cpu, pid, comm, event, buffer
+ * (the values' codes), ps (payload start, at most pe) and pe. Returns how many.
+ */
+int64_t kt_text_modal_fill(const uint8_t *buf, int64_t n, int64_t row0, const int64_t *starts, const int64_t *ends,
+                           const uint8_t *ok, const int32_t *codes, const uint8_t *good, const int64_t *offset,
+                           const int32_t *pid_of, const int32_t *cpu_of, const int32_t *comm_of,
+                           const int32_t *event_of, const int32_t *buffer_of, int64_t *rows, int64_t *ts,
+                           int32_t *cpu, int32_t *pid, int32_t *comm, int32_t *event, int32_t *buffer, int64_t *ps,
+                           int64_t *pe) {
+    int64_t j = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (!ok[i])
+            continue;
+        const int32_t c = codes[i];
+        if (c < 0 || !good[c])
+            continue;
+        const int64_t s = starts[i], e = ends[i];
+        int64_t rel = offset[c];
+        if (rel < 0) {
+            const int64_t pos = -rel;
+            const uint8_t *tail = buf + s + pos;
+            int64_t k = 0;
+            while (k < 16 && tail[k] == ' ')
+                k++;
+            if (k == 16)
+                k = 0;
+            const uint8_t at = tail[k];
+            const int found = (at > 32 && at < 127) || at == 10;
+            if (!found || pos + k > e - s)
+                continue;
+            rel = pos + k;
+        }
+        rows[j] = row0 + i;
+        ts[j] = ts[i];
+        cpu[j] = cpu_of[c];
+        pid[j] = pid_of[c];
+        comm[j] = comm_of[c];
+        event[j] = event_of[c];
+        buffer[j] = buffer_of[c];
+        ps[j] = s + rel < e ? s + rel : e;
+        pe[j] = e;
+        j++;
+    }
+    return j;
+}
+
+/*
+ * The rows of each code (an event type) for text._typed_tables, as a stable sort by code gives
+ * them: count[c] rows of code c (codes[i] < ncodes), order (the rows, by code then row), fast[c] 0
+ * when some row of code c has no payload span (ps < 0), bytes[c] the payload bytes of code c.
+ */
+void kt_text_group(int64_t n, const uint32_t *codes, int64_t ncodes, const int64_t *ps, const int64_t *pe,
+                   int64_t *count, int64_t *order, uint8_t *fast, int64_t *bytes) {
+    for (int64_t c = 0; c < ncodes; c++) {
+        count[c] = 0;
+        fast[c] = 1;
+        bytes[c] = 0;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        const uint32_t c = codes[i];
+        count[c]++;
+        if (ps[i] < 0)
+            fast[c] = 0;
+        else
+            bytes[c] += pe[i] - ps[i];
+    }
+    int64_t *at = malloc((size_t)(ncodes > 0 ? ncodes : 1) * sizeof(int64_t));
+    if (at == NULL) { /* fall back to a slow but correct sort */
+        int64_t k = 0;
+        for (int64_t c = 0; c < ncodes; c++)
+            for (int64_t i = 0; i < n; i++)
+                if (codes[i] == (uint32_t)c)
+                    order[k++] = i;
+        return;
+    }
+    int64_t total = 0;
+    for (int64_t c = 0; c < ncodes; c++) {
+        at[c] = total;
+        total += count[c];
+    }
+    for (int64_t i = 0; i < n; i++)
+        order[at[codes[i]]++] = i;
+    free(at);
+}
+
+/*
+ * The payloads [ps[i], pe[i]) of the rows of the codes with base[c] >= 0 copied, in line order, to
+ * out + base[c] one after the other (base[c] moves on); their starts and ends there go to pbeg / pend
+ * at slot[c] (moves on): with slot[c] the first position of code c in kt_text_group's order, pbeg and
+ * pend follow that order.
+ */
+void kt_text_pack_codes(const uint8_t *buf, int64_t n, const int64_t *ps, const int64_t *pe, const uint32_t *codes,
+                        int64_t *base, int64_t *slot, uint8_t *out, int64_t *pbeg, int64_t *pend) {
+    for (int64_t i = 0; i < n; i++) {
+        const uint32_t c = codes[i];
+        if (base[c] < 0)
+            continue;
+        const int64_t len = pe[i] - ps[i], to = base[c];
+        if (len > 0)
+            memcpy(out + to, buf + ps[i], (size_t)len);
+        pbeg[slot[c]] = to;
+        pend[slot[c]] = to + len;
+        slot[c]++;
+        base[c] = to + len;
+    }
+}
+
+/*
+ * Make room in place for m rows in the array a of n items of item bytes (its memory holds n + m):
+ * row k of them goes to final[k] (increasing), the n rows keep their order around them. The gaps are
+ * left as they were (text._merged_in_place writes them).
+ */
+void kt_text_open_gaps(uint8_t *a, int64_t item, int64_t n, const int64_t *final, int64_t m) {
+    int64_t end = n;
+    for (int64_t k = m - 1; k >= 0; k--) {
+        const int64_t start = final[k] - k; /* the first of the n rows after inserted row k */
+        if (end > start)
+            memmove(a + (start + k + 1) * item, a + start * item, (size_t)((end - start) * item));
+        end = start;
+    }
+}
+
+/* kt_text_lines for the part buf[lo:hi] (lo: a line start), in absolute positions: the lines ended by
+ * a '\n' there, and with last (the text's last part) the line after the last '\n' too, up to hi. Two
+ * parts cut after a '\n' give the arrays of kt_text_lines on the whole, the second part's from index
+ * kt_text_count_lines(buf + lo1, hi1 - lo1) of the first. */
+void kt_text_lines_part(const uint8_t *buf, int64_t lo, int64_t hi, int64_t *starts, int64_t *ends, int32_t last) {
+    int64_t line = 0, start = lo;
+    const uint8_t *p = buf + lo, *end = buf + hi;
+    while (p < end && (p = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+        starts[line] = start;
+        ends[line] = p - buf;
+        line++;
+        start = p - buf + 1;
+        p++;
+    }
+    if (last) {
+        starts[line] = start;
+        ends[line] = hi;
+    }
+}
+
+/* memmove of count items of item bytes in a from index from to index to (text_modal joins the parts
+ * kt_text_modal_fill wrote on two threads). */
+void kt_text_move(uint8_t *a, int64_t item, int64_t from, int64_t to, int64_t count) {
+    if (count > 0 && from != to)
+        memmove(a + to * item, a + from * item, (size_t)(count * item));
+}
+
+/*
+ * text_fast.intern: a code per distinct byte string buf[pos[i] : pos[i] + len[i]] (numbered in order
+ * of first appearance), reps[c] the first row with code c. Returns the number of codes, -1 when out of
+ * memory.
+ */
+int64_t kt_text_intern(const uint8_t *buf, int64_t n, const int64_t *pos, const int64_t *len, int32_t *codes,
+                       int64_t *reps) {
+    int64_t size = 1 << 10, count = 0;
+    int64_t *slot = calloc((size_t)size, sizeof(int64_t)); /* code + 1, 0: empty */
+    uint64_t *hash = malloc((size_t)size * sizeof(uint64_t)); /* per code, grows with slot */
+    if (slot == NULL || hash == NULL) {
+        free(slot);
+        free(hash);
+        return -1;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        const uint8_t *p = buf + pos[i];
+        const int64_t k = len[i];
+        uint64_t x = MUL1 ^ (uint64_t)k;
+        for (int64_t b = 0; b < k; b++)
+            x = (x ^ p[b]) * MUL2;
+        x ^= x >> 29;
+        int64_t at = (int64_t)(x >> 20) & (size - 1);
+        int64_t c = -1;
+        while (slot[at]) {
+            const int64_t d = slot[at] - 1, r = reps[d];
+            if (hash[d] == x && len[r] == k && memcmp(buf + pos[r], p, (size_t)k) == 0) {
+                c = d;
+                break;
+            }
+            at = (at + 1) & (size - 1);
+        }
+        if (c < 0) {
+            c = count++;
+            reps[c] = i;
+            slot[at] = c + 1;
+            hash[c] = x; /* count <= size / 2 + 1: the table grows first */
+            if (2 * count > size) {
+                const int64_t bigger = 2 * size;
+                int64_t *fresh = calloc((size_t)bigger, sizeof(int64_t));
+                uint64_t *more = realloc(hash, (size_t)bigger * sizeof(uint64_t));
+                if (fresh == NULL || more == NULL) {
+                    free(fresh);
+                    free(slot);
+                    free(more != NULL ? more : hash);
+                    return -1;
+                }
+                hash = more;
+                for (int64_t e = 0; e < count; e++) {
+                    int64_t to = (int64_t)(hash[e] >> 20) & (bigger - 1);
+                    while (fresh[to])
+                        to = (to + 1) & (bigger - 1);
+                    fresh[to] = e + 1;
+                }
+                free(slot);
+                slot = fresh;
+                size = bigger;
+            }
+        }
+        codes[i] = (int32_t)c;
+    }
+    free(slot);
+    free(hash);
+    return count;
 }

@@ -8,8 +8,9 @@ gives (tests/test_text_reader.py checks both ways). This module puts the parts t
 common table (time ordered) and one typed table per event, and reports everything it skipped.
 
 With the native engine (native.library(), KVMTRACE_ENGINE) the hot loops run in C (native_text.c via
-text_native: line bounds, the dominant-layout prefixes, packing and splitting the -R payloads, their
-integers) and the typed tables are made on two threads; the tables are the same as numpy's
+text_native: line bounds, the dominant-layout prefixes straight into their columns, the exact reader's
+few rows merged in place, grouping by event, packing and splitting the -R payloads, their integers and
+short strings) and the typed tables are made on two threads; the tables are the same as numpy's
 (tests/test_text_native.py).
 """
 
@@ -39,7 +40,7 @@ from kvmtrace.ingest.tables import (
     SkippedRegion,
     typed_key_names,
 )
-from kvmtrace.ingest.text_fast import ByteText, FastPrefixes, line_bounds, parse_prefixes
+from kvmtrace.ingest.text_fast import ByteText, FastPrefixes, Interned, line_bounds, parse_prefixes
 from kvmtrace.ingest.text_fields import FormatCatalog, PayloadResult, bundled_catalog, parse_payload
 from kvmtrace.ingest.text_lines import (
     ClassifiedLines,
@@ -49,8 +50,8 @@ from kvmtrace.ingest.text_lines import (
     split_lines,
 )
 from kvmtrace.ingest.text_modal import merge_prefixes, modal_prefixes
+from kvmtrace.ingest.text_native import group_rows, open_gaps, pack_codes, pack_groups, text_library
 from kvmtrace.ingest.text_native import line_bounds as native_line_bounds
-from kvmtrace.ingest.text_native import pack_groups, text_library
 from kvmtrace.ingest.text_typed import compact_groups, fast_payload, native_payload
 
 SKIPPED_LIMIT = 100
@@ -94,10 +95,15 @@ def _read_text(path: Path, progress: bool) -> EventTables:
         classified = _classify_rest(raw.data, starts, ends, fast, path)
         clock.step(f"parsed {fast.rows.size} event prefixes, {classified.total_lines} other lines")
         slow = _common_columns(_rename_kernel_markers(classified.events))
-        fast_frame = _fast_frame(fast)
-        del fast, starts, ends  # the frame has them now: keep the peak memory down
-        events = _merged(fast_frame, slow)
-        del fast_frame
+        del starts, ends
+        merged = _merged_in_place(fast, slow)
+        if merged is not None:
+            events = merged
+        else:
+            fast_frame = _fast_frame(fast)
+            del fast  # the frame has them now: keep the peak memory down
+            events = _merged(fast_frame, slow)
+            del fast_frame
     clock.step(f"ordered {events.height} events")
     report = _report(classified)
     if warming is not None:
@@ -118,14 +124,16 @@ def _read_text(path: Path, progress: bool) -> EventTables:
 
 
 def _warm_catalog() -> threading.Thread | None:
-    """With the native kernels (they release the GIL), load the bundled formats on a thread while the
-    lines are parsed; None otherwise. Errors are left to the later bundled_catalog() call."""
+    """With the native kernels (they release the GIL), load the bundled formats (and numpy.ma) on a
+    thread while the lines are parsed; None otherwise. Errors are left to the later bundled_catalog() call."""
     if text_library() is None:
         return None
 
     def load() -> None:
         with contextlib.suppress(Exception):  # raised again where the catalog is used
             bundled_catalog()
+        with contextlib.suppress(Exception):
+            import numpy.ma  # noqa: F401  (polars imports it at the first Series made from numpy)
 
     thread = threading.Thread(target=load, name="kvmtrace-formats", daemon=True)
     thread.start()
@@ -150,6 +158,8 @@ def _demote_unusual(fast: FastPrefixes) -> FastPrefixes:
     bad_event = [not (v.isascii() and v.replace(b"_", b"a").isalnum()) or v == KERNEL_MARKER.encode()
                  for v in fast.event.values]
     bad_buffer = [not _plain(v) for v in fast.buffer.values]
+    if not any(bad_comm) and not any(bad_event) and not any(bad_buffer):
+        return fast
     keep = ~(
         np.array(bad_comm, dtype=bool)[fast.comm.codes]
         | np.array(bad_event, dtype=bool)[fast.event.codes]
@@ -204,17 +214,64 @@ def _fast_frame(fast: FastPrefixes) -> pl.DataFrame:
             categorical(fast.comm.values, fast.comm.codes).alias("comm"),
             categorical(fast.event.values, fast.event.codes).alias("event"),
             categorical(fast.buffer.values, fast.buffer.codes).alias("buffer"),
-            pl.Series("flags", [None], dtype=pl.UInt8).extend_constant(None, n - 1) if n else
-            pl.Series("flags", [], dtype=pl.UInt8),
-            pl.Series("preempt", [None], dtype=pl.UInt8).extend_constant(None, n - 1) if n else
-            pl.Series("preempt", [], dtype=pl.UInt8),
-            pl.Series("rest", [None], dtype=pl.String).extend_constant(None, n - 1) if n else
-            pl.Series("rest", [], dtype=pl.String),
-            pl.Series("ts_digits", fast.frac_digits.astype(np.uint32)),
+            pl.Series("flags", [], dtype=pl.UInt8).clear(n),  # n nulls, nothing written
+            pl.Series("preempt", [], dtype=pl.UInt8).clear(n),
+            pl.Series("rest", [], dtype=pl.String).clear(n),
+            pl.Series("ts_digits", fast.frac_digits.astype(np.uint32, copy=False)),
             pl.Series("ps", fast.payload_start),
             pl.Series("pe", fast.payload_end),
         ]
     )
+
+
+def _merged_in_place(fast: FastPrefixes, slow: pl.DataFrame) -> pl.DataFrame | None:
+    """_merged for the native columns (text_modal: views with room behind them): a few exact rows
+    opened in place between the fast ones (text_native.open_gaps), then one frame; the same frame as
+    _merged(_fast_frame(fast), slow) without copying every column again. None where that is not so."""
+    lib = text_library()
+    m = slow.height
+    if lib is None or m == 0 or m > MERGE_LIMIT or not _in_order(fast.ts, fast.rows):
+        return None
+    if any(slow.select(pl.col("line", "ts", "cpu", "pid", "comm", "event", "buffer").null_count()).row(0)):
+        return None
+    slow = _sorted(slow).drop("idx")
+    ts, line = fast.ts, fast.rows
+    at_list = []
+    at = 0
+    for t, ln in zip(slow["ts"].to_list(), slow["line"].to_list(), strict=True):  # as _merged
+        pos = max(int(np.searchsorted(ts, t, side="left")), at)
+        while pos < ts.size and ts[pos] == t and line[pos] < ln:
+            pos += 1
+        at_list.append(pos)
+        at = pos
+    final = np.array(at_list, np.int64) + np.arange(m)
+    interned = (fast.comm, fast.event, fast.buffer)
+    grown = open_gaps(lib, [fast.rows, fast.ts, fast.frac_digits, fast.cpu, fast.pid, *(i.codes for i in interned),
+                            fast.payload_start, fast.payload_end], final)
+    if grown is None:
+        return None
+    rows, ts_all, digits, cpu, pid, comm, event, buffer, ps, pe = grown
+    rows[final] = slow["line"].to_numpy()
+    ts_all[final] = slow["ts"].to_numpy()
+    digits[final] = slow["ts_digits"].to_numpy()
+    cpu[final] = slow["cpu"].to_numpy()
+    pid[final] = slow["pid"].to_numpy()
+    ps[final] = -1
+    pe[final] = -1
+    values = []
+    for name, codes, old in zip(("comm", "event", "buffer"), (comm, event, buffer), interned, strict=True):
+        known = {v: k for k, v in enumerate(old.values)}
+        more = list(old.values)
+        codes[final] = [known.setdefault(v.encode(), len(known)) for v in slow[name].cast(pl.String).to_list()]
+        more.extend(list(known)[len(old.values):])
+        values.append(Interned(codes, more))
+    merged = FastPrefixes(rows=rows, ts=ts_all, frac_digits=digits, cpu=cpu, pid=pid, comm=values[0],
+                          event=values[1], buffer=values[2], payload_start=ps, payload_end=pe)
+    frame = _fast_frame(merged)
+    spots = pl.Series(final)
+    frame = frame.with_columns(frame[name].scatter(spots, slow[name]) for name in ("flags", "preempt", "rest")
+                               if slow[name].null_count() < m)
+    return frame.with_columns(pl.int_range(pl.len(), dtype=pl.UInt32).alias("idx"))
 
 
 def _sorted(frame: pl.DataFrame) -> pl.DataFrame:
@@ -351,31 +408,41 @@ def _typed_tables(
     plain_keys = not any(keys_frame.null_count().row(0))
     key_arrays = {k: keys_frame[k].to_numpy() for k in ("ts", "cpu", "pid")} if plain_keys else {}
     codes = events["event"].to_physical().to_numpy()
-    if codes.size and int(codes.max()) < 65536:  # radix sort
-        codes = codes.astype(np.uint8 if int(codes.max()) < 256 else np.uint16)
-    order = np.argsort(codes, kind="stable")
-    sorted_codes = codes[order]
-    bounds = np.flatnonzero(np.diff(sorted_codes)) + 1
-    groups = np.split(order, bounds) if order.size else []
-    groups.sort(key=lambda rows: int(rows[0]))  # first appearance, as group_by(maintain_order=True)
     ps_all = events["ps"].to_numpy()
     pe_all = events["pe"].to_numpy()
-    names = [str(events["event"][int(rows[0])]) for rows in groups]
-    fast_kinds = [k for k, rows in enumerate(groups) if bool((ps_all[rows] >= 0).all())]
     lib = text_library()
-    fast_groups = [groups[k] for k in fast_kinds]
-    packed = {} if lib is None else dict(zip(fast_kinds, pack_groups(lib, text, ps_all, pe_all, fast_groups),
-                                              strict=True))
+    grouped = None if lib is None else group_rows(lib, codes, ps_all, pe_all)
+    if grouped is not None:  # the kernels: a counting sort, then the payloads packed per code
+        assert lib is not None
+        perm = sorted(range(len(grouped.rows)), key=lambda k: int(grouped.rows[k][0]))  # first appearance
+        grouped.reorder(perm)
+        groups = grouped.rows
+        fast_kinds = [k for k, fast in enumerate(grouped.fast) if fast]
+        packed = dict(zip(fast_kinds, pack_codes(lib, text, ps_all, pe_all, codes, grouped, fast_kinds),
+                          strict=True))
+    else:
+        if codes.size and int(codes.max()) < 65536:  # radix sort
+            codes = codes.astype(np.uint8 if int(codes.max()) < 256 else np.uint16)
+        order = np.argsort(codes, kind="stable")
+        sorted_codes = codes[order]
+        bounds = np.flatnonzero(np.diff(sorted_codes)) + 1
+        groups = np.split(order, bounds) if order.size else []
+        groups.sort(key=lambda rows: int(rows[0]))  # first appearance, as group_by(maintain_order=True)
+        fast_kinds = [k for k, rows in enumerate(groups) if bool((ps_all[rows] >= 0).all())]
+        fast_groups = [groups[k] for k in fast_kinds]
+        packed = {} if lib is None else dict(zip(fast_kinds, pack_groups(lib, text, ps_all, pe_all, fast_groups),
+                                                  strict=True))
+    names = [str(events["event"][int(rows[0])]) for rows in groups]
     compact = {} if lib is not None else dict(
         zip(fast_kinds, compact_groups(text, ps_all, pe_all, fast_groups), strict=True))
 
     def payload(k: int) -> PayloadResult:
         rows = groups[k]
-        ps, pe = ps_all[rows], pe_all[rows]
         if lib is not None and k in packed:
             result = native_payload(lib, names[k], *packed[k], catalog)
             if result is not None:
                 return result
+        ps, pe = ps_all[rows], pe_all[rows]
         if k in compact:
             c = compact[k]
             result = fast_payload(names[k], c.text, c.equals, c.first, c.ps, c.pe, catalog)
@@ -397,8 +464,10 @@ def _typed_tables(
 
     # the native kernels release the GIL: two threads over the types (numpy alone gained nothing)
     if lib is not None and len(groups) > 1:
+        biggest_first = sorted(range(len(groups)), key=lambda k: -groups[k].size)  # the threads end together
         with ThreadPoolExecutor(max_workers=TYPE_THREADS) as pool:
-            done = list(pool.map(table, range(len(groups))))
+            futures = {k: pool.submit(table, k) for k in biggest_first}
+            done = [futures[k].result() for k in range(len(groups))]
     else:
         done = [table(k) for k in range(len(groups))]
     for name, (result, frame) in zip(names, done, strict=True):

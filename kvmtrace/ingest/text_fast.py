@@ -208,7 +208,7 @@ class FastPrefixes:
 
     rows: I64
     ts: I64
-    frac_digits: I64
+    frac_digits: NDArray[np.integer[Any]]  # int64, or uint32 (text_modal native)
     cpu: NDArray[np.signedinteger[Any]]
     pid: NDArray[np.signedinteger[Any]]
     comm: Interned

@@ -14,7 +14,8 @@ Lines whose key is not plain (non-ASCII, tabs, a second ``[``, a long event name
 go on to the next tier (text_fast.parse_prefixes) and from there to the exact regex reader.
 
 With the native engine the per-line checks, timestamps and key hashes come from kt_text_layout (on two
-threads) and the hash codes are checked by kt_text_same_keys (native_text.c); the rest is shared.
+threads), the codes of the distinct keys from kt_text_modal_codes and the columns of the lines taken
+from kt_text_modal_fill (native_text.c); only the decoding of the few distinct keys is shared.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ KEY2 = 24  # bytes hashed from the event name on (name, ':', padding, first payl
 SAMPLE = 1000  # lines looked at to find the dominant layout
 ROUNDS = 2  # layouts tried (a second one when pids grow to 6 digits, say)
 BLOCK = 1 << 16  # lines parsed at a time
+LAYOUT_THREADS = 2  # the native kernels run on this many threads (parts of the lines)
 MIN_SHARE = 0.02  # a layout is worth a round when this share of the remaining lines has it
 _KEY1_RE = re.compile(rb"(?:([^\s\[\]:]+): )?\s*(.*?)-(\d+)\s+\[(\d+)\]")
 _KEY2_RE = re.compile(rb"([A-Za-z0-9_]+):( *)")
@@ -108,18 +110,18 @@ def _parse_layout(
     n = starts.size
     ok = np.zeros(n, dtype=bool)
     ts = np.zeros(n, dtype=np.int64)
+    check_cr = text.data.find(b"\r") >= 0
+    lib = text_library()
+    if lib is not None:
+        return _native_parse_layout(lib, text, starts, ends, lay, check_cr, ok, ts)
     key = np.zeros(n, dtype=np.int32)
     pay = np.zeros(n, dtype=np.int64)  # payload start - line start
     keys: dict[bytes, int] = {}  # the key's bytes -> its number
     info: list[_KeyInfo | None] = []
-    check_cr = text.data.find(b"\r") >= 0
-    lib = text_library()
-    hashes = None if lib is None else _native_layout(lib, text, starts, ends, lay, check_cr, ok, ts)
     for at in range(0, n, BLOCK):
         part = slice(at, min(at + BLOCK, n))
-        native = None if lib is None or hashes is None else (lib, hashes[part])
         _parse_block(text, starts[part], ends[part], lay, check_cr, keys, info,
-                     ok[part], ts[part], key[part], pay[part], native)
+                     ok[part], ts[part], key[part], pay[part])
     keep = np.flatnonzero(ok)
     everything = keep.size == n
     comm_vals: dict[bytes, int] = {}
@@ -158,6 +160,115 @@ def _parse_layout(
     return result, ok
 
 
+def _native_parse_layout(
+    lib: ctypes.CDLL, text: ByteText, starts: I64, ends: I64, lay: Layout, check_cr: bool, ok: Mask, ts: I64
+) -> tuple[FastPrefixes | None, Mask]:
+    """_parse_layout with the kernels: on each of two parts of the lines (two threads) kt_text_layout
+    (checks, timestamps, key hashes) then kt_text_modal_codes (a code per distinct key, checked against
+    the part's first line with it); the few keys decoded here; kt_text_modal_fill writing the lines
+    taken straight into their columns (no per-block numpy).
+
+    The same lines and values as the numpy way (the codes' order aside, which only orders the value
+    lists: after a 64-bit hash collision between distinct keys, other lines than numpy's would leave
+    this tier for the exact reader, which reads them to the same values).
+    """
+    n = starts.size
+    starts = np.ascontiguousarray(starts, np.int64)
+    ends = np.ascontiguousarray(ends, np.int64)
+    ns_off = lay.colon + 2
+    codes = np.empty(n, np.int32)
+    reps = np.empty(n, np.int64)  # pages past the codes' count are never touched
+    ok8 = ok.view(np.uint8)
+    parts = LAYOUT_THREADS if n >= BLOCK else 1
+    cuts = [n * i // parts for i in range(parts + 1)]
+
+    def run(i: int) -> int:  # one part of the lines: its own codes, numbered from 0
+        lo, hi = cuts[i], cuts[i + 1]
+        h = np.empty(hi - lo, np.uint64)
+        lib.kt_text_layout(ptr(text.buf), text.buf.size, hi - lo, ptr(starts[lo:]), ptr(ends[lo:]), lay.lb, lay.rb,
+                           lay.dot, lay.colon, int(check_cr), ptr(ok8[lo:]), ptr(ts[lo:]), ptr(h))
+        return int(lib.kt_text_modal_codes(ptr(text.buf), hi - lo, ptr(starts[lo:]), ptr(h), lay.rb + 1, ns_off,
+                                           KEY2, ptr(ok8[lo:]), ptr(codes[lo:]), ptr(reps[lo:])))
+
+    if parts == 1:
+        counts = [run(0)]
+    else:
+        with ThreadPoolExecutor(max_workers=parts) as pool:
+            counts = list(pool.map(run, range(parts)))
+    if min(counts) < 0:
+        raise MemoryError("kt_text_modal_codes")
+    rep_rows = []
+    count = 0
+    for i, c in enumerate(counts):  # the parts' codes one after the other
+        if i:
+            codes[cuts[i] : cuts[i + 1]] += count  # lines not ok: ignored (kt_text_modal_fill)
+        rep_rows.extend((reps[cuts[i] : cuts[i] + c] + cuts[i]).tolist())
+        count += c
+    m = max(count, 1)
+    good = np.zeros(m, np.uint8)
+    offset = np.zeros(m, np.int64)
+    of = {name: np.zeros(m, np.int32) for name in ("pid", "cpu", "comm", "event", "buffer")}
+    comm_vals: dict[bytes, int] = {}
+    event_vals: dict[bytes, int] = {}
+    buffer_vals: dict[bytes, int] = {b"": 0}
+    decoded: dict[bytes, _KeyInfo | None] = {}  # the parts share most keys
+    for c, r in enumerate(rep_rows):
+        start = int(starts[r])
+        raw = text.piece(start, start + lay.rb + 1) + text.piece(start + ns_off, start + ns_off + KEY2)
+        if raw not in decoded:
+            decoded[raw] = _decode_key(text.data, start, lay, ns_off)
+        item = decoded[raw]
+        if item is None:
+            continue
+        buffer, comm, pid, cpu, event, off = item
+        good[c], offset[c] = 1, off
+        of["comm"][c] = comm_vals.setdefault(comm, len(comm_vals))
+        of["event"][c] = event_vals.setdefault(event, len(event_vals))
+        of["buffer"][c] = buffer_vals.setdefault(buffer, len(buffer_vals))
+        of["pid"][c], of["cpu"][c] = pid, cpu
+    rows = np.empty(n, np.int64)
+    out = {name: np.empty(n, np.int32) for name in ("cpu", "pid", "comm", "event", "buffer")}
+    ps = np.empty(n, np.int64)
+    pe = np.empty(n, np.int64)
+    columns: list[np.ndarray] = [rows, ts, out["cpu"], out["pid"], out["comm"], out["event"], out["buffer"], ps, pe]
+
+    def fill(i: int) -> int:  # part i's lines taken, written from index cuts[i] on
+        lo, hi = cuts[i], cuts[i + 1]
+        return int(lib.kt_text_modal_fill(
+            ptr(text.buf), hi - lo, lo, ptr(starts[lo:]), ptr(ends[lo:]), ptr(ok8[lo:]), ptr(codes[lo:]), ptr(good),
+            ptr(offset), ptr(of["pid"]), ptr(of["cpu"]), ptr(of["comm"]), ptr(of["event"]), ptr(of["buffer"]),
+            *(ptr(column[lo:]) for column in columns)))
+
+    if parts == 1:
+        taken = fill(0)
+    else:
+        with ThreadPoolExecutor(max_workers=parts) as pool:
+            got = list(pool.map(fill, range(parts)))
+        taken = got[0]
+        for i in range(1, parts):  # close the gaps between the parts (the lines not taken: few)
+            for column in columns:
+                lib.kt_text_move(ptr(column), column.itemsize, cuts[i], taken, got[i])
+            taken += got[i]
+    # the columns below are views of n rows: text._merged_in_place inserts rows in place
+    rows = rows[:taken]
+    taken_mask = ok  # reused: exactly the rows taken
+    taken_mask[:] = False
+    taken_mask[rows] = True
+    result = FastPrefixes(
+        rows=rows,
+        ts=ts[:taken],
+        frac_digits=np.full(n, lay.colon - lay.dot - 1, dtype=np.uint32)[:taken],  # (the column type)
+        cpu=out["cpu"][:taken],
+        pid=out["pid"][:taken],
+        comm=Interned(out["comm"][:taken], list(comm_vals)),
+        event=Interned(out["event"][:taken], list(event_vals)),
+        buffer=Interned(out["buffer"][:taken], list(buffer_vals)),
+        payload_start=ps[:taken],
+        payload_end=pe[:taken],
+    )
+    return result, taken_mask
+
+
 def _parse_block(
     text: ByteText,
     starts: I64,
@@ -170,15 +281,10 @@ def _parse_block(
     ts: I64,
     key: NDArray[np.int32],
     pay: I64,
-    native: tuple[ctypes.CDLL, U64] | None = None,
 ) -> None:
-    """Fill ``ok``, ``ts``, ``key`` (numbers in ``info``) and ``pay`` of one block of lines. With
-    ``native`` (the kernels, and the key hashes of _native_layout) ``ok`` and ``ts`` are filled already."""
+    """Fill ``ok``, ``ts``, ``key`` (numbers in ``info``) and ``pay`` of one block of lines."""
     ns_off = lay.colon + 2  # event name start
-    if native is None:
-        codes, reps = _codes(_block_words(text, starts, ends, lay, check_cr, ok, ts), ok)
-    else:
-        codes, reps = _native_codes(native[0], text, starts, native[1], lay, ok)
+    codes, reps = _codes(_block_words(text, starts, ends, lay, check_cr, ok, ts), ok)
     # number every distinct key of the block (decoded once for the whole text)
     local = np.zeros(reps.size, dtype=np.int32)
     good = np.zeros(reps.size, dtype=bool)
@@ -240,52 +346,6 @@ def _block_words(
         words[-1] = words[-1] & np.uint64((1 << (8 * tail)) - 1)
     words += [key2[:, j] for j in range(KEY2 // 8)]
     return words
-
-
-LAYOUT_THREADS = 2  # kt_text_layout runs on this many threads (parts of the lines)
-
-
-def _native_layout(
-    lib: ctypes.CDLL, text: ByteText, starts: I64, ends: I64, lay: Layout, check_cr: bool, ok: Mask, ts: I64
-) -> U64:
-    """kt_text_layout on all the lines: fills ``ok`` and ``ts`` as _block_words does, returns the
-    key hashes of text_modal._codes (0 where not ok)."""
-    n = starts.size
-    starts = np.ascontiguousarray(starts, np.int64)
-    ends = np.ascontiguousarray(ends, np.int64)
-    h = np.empty(n, np.uint64)
-    buf = text.buf
-    parts = LAYOUT_THREADS if n >= BLOCK else 1
-    cuts = [n * i // parts for i in range(parts + 1)]
-
-    def run(i: int) -> None:
-        lo, hi = cuts[i], cuts[i + 1]
-        lib.kt_text_layout(ptr(buf), buf.size, hi - lo, ptr(starts[lo:]), ptr(ends[lo:]), lay.lb, lay.rb,
-                           lay.dot, lay.colon, int(check_cr), ptr(ok[lo:]), ptr(ts[lo:]), ptr(h[lo:]))
-
-    if parts == 1:
-        run(0)
-    else:
-        with ThreadPoolExecutor(max_workers=parts) as pool:
-            list(pool.map(run, range(parts)))
-    return h
-
-
-def _native_codes(
-    lib: ctypes.CDLL, text: ByteText, starts: I64, h: U64, lay: Layout, ok: Mask
-) -> tuple[NDArray[np.int64], I64]:
-    """_codes from the key hashes of _native_layout, checked by kt_text_same_keys: the same codes, reps
-    and ``ok``."""
-    n = starts.size
-    starts = np.ascontiguousarray(starts, np.int64)
-    codes = _dense(h)
-    count = int(codes.max()) + 1 if n else 0
-    rep = np.zeros(count, dtype=np.int64)
-    rep[codes] = np.arange(n)
-    back = np.ascontiguousarray(rep[codes])
-    ok8 = ok.view(np.uint8)
-    lib.kt_text_same_keys(ptr(text.buf), n, ptr(starts), ptr(back), lay.rb + 1, lay.colon + 2, KEY2, ptr(ok8))
-    return codes, rep
 
 
 def _payload_starts(tail: NDArray[np.uint8], pos: I64, pe: I64) -> tuple[I64, Mask]:

@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 from kvmtrace.ingest import text_native
 from kvmtrace.ingest.formats import EventFormat, FieldFormat
-from kvmtrace.ingest.text_fast import I64, ByteText, Parsed, byte_positions, intern
+from kvmtrace.ingest.text_fast import I64, ByteText, Interned, Parsed, byte_positions, intern
 from kvmtrace.ingest.text_fields import (
     SYMBOL_FIELDS,
     FormatCatalog,
@@ -142,6 +142,7 @@ def compact_groups(text: ByteText, ps_all: I64, pe_all: I64, groups: list[I64]) 
 
 
 IntReader = Callable[[ByteText, I64, I64, bool], Parsed]  # parse_ints or its native twin
+Interner = Callable[[ByteText, I64, I64], Interned | None]  # text_fast.intern or its native twin
 
 
 def fast_payload(
@@ -175,11 +176,19 @@ def native_payload(
             def ints(t: ByteText, vs: I64, ve: I64, hex_default: bool) -> Parsed:
                 return text_native.parse_ints(lib, t, vs, ve, hex_default)
 
-            return _typed(text, fmt, spans, ints)
+            def strings(t: ByteText, vs: I64, length: I64) -> Interned | None:
+                return text_native.intern(lib, t, vs, length)
+
+            return _typed(text, fmt, spans, ints, strings)
     return None
 
 
-def _typed(text: ByteText, fmt: EventFormat, spans: Spans, ints: IntReader) -> PayloadResult | None:
+def _intern(text: ByteText, vs: I64, length: I64) -> Interned | None:
+    return intern(text, vs, length, STRING_INTERN_WIDTH)
+
+
+def _typed(text: ByteText, fmt: EventFormat, spans: Spans, ints: IntReader, strings: Interner = _intern
+           ) -> PayloadResult | None:
     """The typed columns of ``fmt`` from the value spans (``ints`` reads the integers)."""
     fields = fmt.payload_fields
     if any(isinstance(f.polars_dtype(), pl.List) for f in fields):
@@ -190,7 +199,7 @@ def _typed(text: ByteText, fmt: EventFormat, spans: Spans, ints: IntReader) -> P
         rule = rules.get(f.name)
         if rule is not None and rule.symbols:
             return None
-        column = (_string_column(text, f, vs, ve) if f.is_string
+        column = (_string_column(text, f, vs, ve, strings) if f.is_string
                   else _int_column(text, f, rule, vs, ve, ints))
         if column is None:
             return None
@@ -200,10 +209,10 @@ def _typed(text: ByteText, fmt: EventFormat, spans: Spans, ints: IntReader) -> P
     return PayloadResult(pl.DataFrame(columns), fmt, "raw")
 
 
-def _string_column(text: ByteText, f: FieldFormat, vs: I64, ve: I64) -> pl.Series | None:
+def _string_column(text: ByteText, f: FieldFormat, vs: I64, ve: I64, strings: Interner) -> pl.Series | None:
     length = ve - vs
     if vs.size and int(length.max()) <= STRING_INTERN_WIDTH:
-        interned = intern(text, vs, length, STRING_INTERN_WIDTH)
+        interned = strings(text, vs, length)
         if interned is None:
             return None
         if not all(v.isascii() for v in interned.values):
