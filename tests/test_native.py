@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -113,3 +114,19 @@ def test_cli_without_a_compiler_when_native_is_required(tmp_path: Path) -> None:
                           text=True, env=env, check=False)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and "KVMTRACE_ENGINE=native" in proc.stderr
+
+
+def test_unknown_event_types_are_counted_alike(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Records whose type id has no format: named unknown_type_N in the common table, counted in
+    the report, no typed table; the same with both engines."""
+    path = tmp_path / "unknown.dat"
+    w, enc = new_writer(6, None, False, 8)
+    with w:
+        scenario(w, enc)
+        stray = (9999).to_bytes(2, "little") + b"\0\0" + (42).to_bytes(4, "little") + b"\0" * 8
+        w.add_events(0, [(2_000_000_000 + i, stray) for i in range(3)])
+        w.write(path)
+    t = same_tables(path, monkeypatch)
+    assert t.report.unknown_events == {"id 9999": 3}
+    unknown = t.events.filter(pl.col("event") == "unknown_type_9999")
+    assert unknown.height == 3 and unknown["pid"].to_list() == [42] * 3

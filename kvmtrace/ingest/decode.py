@@ -54,18 +54,18 @@ def decode_tracedat(f: TraceDatFile, progress: Progress | None = None) -> EventT
     if progress:
         progress("ordering events", 0.6)
     blob = Blob(f.blob, f.endian_char)
-    fused = _merge_scatter_native(lib, streams, f, blob, formats) if lib is not None else None
+    fused = _merge_scatter_native(lib, streams, f, blob, formats, report) if lib is not None else None
     with ThreadPoolExecutor(max_workers=1) as side:  # the common table is built while the typed ones are
         if fused is not None:
             del streams
-            common = side.submit(_common_table, f, fused[0], formats, report)
+            common = side.submit(_common_table, fused[0])
             if progress:
                 progress("decoding fields", 0.75)
             by_event = _typed_tables_native(blob, fused[1])
         else:  # the numpy engine, or a CPU whose time goes backwards (the stable sort orders it)
-            merged = _merge_numpy(streams, f, blob, layout)
+            merged = _merge_numpy(streams, f, blob, layout, formats, report)
             del streams
-            common = side.submit(_common_table, f, merged, formats, report)
+            common = side.submit(_common_table, merged)
             if progress:
                 progress("decoding fields", 0.75)
             by_event = _typed_tables(blob, formats, merged)
@@ -80,45 +80,68 @@ def decode_tracedat(f: TraceDatFile, progress: Progress | None = None) -> EventT
 
 
 @dataclass
+class _Names:
+    """A Categorical column as codes into a list of names."""
+
+    codes: np.ndarray  # uint32, one per record
+    names: list[str]
+
+    def series(self) -> pl.Series:
+        return pl.Series(self.names, dtype=pl.Categorical).gather(pl.Series(self.codes))
+
+
+@dataclass
 class _Common:
-    """Every record in global order: the common table's columns before naming."""
+    """Every record in global order: the common table's columns."""
 
     ts: np.ndarray
     cpu: np.ndarray
-    buffer: pl.Series  # Categorical
-    type_id: np.ndarray
+    pid: np.ndarray
     flags: np.ndarray
     preempt: np.ndarray
-    pid: np.ndarray
+    buffer: pl.Series  # Categorical
+    event: _Names
+    comm: _Names
 
 
 @dataclass
 class _Merged(_Common):
-    """The numpy engine's merge: the common columns and where each record's payload is."""
+    """The numpy engine's merge: the common columns, and each record's type and payload."""
 
+    type_id: np.ndarray
     payload: np.ndarray  # byte address in the blob
     lengths: np.ndarray
 
 
 def _merge_scatter_native(lib: Any, streams: list[_Stream], f: TraceDatFile, blob: Blob,
-                          formats: dict[int, EventFormat]) -> tuple[_Common, list[native_read.TypeColumns]] | None:
-    """The native engine: merge and typed columns in one pass per thread (native_read.merge_scatter)."""
+                          formats: dict[int, EventFormat], report: ReadReport
+                          ) -> tuple[_Common, list[native_read.TypeColumns]] | None:
+    """The native engine: merge, common columns and typed columns in one pass per thread
+    (native_read.merge_scatter)."""
     walked = [native_read.Walked(s.ts, s.payload, s.length, s.header, broken=[]) for s in streams]
+    cut = native_read.parts(walked, _workers())
+    if cut is None:
+        return None
     names = [f.buffers[s.buffer_index].name for s in streams] or [""]
     several_buffers = len(set(names)) > 1
-    out = native_read.merge_scatter(lib, walked, [s.cpu for s in streams], several_buffers, blob.data, blob.e,
-                                    formats, parts=_workers())
+    event_names, event_code_of_type = _type_names(cut.totals, formats)
+    comm_names, comm_code_of_pid = _comm_table(f.cmdlines)
+    out = native_read.merge_scatter(lib, walked, cut, [s.cpu for s in streams], several_buffers, blob.data, blob.e,
+                                    formats, event_code_of_type, comm_code_of_pid)
     if out is None:
         return None
+    _report_unknown(cut.totals, formats, report)
     for s in streams:
         s.ts, s.payload, s.length, s.header = np.zeros(0, np.int64), np.zeros(0, np.uint32), np.zeros(0, np.int16), None
     buffer = _buffer_column(names, out.stream, len(out.ts))
-    common = _Common(out.ts, out.cpu, buffer, out.type_id, out.flags, out.preempt, out.pid)
+    common = _Common(out.ts, out.cpu, out.pid, out.flags, out.preempt, buffer,
+                     _Names(out.event_code, event_names), _Names(out.comm_code, comm_names))
     return common, out.types
 
 
-def _merge_numpy(streams: list[_Stream], f: TraceDatFile, blob: Blob, layout: dict[str, tuple[int, int]]
-                 ) -> _Merged:
+def _merge_numpy(streams: list[_Stream], f: TraceDatFile, blob: Blob, layout: dict[str, tuple[int, int]],
+                 formats: dict[int, EventFormat], report: ReadReport) -> _Merged:
+    """The numpy engine's merge: a stable sort by time (ties: buffer, CPU, stream order)."""
     order, ts = _global_order(streams)
     stream = _concat([np.full(len(s.payload), n, np.uint16) for n, s in enumerate(streams)], np.uint16)[order]
     payload = _take(streams, "payload", order, np.uint32 if len(f.blob) < 1 << 32 else np.int64)
@@ -127,7 +150,13 @@ def _merge_numpy(streams: list[_Stream], f: TraceDatFile, blob: Blob, layout: di
     cpu = pl.Series(np.array([s.cpu for s in streams] or [0], np.int32)).gather(index).to_numpy()
     buffer = _buffer_column([f.buffers[s.buffer_index].name for s in streams] or [""], stream, len(ts))
     del order, stream
-    return _Merged(ts, cpu, buffer, *_common_fields(blob, payload, layout), payload, lengths)
+    type_id, flags, preempt, pid = _common_fields(blob, payload, layout)
+    counts = np.bincount(type_id, minlength=1) if len(type_id) else np.zeros(1, np.int64)
+    _report_unknown(counts, formats, report)
+    event_names, event_code_of_type = _type_names(counts, formats)
+    event = _Names(pl.Series(event_code_of_type).gather(pl.Series(type_id)).to_numpy(), event_names)
+    return _Merged(ts, cpu, pid, flags, preempt, buffer, event, _comm_codes(pid, f.cmdlines), type_id, payload,
+                   lengths)
 
 
 def _buffer_column(names: list[str], stream: np.ndarray | None, n: int) -> pl.Series:
@@ -284,56 +313,54 @@ def _header_fields(raw: np.ndarray, e: str) -> tuple[np.ndarray, np.ndarray, np.
             fields["pid"].astype(np.int32))
 
 
-def _common_table(f: TraceDatFile, m: _Common, formats: dict[int, EventFormat], report: ReadReport) -> pl.DataFrame:
-    event = _event_names(m.type_id, formats, report)
-    comm = _comm_names(m.pid, f.cmdlines)
+def _common_table(m: _Common) -> pl.DataFrame:
     n = len(m.ts)
     df = pl.DataFrame({
         "idx": pl.Series(np.arange(n, dtype=np.uint32)),
         "ts": pl.Series(m.ts), "cpu": pl.Series(m.cpu), "pid": pl.Series(m.pid),
-        "comm": comm, "event": event, "buffer": m.buffer,
+        "comm": m.comm.series(), "event": m.event.series(), "buffer": m.buffer,
         "flags": pl.Series(m.flags), "preempt": pl.Series(m.preempt),
     })
     return df.cast(COMMON_SCHEMA)  # type: ignore[arg-type]
 
 
-def _event_names(type_id: np.ndarray, formats: dict[int, EventFormat], report: ReadReport) -> pl.Series:
-    counts = np.bincount(type_id, minlength=1) if len(type_id) else np.zeros(1, np.int64)
-    ids = np.flatnonzero(counts)
+def _type_names(counts: np.ndarray, formats: dict[int, EventFormat]) -> tuple[list[str], np.ndarray]:
+    """Names of the type ids present (``counts`` per type id; unknown ids named
+    ``unknown_type_N``) and the table type id -> code into them."""
     names = []
-    lut = np.zeros(len(counts), np.uint32)
-    for k, tid in enumerate(ids):
+    code_of_type = np.zeros(max(len(counts), 1), np.uint32)
+    for code, tid in enumerate(np.flatnonzero(counts)):
         fmt = formats.get(int(tid))
-        if fmt is None:
-            name = f"unknown_type_{int(tid)}"
+        names.append(fmt.name if fmt is not None else f"unknown_type_{int(tid)}")
+        code_of_type[tid] = code
+    return names, code_of_type
+
+
+def _report_unknown(counts: np.ndarray, formats: dict[int, EventFormat], report: ReadReport) -> None:
+    for tid in np.flatnonzero(counts):
+        if int(tid) not in formats:
             report.unknown_events[f"id {int(tid)}"] = int(counts[tid])
-        else:
-            name = fmt.name
-        names.append(name)
-        lut[tid] = k
-    # polars gathers (the LUT, then the categories): numpy would first copy the index to int64
-    codes = pl.Series(lut).gather(pl.Series(type_id))
-    return pl.Series(names, dtype=pl.Categorical).gather(codes)
 
 
-def _comm_names(pid: np.ndarray, cmdlines: dict[int, str]) -> pl.Series:
+def _comm_table(cmdlines: dict[int, str]) -> tuple[list[str], np.ndarray]:
+    """Task names (``<...>`` unknown, ``<idle>`` for pid 0, then the saved cmdlines) and the
+    table pid -> code for pids 0 .. the largest saved one; other pids are ``<...>``."""
     names = ["<...>", "<idle>", *sorted(set(cmdlines.values()))]
     code = {name: i for i, name in enumerate(names)}
-    if len(pid) == 0:
-        return pl.Series(values=[], dtype=pl.Categorical)
-    top = int(max(pid.max(), max(cmdlines, default=0))) + 1
-    if top <= 1 << 24 and pid.min() >= 0:  # a table indexed by pid
-        lut = np.zeros(top, np.uint32)
-        for p, c in cmdlines.items():
-            if p >= 0:
-                lut[p] = code[c]
-        lut[0] = 1
-        codes = pl.Series(lut).gather(pl.Series(pid))
-    else:  # pids beyond any table (a damaged capture): map each distinct one
-        distinct, inverse = np.unique(pid, return_inverse=True)
-        mapping = {p: code[c] for p, c in cmdlines.items()} | {0: 1}
-        codes = pl.Series(np.array([mapping.get(int(p), 0) for p in distinct], np.uint32)[inverse])
-    return pl.Series(names, dtype=pl.Categorical).gather(codes)
+    code_of_pid = np.zeros(max([p for p in cmdlines if p < 1 << 24] or [0]) + 1, np.uint32)
+    for p, c in cmdlines.items():
+        if 0 <= p < len(code_of_pid):
+            code_of_pid[p] = code[c]
+    code_of_pid[0] = 1
+    return names, code_of_pid
+
+
+def _comm_codes(pid: np.ndarray, cmdlines: dict[int, str]) -> _Names:
+    names, code_of_pid = _comm_table(cmdlines)
+    inside = (pid >= 0) & (pid < len(code_of_pid))
+    codes = np.zeros(len(pid), np.uint32)
+    codes[inside] = code_of_pid[pid[inside]]
+    return _Names(codes, names)
 
 
 def _typed_tables(blob: Blob, formats: dict[int, EventFormat], m: _Merged) -> dict[str, pl.DataFrame]:

@@ -189,10 +189,16 @@ typedef struct {
     int64_t *ts_out;
     int32_t *cpu_out;
     uint16_t *stream_out; /* may be NULL */
-    uint16_t *type_out;
     uint8_t *flags_out;
     uint8_t *preempt_out;
     int32_t *pid_out;
+    /* category codes: the event name's code_of_type[type] (type < n_types below), the comm's
+     * code_of_pid[pid] (0 for a pid outside [0, n_pids)) */
+    uint32_t *event_out;
+    const uint32_t *event_code_of_type;
+    uint32_t *comm_out;
+    const uint32_t *comm_code_of_pid;
+    int64_t n_pids;
     /* the typed columns: slot_of_type[type] (-1: none), per slot its next row in this part */
     const uint8_t *blob;
     int64_t blob_len;
@@ -240,7 +246,9 @@ int32_t kt_merge_scatter(const MergeScatter *m) {
     int64_t *const ts_out = m->ts_out;
     int32_t *const cpu_out = m->cpu_out;
     uint16_t *const stream_out = m->stream_out;
-    uint16_t *const type_out = m->type_out;
+    uint32_t *const event_out = m->event_out, *const comm_out = m->comm_out;
+    const uint32_t *const event_code_of_type = m->event_code_of_type, *const comm_code_of_pid = m->comm_code_of_pid;
+    const int64_t n_pids = m->n_pids;
     uint8_t *const flags_out = m->flags_out;
     uint8_t *const preempt_out = m->preempt_out;
     int32_t *const pid_out = m->pid_out;
@@ -278,7 +286,8 @@ int32_t kt_merge_scatter(const MergeScatter *m) {
         cpu_out[n] = stream_cpu[s];
         if (stream_out)
             stream_out[n] = (uint16_t)s;
-        type_out[n] = t;
+        event_out[n] = t < n_types ? event_code_of_type[t] : 0;
+        comm_out[n] = p >= 0 && p < n_pids ? comm_code_of_pid[p] : 0;
         flags_out[n] = flags[s][i];
         preempt_out[n] = preempt[s][i];
         pid_out[n] = p;

@@ -69,16 +69,31 @@ class TypeColumns:
 
 
 @dataclass
+class Parts:
+    """How the merge is cut into time parts (one per thread), and what each part holds."""
+
+    cuts: np.ndarray  # (parts + 1, streams): where each stream is cut
+    type_counts: np.ndarray  # (parts, type ids): records of each type id in each part
+
+    @property
+    def totals(self) -> np.ndarray:
+        """Records per type id in the whole capture."""
+        return self.type_counts.sum(axis=0)
+
+
+@dataclass
 class Merged:
-    """Every record in global order (the common table's columns) and every type's columns."""
+    """Every record in global order (the common table's columns, names as category codes) and
+    every type's columns."""
 
     ts: np.ndarray
     cpu: np.ndarray
     stream: np.ndarray | None  # uint16 stream number (kept only when asked for)
-    type_id: np.ndarray
     flags: np.ndarray
     preempt: np.ndarray
     pid: np.ndarray
+    event_code: np.ndarray  # uint32: event_code_of_type[type id]
+    comm_code: np.ndarray  # uint32: comm_code_of_pid[pid], 0 outside the table
     types: list[TypeColumns]
 
 
@@ -89,55 +104,71 @@ class _MergeScatter(ctypes.Structure):
         ("k", ctypes.c_int32), *((name, _P) for name in (
             "ts", "count", "addr", "len", "type", "flags", "preempt", "pid", "stream_cpu")),
         ("first_row", ctypes.c_int64), *((name, _P) for name in (
-            "ts_out", "cpu_out", "stream_out", "type_out", "flags_out", "preempt_out", "pid_out", "blob")),
+            "ts_out", "cpu_out", "stream_out", "flags_out", "preempt_out", "pid_out", "event_out",
+            "event_code_of_type", "comm_out", "comm_code_of_pid")),
+        ("n_pids", ctypes.c_int64), ("blob", _P),
         ("blob_len", ctypes.c_int64), ("slot_of_type", _P), ("n_types", ctypes.c_int32), *((name, _P) for name in (
             "cursor", "idx_out", "slot_ts", "slot_cpu", "slot_pid", "slot_addr", "slot_len", "rec_size",
             "field_first", "field_count", "f_offset", "f_size", "f_stride", "f_dst", "heap", "pos", "head")),
     ]
 
 
-def merge_scatter(lib: ctypes.CDLL, streams: list[Walked], stream_cpu: list[int], keep_stream: bool,
-                  blob: np.ndarray, endian: str, formats: dict[int, EventFormat], parts: int) -> Merged | None:
-    """kt_merge_scatter: the walked streams (each in time order, headers kept) merged in global time
-    order (ties: the lower stream), and every event of a type in ``formats`` copied into its
-    type's key columns and plain fields (fields.is_plain). The time range is cut at quantiles of
-    the longest stream into ``parts`` run on parallel threads. None when a stream is not in time
-    order (the caller then sorts with numpy)."""
-    ts = [np.ascontiguousarray(s.ts) for s in streams]
-    cuts = _cuts(ts, parts)
-    if cuts is None or len(streams) > 65535:
+def parts(streams: list[Walked], count: int) -> Parts | None:
+    """The merge's cut into ``count`` time parts, at quantiles of the longest stream, and the
+    type ids each part holds. None when the streams cannot be merged here (a stream visibly out
+    of time order, no common headers kept, or more than 65535 streams)."""
+    if len(streams) > 65535 or any(s.header is None for s in streams):
         return None
-    if any(s.header is None for s in streams):
+    cuts = _cuts([np.ascontiguousarray(s.ts) for s in streams], count)
+    if cuts is None:
         return None
     n_types = 1 + max((int(s.header[0].max(initial=0)) for s in streams if s.header is not None), default=0)
-    per_part = _type_counts(streams, cuts, n_types)
-    totals = per_part.sum(axis=0)
+    return Parts(cuts, _type_counts(streams, cuts, n_types))
+
+
+def merge_scatter(lib: ctypes.CDLL, streams: list[Walked], cut: Parts, stream_cpu: list[int], keep_stream: bool,
+                  blob: np.ndarray, endian: str, formats: dict[int, EventFormat], event_code_of_type: np.ndarray,
+                  comm_code_of_pid: np.ndarray) -> Merged | None:
+    """kt_merge_scatter: the walked streams (each in time order, headers kept) merged in global time
+    order (ties: the lower stream), each record's common columns written (event and comm as
+    category codes through the given tables), and every event of a type in ``formats`` copied
+    into its type's key columns and plain fields (fields.is_plain); the parts of ``cut`` run on
+    parallel threads. None when a stream is not in time order (the caller then sorts with numpy)."""
+    cuts = cut.cuts
+    totals = cut.totals
+    n_types = len(totals)
     present = [int(t) for t in np.flatnonzero(totals) if int(t) in formats]
     types = [_allocate(formats[t], int(totals[t]), endian) for t in present]
     slot_of_type = np.full(n_types, -1, np.int32)
     slot_of_type[present] = np.arange(len(present), dtype=np.int32)
     cursors = np.zeros((len(cuts) - 1, max(len(types), 1)), np.int64)
     if present:
-        cursors[:, : len(types)] = np.cumsum(per_part[:, present], axis=0) - per_part[:, present]
+        cursors[:, : len(types)] = np.cumsum(cut.type_counts[:, present], axis=0) - cut.type_counts[:, present]
     n = int(cuts[-1].sum())
     out = Merged(np.empty(n, np.int64), np.empty(n, np.int32), np.empty(n, np.uint16) if keep_stream else None,
-                 np.empty(n, np.uint16), np.empty(n, np.uint8), np.empty(n, np.uint8), np.empty(n, np.int32), types)
-    plan = _Plan(streams, np.array(stream_cpu or [0], np.int32), blob, slot_of_type, types, out)
+                 np.empty(n, np.uint8), np.empty(n, np.uint8), np.empty(n, np.int32), np.empty(n, np.uint32),
+                 np.empty(n, np.uint32), types)
+    codes = (np.ascontiguousarray(event_code_of_type[:n_types], np.uint32),
+             np.ascontiguousarray(comm_code_of_pid, np.uint32))
+    if len(codes[0]) < n_types:
+        raise ValueError("event_code_of_type must cover every type id")
+    plan = _Plan(streams, np.array(stream_cpu or [0], np.int32), blob, slot_of_type, types, out, codes)
 
     def run(p: int) -> int:
         return plan.run(lib, cuts[p], cuts[p + 1], cursors[p])
 
     with ThreadPoolExecutor(max_workers=max(1, len(cuts) - 1)) as pool:
-        codes = list(pool.map(run, range(len(cuts) - 1)))
-    return out if all(c == 0 for c in codes) else None
+        results = list(pool.map(run, range(len(cuts) - 1)))
+    return out if all(r == 0 for r in results) else None
 
 
 class _Plan:
     """The arrays one kt_merge_scatter call points to, except the per-part ranges."""
 
     def __init__(self, streams: list[Walked], stream_cpu: np.ndarray, blob: np.ndarray, slot_of_type: np.ndarray,
-                 types: list[TypeColumns], out: Merged) -> None:
+                 types: list[TypeColumns], out: Merged, codes: tuple[np.ndarray, np.ndarray]) -> None:
         self.streams, self.stream_cpu, self.out = streams, stream_cpu, out
+        self.event_code_of_type, self.comm_code_of_pid = codes
         self.blob = np.ascontiguousarray(blob)
         self.slot_of_type = slot_of_type
         fields = [(slot, f, col.raw[f.name]) for slot, col in enumerate(types) for f in col.fmt.payload_fields
@@ -165,11 +196,12 @@ class _Plan:
         cursor = np.ascontiguousarray(cursor, np.int64)
         work = (np.empty(max(k, 1), np.int32), np.empty(max(k, 1), np.int64), np.empty(max(k, 1), np.int64))
         o = self.out
-        outs = [None if a is None else a[first:end] for a in (o.ts, o.cpu, o.stream, o.type_id, o.flags, o.preempt,
-                                                                o.pid)]
+        outs = [None if a is None else a[first:end] for a in (o.ts, o.cpu, o.stream, o.flags, o.preempt, o.pid)]
         args = _MergeScatter(
             k, ptr(stream_ptrs[0]), ptr(counts), *(ptr(p) for p in stream_ptrs[1:]),
-            ptr(self.stream_cpu), first, *(ptr(a) for a in outs), ptr(self.blob), len(self.blob),
+            ptr(self.stream_cpu), first, *(ptr(a) for a in outs), ptr(o.event_code[first:end]),
+            ptr(self.event_code_of_type), ptr(o.comm_code[first:end]), ptr(self.comm_code_of_pid),
+            len(self.comm_code_of_pid), ptr(self.blob), len(self.blob),
             ptr(self.slot_of_type), len(self.slot_of_type), ptr(cursor), *(ptr(a) for a in self.slot_columns),
             ptr(self.rec_size), ptr(self.field_first), ptr(self.field_count), ptr(self.f_offset), ptr(self.f_size),
             ptr(self.f_stride), ptr(self.f_dst), *(ptr(w) for w in work))
