@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
 
-from kvmtrace.ingest import native, text_modal, text_native, text_raw
+from kvmtrace.ingest import native, text_modal, text_native, text_raw, text_typed
+from kvmtrace.ingest.formats import EventFormat, FieldFormat
 from kvmtrace.ingest.tables import EventTables
 from kvmtrace.ingest.text import read_text
 from kvmtrace.ingest.text_fast import ByteText, byte_positions
@@ -124,60 +126,100 @@ def _text_of(values: list[bytes], head: bytes = b"v=") -> tuple[ByteText, np.nda
     return text, np.array(vs, np.int64), np.array(ve, np.int64)
 
 
-def _assert_same_ints(values: list[bytes], hex_default: bool) -> None:
-    lib = native.library()
-    assert lib is not None
-    text, vs, ve = _text_of(values)
-    want = text_raw.parse_ints(text, vs, ve, hex_default)
-    got = text_native.parse_ints(lib, text, vs, ve, hex_default)
-    assert got.ok.tolist() == want.ok.tolist(), [v for v, a, b in zip(values, got.ok, want.ok, strict=True) if a != b]
-    assert got.value[got.ok].tolist() == want.value[want.ok].tolist()
-    assert got.negative[got.ok].tolist() == want.negative[want.ok].tolist()
+# (C type, size, signed, array_len): bool, exact widths, wider types, odd sizes (sign-extended, or an
+# integer kt_text_fields gives as spans), and a string
+FIELDS = [("bool", 1, False, None), ("u8", 1, False, None), ("s16", 2, True, None), ("int", 4, True, None),
+          ("unsigned int", 4, False, None), ("u64", 8, False, None), ("long", 8, True, None),
+          ("s24", 3, True, None), ("u24", 3, False, None), ("u128", 16, False, None), ("u0", 0, False, None),
+          ("char", 16, True, 16)]
 
 
-@pytest.mark.parametrize("hex_default", [False, True])
-def test_parse_ints_kernel_is_parse_ints(hex_default: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("KVMTRACE_ENGINE", "native")
-    _assert_same_ints(VALUES, hex_default)
-    _assert_same_ints([v for v in VALUES if 1 <= len(v) <= 8], hex_default)  # numpy's short way
+def _format(kinds: list[int], hexes: list[bool]) -> EventFormat:
+    """An event of the FIELDS ``kinds`` named f0, f1, ... printed with %llx (``hexes``) or %lld / %s."""
+    fields = [FieldFormat("common_type", "unsigned short", 0, 2, False)]
+    convs = []
+    for j, (k, hexed) in enumerate(zip(kinds, hexes, strict=True)):
+        ctype, size, signed, array_len = FIELDS[k]
+        fields.append(FieldFormat(f"f{j}", ctype, 8 + 16 * j, size, signed, array_len))
+        convs.append("s" if array_len else "llx" if hexed else "lld")
+    text = " ".join(f"f{j}=%{c}" for j, c in enumerate(convs))
+    return EventFormat(1, "test", "test", fields, f'"{text}", ' + ", ".join(
+        f"REC->f{j}" for j in range(len(kinds))))
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.lists(st.text(alphabet="0123456789abcdefxX- +", max_size=20).map(str.encode), min_size=1, max_size=20),
-       st.booleans())
-def test_parse_ints_kernel_on_random_values(values: list[bytes], hex_default: bool) -> None:
-    _assert_same_ints(values, hex_default)
-
-
-PAYLOADS = [
-    [b"a=1 bb=2 c=3", b"a=10 bb=20 c=30  "],  # spans (trailing spaces dropped)
-    [b"a=1 bb=2 c=3", b"a=1 bb=2"],  # too few '=': no match
-    [b"a=1 bb=2 c=3", b"x=1 bb=2 c=3"],  # another first key: no match
-    [b"a=1 bb=2 c=3", b"CAN'T FIND FIELD a=1 bb=2 c=3"],  # plugin garbage first: unsure
-    [b"a=1 bb=2 c=3", b"a=1 xb=2 c=3"],  # another second key: unsure
-    [b"a=1 bb=2 c=3", b"a=1 bb=x=y c=3"],  # an '=' in a value: unsure
-    [b"a= bb= c=", b"a=1 bb=2 c=\t"],
-]
-VERDICTS: list[bool | None] = [None, False, False, True, True, True, None]  # None: spans
-
-
-@pytest.mark.parametrize(("payloads", "verdict"), list(zip(PAYLOADS, VERDICTS, strict=True)))
-def test_split_kernel_is_split(payloads: list[bytes], verdict: bool | None, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("KVMTRACE_ENGINE", "native")
+def _assert_same_fields(fmt: EventFormat, payloads: list[bytes], bad_cap: int = text_native.BAD_CAP) -> None:
+    """kt_text_fields' table (text_typed._native_typed) is the numpy one (text_raw.split, then
+    text_typed._typed with text_raw.parse_ints), and its verdict split's."""
     lib = native.library()
     assert lib is not None
     text, ps, pe = _text_of(payloads, head=b"")
     eqs = byte_positions(text.buf, 61)
-    keys = ["a", "bb", "c"]
-    want = text_raw.split(text, eqs, np.searchsorted(eqs, ps), ps, pe, keys)
-    got = text_native.split(lib, text, ps, pe, keys)
-    assert want is verdict if verdict is not None else isinstance(want, text_raw.Spans)
+    names = [f.name for f in fmt.payload_fields]
+    want = text_raw.split(text, eqs, np.searchsorted(eqs, ps), ps, pe, names)
+    specs = text_typed._native_specs(fmt)
+    assert specs is not None
+    saved = text_native.BAD_CAP
+    try:
+        text_native.BAD_CAP = bad_cap
+        got = text_native.fields(lib, text, ps, pe, names, specs)
+    finally:
+        text_native.BAD_CAP = saved
     if isinstance(want, bool):
         assert got is want
-    else:
-        assert isinstance(got, text_raw.Spans)
-        assert [s.tolist() for s in got.starts] == [s.tolist() for s in want.starts]
-        assert [e.tolist() for e in got.ends] == [e.tolist() for e in want.ends]
+        return
+    assert isinstance(got, text_native.Fields)
+    for spec, column, s, e in zip(specs, got.columns, want.starts, want.ends, strict=True):
+        if spec.kind == text_native.FIELD_SPANS:
+            assert isinstance(column, tuple)
+            assert column[0].tolist() == s.tolist() and column[1].tolist() == e.tolist()
+    mine = text_typed._native_typed(lib, text, fmt, got)
+    numpy_result = text_typed._typed(text, fmt, want, text_raw.parse_ints)
+    assert (mine is None) == (numpy_result is None)
+    if mine is not None and numpy_result is not None:
+        assert_frame_equal(mine.columns, numpy_result.columns)
+
+
+@pytest.mark.parametrize("hexed", [False, True])
+@pytest.mark.parametrize("kind", range(len(FIELDS) - 1))
+def test_fields_kernel_reads_ints_as_parse_ints(kind: int, hexed: bool) -> None:
+    fmt = _format([kind, kind], [hexed, hexed])
+    values = [v for v in VALUES if not v.endswith(b" ")]  # (a trailing space leaves the payload last field)
+    _assert_same_fields(fmt, [b"f0=" + v + b" f1=" + v for v in values])
+    _assert_same_fields(fmt, [b"f0=" + v + b" f1=" + v for v in values], bad_cap=1)  # the kernel again
+    _assert_same_fields(fmt, [b"f0=" + v + b" f1=" + v for v in values if v == v.strip()][:3])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, len(FIELDS) - 1), st.booleans()), min_size=1, max_size=4),
+       st.lists(st.lists(st.text(alphabet="0123456789abcdefxX- +", max_size=20).map(str.encode), min_size=4,
+                         max_size=4), min_size=1, max_size=20),
+       st.integers(1, 3))
+def test_fields_kernel_on_random_values(kinds: list[tuple[int, bool]], rows: list[list[bytes]], bad_cap: int) -> None:
+    fmt = _format([k for k, _ in kinds], [h for _, h in kinds])
+    _assert_same_fields(fmt, [b" ".join(b"f%d=" % j + row[j] for j in range(len(kinds))) for row in rows], bad_cap)
+
+
+PAYLOADS = [
+    [b"f0=1 f1=2 f2=3", b"f0=10 f1=20 f2=30  "],  # spans (trailing spaces dropped)
+    [b"f0=1 f1=2 f2=3", b"f0=1 f1=2"],  # too few '=': no match
+    [b"f0=1 f1=2 f2=3", b"x=1 f1=2 f2=3"],  # another first key: no match
+    [b"f0=1 f1=2 f2=3", b"CAN'T FIND FIELD f0=1 f1=2 f2=3"],  # plugin garbage first: unsure
+    [b"f0=1 f1=2 f2=3", b"f0=1 xb=2 f2=3"],  # another second key: unsure
+    [b"f0=1 f1=2 f2=3", b"f0=1 f1=x=y f2=3"],  # an '=' in a value: unsure
+    [b"f0= f1= f2=", b"f0=1 f1=2 f2=\t"],
+    [b"f0=1 f1=2 f2=3", b"f0=1 f1=2 f2=3 f3=4"],  # one more: in the last value
+]
+VERDICTS: list[bool | None] = [None, False, False, True, True, True, None, None]  # None: spans
+
+
+@pytest.mark.parametrize(("payloads", "verdict"), list(zip(PAYLOADS, VERDICTS, strict=True)))
+@pytest.mark.parametrize("kinds", [[11, 11, 11], [3, 11, 5], [2, 7, 9]])
+def test_fields_kernel_splits_as_split(payloads: list[bytes], verdict: bool | None, kinds: list[int]) -> None:
+    text, ps, pe = _text_of(payloads, head=b"")
+    eqs = byte_positions(text.buf, 61)
+    want = text_raw.split(text, eqs, np.searchsorted(eqs, ps), ps, pe, ["f0", "f1", "f2"])
+    assert want is verdict if verdict is not None else isinstance(want, text_raw.Spans)
+    _assert_same_fields(_format(kinds, [False, True, False]), payloads)
 
 
 @pytest.mark.parametrize("data", [b"", b"\n", b"a", b"a\n", b"a\n\nb", b"\n\n", b"ab\ncd\n\n", b"x\r\ny"])

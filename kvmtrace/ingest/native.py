@@ -114,10 +114,8 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.kt_walk.argtypes = [_P, *[_I64] * 5, _I32, *[_P] * 9, _I64, _P, _I64, _P]
     lib.kt_merge_scatter.restype = _I32
     lib.kt_merge_scatter.argtypes = [_P]  # a MergeScatter struct (native_read.py)
-    lib.kt_text_split.restype = _I32
-    lib.kt_text_split.argtypes = [_P, _I64, _P, _P, _I32, *[_P] * 4]
-    lib.kt_text_ints.restype = None
-    lib.kt_text_ints.argtypes = [_P, _I64, _P, _P, _I32, *[_P] * 3]
+    lib.kt_text_fields.restype = _I32
+    lib.kt_text_fields.argtypes = [_P, _I64, _P, _P, _I32, *[_P] * 8, _I64, _P]
     lib.kt_text_pack.restype = None
     lib.kt_text_pack.argtypes = [_P, _I64, *[_P] * 4]
     lib.kt_text_layout.restype = None

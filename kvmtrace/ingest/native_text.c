@@ -2,8 +2,8 @@
  * kvmtrace's native kernels for the text reader (``trace-cmd report -R`` payloads). Plain C99, no
  * Python headers: compiled into one library with native.c and loaded with ctypes (native.py).
  *
- *   kt_text_split  the value spans of ``k1=v1 k2=v2 ...`` payloads, as text_raw.split gives them
- *   kt_text_ints   the integers in value spans, as text_raw.parse_ints reads them
+ *   kt_text_fields the values of ``k1=v1 k2=v2 ...`` payloads split (text_raw.split) and their
+ *                  integers read (text_raw.parse_ints, text_typed._int_column) in one pass
  *   kt_text_pack   the payloads of the text copied into one block per event type, in one pass
  *   kt_text_layout the line prefixes in the file's dominant column layout (text_modal._parse_block)
  *   kt_text_modal_codes, kt_text_modal_fill  the rest of _parse_layout: key codes, then the columns
@@ -22,25 +22,124 @@
 #define SPLIT_SPANS 0
 #define SPLIT_UNSURE 1
 #define SPLIT_NO_MATCH 2
+#define FIELD_DEC 0
+#define FIELD_HEX 1
+#define FIELD_SPANS 2
+#define FIELD_SKIP 3
 
 static int is_space(uint8_t c) {
     return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r';
 }
 
+static int digit_value(uint8_t c, int base16) {
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (base16 && ((c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')))
+        return (c | 0x20) - 'a' + 10;
+    return -1;
+}
+
 /*
- * Split n payloads [ps[i], pe[i]) of buf into the values of nkeys keys (key j: the bytes
- * keys[key_off[j]:key_off[j+1]]). The j-th key's '=' is the j-th '=' of the payload; the first key
- * must start the payload, the others follow a space. Value spans go to vs/ve[j * n + i] (the last
- * loses trailing whitespace). Returns SPLIT_SPANS; SPLIT_NO_MATCH when some payload has fewer '='
- * than keys, or does not start with the first key (and none of those starts with C, < or [);
- * SPLIT_UNSURE otherwise when some line does not split.
+ * Read `' '* '-'? ('0x')? digits` in [p, e) of buf (text_raw.parse_ints): hex when the text has 0x or
+ * base16, at most 16 hex / 19 decimal digits. Returns 0 where the value is in another form, else 1
+ * with the value, negated (two's complement) when it has a '-'.
  */
-int32_t kt_text_split(const uint8_t *buf, int64_t n, const int64_t *ps, const int64_t *pe, int32_t nkeys,
-                      const uint8_t *keys, const int64_t *key_off, int64_t *vs, int64_t *ve) {
+static int read_int(const uint8_t *buf, int64_t p, int64_t e, int base16, uint64_t *value) {
+    if (e - p < 1)
+        return 0;
+    while (p < e && buf[p] == ' ')
+        p++;
+    const int neg = p < e && buf[p] == '-';
+    p += neg;
+    const int has0x = e - p >= 3 && buf[p] == '0' && (buf[p + 1] | 0x20) == 'x';
+    p += 2 * has0x;
+    base16 |= has0x;
+    const int64_t size = e - p;
+    if (size < 1 || size > (base16 ? 16 : 19))
+        return 0;
+    uint64_t v = 0;
+    for (; p < e; p++) {
+        const int d = digit_value(buf[p], base16);
+        if (d < 0)
+            return 0;
+        v = base16 ? (v << 4) | (uint64_t)d : v * 10 + (uint64_t)d;
+    }
+    *value = neg ? (uint64_t)0 - v : v;
+    return 1;
+}
+
+/* Field j of kt_text_fields at row i: its value in [vs, ve) read and stored as kind[j] says. */
+static void store_field(const uint8_t *buf, int64_t i, int32_t j, int64_t vs, int64_t ve, const int32_t *kind,
+                        const int32_t *bits, const int32_t *width, const uint64_t *out_a, const uint64_t *out_b,
+                        int64_t *bad, int64_t cap, int64_t *nbad) {
+    const int32_t k = kind[j];
+    if (k == FIELD_SPANS) {
+        ((int64_t *)(uintptr_t)out_a[j])[i] = vs;
+        ((int64_t *)(uintptr_t)out_b[j])[i] = ve;
+        return;
+    }
+    if (k == FIELD_SKIP)
+        return;
+    uint64_t v = 0;
+    if (!read_int(buf, vs, ve, k == FIELD_HEX, &v)) {
+        if (*nbad < cap) {
+            int64_t *b = bad + 4 * *nbad;
+            b[0] = j;
+            b[1] = i;
+            b[2] = vs;
+            b[3] = ve;
+        }
+        (*nbad)++;
+        v = 0;
+    }
+    const int32_t nbits = bits[j] < 0 ? -bits[j] : bits[j];
+    if (nbits < 64) {
+        v &= ((uint64_t)1 << nbits) - 1;
+        if (bits[j] < 0 && (v >> (nbits - 1)) & 1) /* signed: the sign bit extended */
+            v |= ~(((uint64_t)1 << nbits) - 1);
+    }
+    void *to = (void *)(uintptr_t)out_a[j];
+    switch (width[j]) {
+    case 1:
+        ((uint8_t *)to)[i] = (uint8_t)v;
+        break;
+    case 2:
+        ((uint16_t *)to)[i] = (uint16_t)v;
+        break;
+    case 4:
+        ((uint32_t *)to)[i] = (uint32_t)v;
+        break;
+    default:
+        ((uint64_t *)to)[i] = v;
+    }
+}
+
+/*
+ * text_raw.split and the reading of the values in one pass (text_typed._typed's integer columns),
+ * for n payloads [ps[i], pe[i]) of buf and nkeys keys (key j: the bytes keys[key_off[j]:key_off[j+1]]).
+ * The j-th key's '=' is the j-th '=' of the payload; the first key must start the payload, the
+ * others follow a space; the last value loses trailing whitespace. Per field j, kind[j]:
+ *   FIELD_DEC, FIELD_HEX  an integer (hex by default with FIELD_HEX) as text_raw.parse_ints reads it,
+ *       negated with its '-', cut to |bits[j]| bits (sign-extended when bits[j] < 0; 64: kept whole)
+ *       and stored in width[j] bytes (1, 2, 4, 8) at row i of the array at address out_a[j]; where
+ *       it is in another form, 0 is stored and (j, i, vs, ve) goes to bad (the first cap of them;
+ *       *nbad counts them all)
+ *   FIELD_SPANS  the value's span to the int64 arrays at out_a[j] (starts) and out_b[j] (ends)
+ *   FIELD_SKIP   nothing
+ * Returns SPLIT_SPANS; SPLIT_NO_MATCH when some payload has fewer '=' than keys, or does not start
+ * with the first key (and none of those starts with C, < or [); SPLIT_UNSURE otherwise when some
+ * line does not split (a name before an '=' differs, or a value ends before it starts). The outputs
+ * are complete only with SPLIT_SPANS.
+ */
+int32_t kt_text_fields(const uint8_t *buf, int64_t n, const int64_t *ps, const int64_t *pe, int32_t nkeys,
+                       const uint8_t *keys, const int64_t *key_off, const int32_t *kind, const int32_t *bits,
+                       const int32_t *width, const uint64_t *out_a, const uint64_t *out_b, int64_t *bad, int64_t cap,
+                       int64_t *nbad) {
     int is_short = 0, head_fail = 0, head_odd = 0, name_fail = 0, backwards = 0;
+    *nbad = 0;
     for (int64_t i = 0; i < n; i++) {
         const int64_t p = ps[i], e = pe[i];
-        int64_t q = p;
+        int64_t q = p, start = 0;
         int32_t found = 0;
         while (found < nkeys && q < e) {
             const uint8_t *hit = memchr(buf + q, '=', (size_t)(e - q));
@@ -57,9 +156,11 @@ int32_t kt_text_split(const uint8_t *buf, int64_t n, const int64_t *ps, const in
             } else {
                 if (eq - len - 1 < 0 || buf[eq - len - 1] != ' ' || memcmp(buf + eq - len, key, (size_t)len) != 0)
                     name_fail = 1;
-                ve[(int64_t)(found - 1) * n + i] = eq - len - 1;
+                const int64_t end = eq - len - 1;
+                backwards |= end < start;
+                store_field(buf, i, found - 1, start, end, kind, bits, width, out_a, out_b, bad, cap, nbad);
             }
-            vs[(int64_t)found * n + i] = eq + 1;
+            start = eq + 1;
             found++;
             q = eq + 1;
         }
@@ -67,70 +168,17 @@ int32_t kt_text_split(const uint8_t *buf, int64_t n, const int64_t *ps, const in
             is_short = 1;
             continue;
         }
-        const int64_t last_start = vs[(int64_t)(nkeys - 1) * n + i];
         int64_t last = e;
-        while (last > last_start && is_space(buf[last - 1]))
+        while (last > start && is_space(buf[last - 1]))
             last--;
-        ve[(int64_t)(nkeys - 1) * n + i] = last;
-        for (int32_t j = 0; j < nkeys; j++)
-            backwards |= ve[(int64_t)j * n + i] < vs[(int64_t)j * n + i];
+        backwards |= last < start;
+        store_field(buf, i, nkeys - 1, start, last, kind, bits, width, out_a, out_b, bad, cap, nbad);
     }
     if (is_short)
         return SPLIT_NO_MATCH;
     if (head_fail)
         return head_odd ? SPLIT_UNSURE : SPLIT_NO_MATCH;
     return (name_fail || backwards) ? SPLIT_UNSURE : SPLIT_SPANS;
-}
-
-static int digit_value(uint8_t c, int base16) {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (base16 && ((c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')))
-        return (c | 0x20) - 'a' + 10;
-    return -1;
-}
-
-/*
- * Read `' '* '-'? ('0x')? digits` in each [vs[i], ve[i]) of buf: hex when the text has 0x or
- * hex_default, at most 16 hex / 19 decimal digits. ok[i] is 0 where the value is in another form
- * (then value and negative are 0).
- */
-void kt_text_ints(const uint8_t *buf, int64_t n, const int64_t *vs, const int64_t *ve, int32_t hex_default,
-                  uint64_t *value, uint8_t *negative, uint8_t *ok) {
-    for (int64_t i = 0; i < n; i++) {
-        int64_t p = vs[i];
-        const int64_t e = ve[i];
-        value[i] = 0;
-        negative[i] = 0;
-        ok[i] = 0;
-        if (e - p < 1)
-            continue;
-        while (p < e && buf[p] == ' ')
-            p++;
-        const int neg = p < e && buf[p] == '-';
-        p += neg;
-        const int has0x = e - p >= 3 && buf[p] == '0' && (buf[p + 1] | 0x20) == 'x';
-        p += 2 * has0x;
-        const int base16 = has0x || hex_default;
-        const int64_t size = e - p;
-        if (size < 1 || size > (base16 ? 16 : 19))
-            continue;
-        uint64_t v = 0;
-        int good = 1;
-        for (; p < e; p++) {
-            const int d = digit_value(buf[p], base16);
-            if (d < 0) {
-                good = 0;
-                break;
-            }
-            v = base16 ? (v << 4) | (uint64_t)d : v * 10 + (uint64_t)d;
-        }
-        if (!good)
-            continue;
-        value[i] = v;
-        negative[i] = (uint8_t)neg;
-        ok[i] = 1;
-    }
 }
 
 /*

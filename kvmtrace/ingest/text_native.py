@@ -2,7 +2,8 @@
 payloads packed, split and read in C (the dominant-layout prefix kernels are called from text_modal).
 
 Each function is the twin of a numpy one with the same results (text_fast.line_bounds,
-text_typed.compact_groups, text_raw.split, text_raw.parse_ints). The payloads of each event type are
+text_typed.compact_groups; fields: text_raw.split with text_raw.parse_ints and the integer columns of
+text_typed._int_column, in one pass). The payloads of each event type are
 first packed into one block, in one pass over the text in line order, so that reading one type
 touches a small contiguous piece of memory.
 """
@@ -18,8 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from kvmtrace.ingest.native import library, ptr
-from kvmtrace.ingest.text_fast import I64, ByteText, Interned, Parsed
-from kvmtrace.ingest.text_raw import Spans
+from kvmtrace.ingest.text_fast import I64, ByteText, Interned
 
 SPLIT_SPANS, SPLIT_UNSURE, SPLIT_NO_MATCH = 0, 1, 2
 
@@ -29,8 +29,35 @@ def text_library() -> ctypes.CDLL | None:
     return library()
 
 
-def split(lib: ctypes.CDLL, text: ByteText, ps: I64, pe: I64, keys: list[str]) -> Spans | bool:
-    """text_raw.split on the payloads [ps, pe) of ``text``: the spans, False (no match) or True (unsure)."""
+FIELD_DEC, FIELD_HEX, FIELD_SPANS, FIELD_SKIP = 0, 1, 2, 3  # kt_text_fields' kinds
+BAD_CAP = 1024  # values in another form noted at first (more: the kernel runs again)
+INT64: np.dtype[Any] = np.dtype(np.int64)
+
+
+@dataclass
+class FieldSpec:
+    """How kt_text_fields gives one field: ``kind`` (FIELD_*); for integers cut to ``abs(bits)`` bits
+    (sign-extended when negative, 64: whole) and stored as ``dtype``."""
+
+    kind: int
+    bits: int = 64
+    dtype: np.dtype[Any] = INT64
+
+
+@dataclass
+class Fields:
+    """kt_text_fields' columns: per field an integer array, a (starts, ends) pair of value spans, or
+    None (skipped); ``bad[j]`` the rows of field j whose value is in another form, and its spans."""
+
+    columns: list[np.ndarray | tuple[I64, I64] | None]
+    bad: list[tuple[I64, I64, I64]]
+
+
+def fields(lib: ctypes.CDLL, text: ByteText, ps: I64, pe: I64, keys: list[str], specs: list[FieldSpec]
+           ) -> Fields | bool:
+    """text_raw.split on the payloads [ps, pe) of ``text`` with the integers read in the same pass
+    (text_typed._int_column's values before the fix of those in another form): the columns, False
+    (no match) or True (unsure)."""
     count = len(keys)
     if count == 0 or ps.size == 0:
         return True
@@ -40,27 +67,43 @@ def split(lib: ctypes.CDLL, text: ByteText, ps: I64, pe: I64, keys: list[str]) -
     ps = np.ascontiguousarray(ps, np.int64)
     pe = np.ascontiguousarray(pe, np.int64)
     n = ps.size
-    vs = np.empty((count, n), np.int64)
-    ve = np.empty((count, n), np.int64)
-    code = lib.kt_text_split(ptr(text.buf), n, ptr(ps), ptr(pe), count, ptr(key_bytes), ptr(key_off),
-                             ptr(vs), ptr(ve))
-    if code == SPLIT_NO_MATCH:
-        return False
-    if code == SPLIT_UNSURE:
-        return True
-    return Spans(list(vs), list(ve))
-
-
-def parse_ints(lib: ctypes.CDLL, text: ByteText, vs: I64, ve: I64, hex_default: bool) -> Parsed:
-    """text_raw.parse_ints in C: magnitude, sign, and where the value was read."""
-    vs = np.ascontiguousarray(vs, np.int64)
-    ve = np.ascontiguousarray(ve, np.int64)
-    n = vs.size
-    value = np.empty(n, np.uint64)
-    negative = np.empty(n, np.bool_)
-    ok = np.empty(n, np.bool_)
-    lib.kt_text_ints(ptr(text.buf), n, ptr(vs), ptr(ve), int(hex_default), ptr(value), ptr(negative), ptr(ok))
-    return Parsed(value, negative, ok)
+    columns: list[np.ndarray | tuple[I64, I64] | None] = []
+    out_a = np.zeros(count, np.uint64)
+    out_b = np.zeros(count, np.uint64)
+    for j, spec in enumerate(specs):
+        if spec.kind == FIELD_SKIP:
+            columns.append(None)
+        elif spec.kind == FIELD_SPANS:
+            pair = (np.empty(n, np.int64), np.empty(n, np.int64))
+            out_a[j], out_b[j] = pair[0].ctypes.data, pair[1].ctypes.data
+            columns.append(pair)
+        else:
+            column = np.empty(n, spec.dtype)
+            out_a[j] = column.ctypes.data
+            columns.append(column)
+    kind = np.array([s.kind for s in specs], np.int32)
+    bits = np.array([s.bits for s in specs], np.int32)
+    width = np.array([s.dtype.itemsize for s in specs], np.int32)
+    cap = BAD_CAP
+    while True:
+        bad = np.empty((cap, 4), np.int64)
+        nbad = np.zeros(1, np.int64)
+        code = lib.kt_text_fields(ptr(text.buf), n, ptr(ps), ptr(pe), count, ptr(key_bytes), ptr(key_off),
+                                  ptr(kind), ptr(bits), ptr(width), ptr(out_a), ptr(out_b), ptr(bad), cap,
+                                  ptr(nbad))
+        if code == SPLIT_NO_MATCH:
+            return False
+        if code == SPLIT_UNSURE:
+            return True
+        if int(nbad[0]) <= cap:
+            break
+        cap = int(nbad[0])
+    bad = bad[: int(nbad[0])]
+    by_field = []
+    for j in range(count):
+        mine = bad[bad[:, 0] == j] if bad.size else bad
+        by_field.append((mine[:, 1].copy(), mine[:, 2].copy(), mine[:, 3].copy()))
+    return Fields(columns, by_field)
 
 
 def line_bounds(lib: ctypes.CDLL, buf: NDArray[np.uint8]) -> tuple[I64, I64]:

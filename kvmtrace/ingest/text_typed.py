@@ -164,23 +164,80 @@ def fast_payload(
 def native_payload(
     lib: ctypes.CDLL, name: str, text: ByteText, ps: I64, pe: I64, catalog: FormatCatalog
 ) -> PayloadResult | None:
-    """fast_payload with the native kernels (``text``: the packed payloads, text_native.pack_groups)."""
+    """fast_payload with the native kernels (``text``: the packed payloads, text_native.pack_groups):
+    the values split and the integers read in one pass (text_native.fields)."""
     for fmt in catalog.candidates(name):
         fields = fmt.payload_fields
         if not fields:
             continue
-        spans = text_native.split(lib, text, ps, pe, [f.name for f in fields])
-        if spans is True:
+        specs = _native_specs(fmt)
+        got = text_native.fields(lib, text, ps, pe, [f.name for f in fields],
+                                 specs or [text_native.FieldSpec(text_native.FIELD_SKIP)] * len(fields))
+        if got is True:
             return None
-        if isinstance(spans, Spans):
-            def ints(t: ByteText, vs: I64, ve: I64, hex_default: bool) -> Parsed:
-                return text_native.parse_ints(lib, t, vs, ve, hex_default)
-
-            def strings(t: ByteText, vs: I64, length: I64) -> Interned | None:
-                return text_native.intern(lib, t, vs, length)
-
-            return _typed(text, fmt, spans, ints, strings)
+        if isinstance(got, text_native.Fields):
+            return None if specs is None else _native_typed(lib, text, fmt, got)
     return None
+
+
+def _native_specs(fmt: EventFormat) -> list[text_native.FieldSpec] | None:
+    """How text_native.fields gives each field of ``fmt`` for _native_typed (None: _typed gives no table)."""
+    fields = fmt.payload_fields
+    if any(isinstance(f.polars_dtype(), pl.List) for f in fields):
+        return None
+    rules = raw_value_rules(fmt)
+    specs = []
+    for f in fields:
+        rule = rules.get(f.name)
+        if rule is not None and rule.symbols:
+            return None
+        spec = None if f.is_string else _int_spec(f, rule)
+        specs.append(spec or text_native.FieldSpec(text_native.FIELD_SPANS))
+    return specs
+
+
+def _int_spec(f: FieldFormat, rule: FieldRule | None) -> text_native.FieldSpec | None:
+    """_int_column's values as kt_text_fields makes them (None: an odd size, read with the spans)."""
+    hex_default = rule is not None and (rule.hex or rule.conversion == "s")
+    kind = text_native.FIELD_HEX if hex_default else text_native.FIELD_DEC
+    bits = 8 * f.size if not f.is_bool else 8
+    np_type = NUMPY_INTS.get(f.polars_dtype())
+    if f.is_bool:
+        return text_native.FieldSpec(kind, 8, np.dtype(np.uint8))
+    if np_type is not None and (bits >= 64 or np.dtype(np_type).itemsize * 8 == bits):
+        return text_native.FieldSpec(kind, 64, np.dtype(np_type))
+    if bits >= 64:
+        return text_native.FieldSpec(kind, 64, np.dtype(np.int64 if f.signed else np.uint64))
+    if bits < 1:
+        return None
+    return text_native.FieldSpec(kind, -bits if f.signed else bits, np.dtype(np.int64))
+
+
+def _native_typed(lib: ctypes.CDLL, text: ByteText, fmt: EventFormat, got: text_native.Fields
+                  ) -> PayloadResult | None:
+    """_typed's table from text_native.fields' columns."""
+    rules = raw_value_rules(fmt)
+
+    def strings(t: ByteText, vs: I64, length: I64) -> Interned | None:
+        return text_native.intern(lib, t, vs, length)
+
+    columns: list[pl.Series] = []
+    for f, column, (bad, bad_vs, bad_ve) in zip(fmt.payload_fields, got.columns, got.bad, strict=True):
+        rule = rules.get(f.name)
+        if isinstance(column, tuple):
+            vs, ve = column
+            series = (_string_column(text, f, vs, ve, strings) if f.is_string
+                      else _int_column(text, f, rule, vs, ve, parse_ints))
+        else:
+            assert column is not None
+            series = pl.Series(f.name, column != 0) if f.is_bool else pl.Series(f.name, column)
+            series = _fixed(text, f, rule, _cast(series, f), bad, bad_vs, bad_ve)
+        if series is None:
+            return None
+        if series.null_count() and f.name not in SYMBOL_FIELDS:
+            return None
+        columns.append(series)
+    return PayloadResult(pl.DataFrame(columns), fmt, "raw")
 
 
 def _intern(text: ByteText, vs: I64, length: I64) -> Interned | None:
@@ -234,8 +291,7 @@ def _int_column(
     if bool(parsed.negative.any()):
         as_int = np.where(parsed.negative, -as_int, as_int)
     bits = 8 * f.size if not f.is_bool else 8
-    dtype = f.polars_dtype()
-    np_type = NUMPY_INTS.get(dtype)
+    np_type = NUMPY_INTS.get(f.polars_dtype())
     if f.is_bool:
         values = pl.Series(f.name, (as_int & 0xFF) != 0)
     elif np_type is not None and (bits >= 64 or np.dtype(np_type).itemsize * 8 == bits):
@@ -247,15 +303,26 @@ def _int_column(
         if f.signed:
             low = np.where(low >= (1 << (bits - 1)), low - (1 << bits), low)
         values = pl.Series(f.name, low)
-    if values.dtype != dtype:
-        values = values.cast(dtype, strict=False).alias(f.name)
-    bad = np.flatnonzero(~parsed.ok)
-    if bad.size:
-        texts = pl.Series(
-            "v",
-            [text.piece(int(vs[i]), int(ve[i])).decode("utf-8", errors="replace") for i in bad],
-            dtype=pl.String,
-        )
-        fixed = pl.DataFrame([texts]).select(typed_value(pl.col("v"), f, rule)).to_series()
-        values = values.scatter(pl.Series(bad), fixed)
-    return values
+    return _fixed(text, f, rule, _cast(values, f), np.flatnonzero(~parsed.ok), vs, ve, whole=True)
+
+
+def _cast(values: pl.Series, f: FieldFormat) -> pl.Series:
+    dtype = f.polars_dtype()
+    return values if values.dtype == dtype else values.cast(dtype, strict=False).alias(f.name)
+
+
+def _fixed(text: ByteText, f: FieldFormat, rule: FieldRule | None, values: pl.Series, bad: I64, vs: I64, ve: I64,
+           whole: bool = False) -> pl.Series:
+    """``values`` with the rows ``bad`` read from their text [vs, ve) by the exact polars expression
+    (``whole``: vs / ve of every row, else of the rows ``bad``)."""
+    if not bad.size:
+        return values
+    if whole:
+        vs, ve = vs[bad], ve[bad]
+    texts = pl.Series(
+        "v",
+        [text.piece(s, e).decode("utf-8", errors="replace") for s, e in zip(vs.tolist(), ve.tolist(), strict=True)],
+        dtype=pl.String,
+    )
+    fixed = pl.DataFrame([texts]).select(typed_value(pl.col("v"), f, rule)).to_series()
+    return values.scatter(pl.Series(bad), fixed)
