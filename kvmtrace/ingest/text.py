@@ -22,8 +22,11 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -52,7 +55,7 @@ from kvmtrace.ingest.text_lines import (
 from kvmtrace.ingest.text_modal import merge_prefixes, modal_prefixes
 from kvmtrace.ingest.text_native import group_rows, open_gaps, pack_codes, pack_groups, text_library
 from kvmtrace.ingest.text_native import line_bounds as native_line_bounds
-from kvmtrace.ingest.text_typed import compact_groups, fast_payload, native_payload
+from kvmtrace.ingest.text_typed import Compact, compact_groups, fast_payload, native_payload
 
 SKIPPED_LIMIT = 100
 KERNEL_MARKER = "tracing_mark_write"  # tracefs prints the print event by its ip symbol
@@ -67,6 +70,8 @@ def read_text(path: str | Path, progress: bool = False) -> EventTables:
 
 
 def _read_text(path: Path, progress: bool) -> EventTables:
+    """Lines framed, prefixes read by the fastest tier that takes them (text_modal, then the
+    window tier, then the exact reader for the rest), ordered, then the typed tables."""
     clock = _Progress(progress)
     raw = read_raw(path)
     if looks_binary(raw.data):
@@ -401,57 +406,35 @@ def _typed_tables(
     report: ReadReport,
     text: ByteText,
 ) -> tuple[dict[str, pl.DataFrame], dict[str, EventFormat]]:
+    """One table per event: each event's payloads read by the fastest tier that takes them (the
+    kernels' packed -R values, the numpy compact tier, else the exact polars parser), keyed by
+    the common table's idx/ts/cpu/pid."""
     catalog: FormatCatalog = bundled_catalog()
-    by_event: dict[str, pl.DataFrame] = {}
-    formats: dict[str, EventFormat] = {}
     keys_frame = events.select("idx", "ts", "cpu", "pid")
     plain_keys = not any(keys_frame.null_count().row(0))
     key_arrays = {k: keys_frame[k].to_numpy() for k in ("ts", "cpu", "pid")} if plain_keys else {}
-    codes = events["event"].to_physical().to_numpy()
     ps_all = events["ps"].to_numpy()
     pe_all = events["pe"].to_numpy()
     lib = text_library()
-    grouped = None if lib is None else group_rows(lib, codes, ps_all, pe_all)
-    if grouped is not None:  # the kernels: a counting sort, then the payloads packed per code
-        assert lib is not None
-        perm = sorted(range(len(grouped.rows)), key=lambda k: int(grouped.rows[k][0]))  # first appearance
-        grouped.reorder(perm)
-        groups = grouped.rows
-        fast_kinds = [k for k, fast in enumerate(grouped.fast) if fast]
-        packed = dict(zip(fast_kinds, pack_codes(lib, text, ps_all, pe_all, codes, grouped, fast_kinds),
-                          strict=True))
-    else:
-        if codes.size and int(codes.max()) < 65536:  # radix sort
-            codes = codes.astype(np.uint8 if int(codes.max()) < 256 else np.uint16)
-        order = np.argsort(codes, kind="stable")
-        sorted_codes = codes[order]
-        bounds = np.flatnonzero(np.diff(sorted_codes)) + 1
-        groups = np.split(order, bounds) if order.size else []
-        groups.sort(key=lambda rows: int(rows[0]))  # first appearance, as group_by(maintain_order=True)
-        fast_kinds = [k for k, rows in enumerate(groups) if bool((ps_all[rows] >= 0).all())]
-        fast_groups = [groups[k] for k in fast_kinds]
-        packed = {} if lib is None else dict(zip(fast_kinds, pack_groups(lib, text, ps_all, pe_all, fast_groups),
-                                                  strict=True))
-    names = [str(events["event"][int(rows[0])]) for rows in groups]
-    compact = {} if lib is not None else dict(
-        zip(fast_kinds, compact_groups(text, ps_all, pe_all, fast_groups), strict=True))
+    groups = _event_groups(lib, text, events["event"].to_physical().to_numpy(), ps_all, pe_all)
+    names = [str(events["event"][int(rows[0])]) for rows in groups.rows]
 
     def payload(k: int) -> PayloadResult:
-        rows = groups[k]
-        if lib is not None and k in packed:
-            result = native_payload(lib, names[k], *packed[k], catalog)
+        rows = groups.rows[k]
+        if lib is not None and k in groups.packed:
+            result = native_payload(lib, names[k], *groups.packed[k], catalog)
             if result is not None:
                 return result
         ps, pe = ps_all[rows], pe_all[rows]
-        if k in compact:
-            c = compact[k]
+        if k in groups.compact:
+            c = groups.compact[k]
             result = fast_payload(names[k], c.text, c.equals, c.first, c.ps, c.pe, catalog)
             if result is not None:
                 return result
         return parse_payload(names[k], _rest_texts(events, rows, ps, pe, text), catalog)
 
     def table(k: int) -> tuple[PayloadResult, pl.DataFrame]:
-        rows, result = groups[k], payload(k)
+        rows, result = groups.rows[k], payload(k)
         keys = typed_key_names(result.columns.columns)
         if plain_keys:  # idx is the row number
             key_columns = pl.DataFrame(
@@ -462,20 +445,59 @@ def _typed_tables(
             key_columns = keys_frame[rows].select(*(pl.col(k).alias(keys[k]) for k in TYPED_KEY_COLUMNS))
         return result, pl.concat([key_columns, result.columns], how="horizontal")
 
-    # the native kernels release the GIL: two threads over the types (numpy alone gained nothing)
-    if lib is not None and len(groups) > 1:
-        biggest_first = sorted(range(len(groups)), key=lambda k: -groups[k].size)  # the threads end together
-        with ThreadPoolExecutor(max_workers=TYPE_THREADS) as pool:
-            futures = {k: pool.submit(table, k) for k in biggest_first}
-            done = [futures[k].result() for k in range(len(groups))]
-    else:
-        done = [table(k) for k in range(len(groups))]
+    done = _per_event(table, groups.rows, threaded=lib is not None)
+    by_event: dict[str, pl.DataFrame] = {}
+    formats: dict[str, EventFormat] = {}
     for name, (result, frame) in zip(names, done, strict=True):
         by_event[name] = frame
         if result.fmt is not None:
             formats[name] = result.fmt
         _note_payload(report, name, result)
     return by_event, formats
+
+
+@dataclass
+class _Groups:
+    """The rows of each event (in order of first appearance) and their payloads made ready: packed
+    by the kernels, or compacted by numpy, for the events whose every row has a payload span."""
+
+    rows: list[np.ndarray]
+    packed: dict[int, tuple[ByteText, np.ndarray, np.ndarray]] = field(default_factory=dict)  # text, ps, pe
+    compact: dict[int, Compact] = field(default_factory=dict)
+
+
+def _event_groups(lib: Any, text: ByteText, codes: np.ndarray, ps_all: np.ndarray, pe_all: np.ndarray) -> _Groups:
+    grouped = None if lib is None else group_rows(lib, codes, ps_all, pe_all)
+    if grouped is not None:  # the kernels: a counting sort, then the payloads packed per code
+        perm = sorted(range(len(grouped.rows)), key=lambda k: int(grouped.rows[k][0]))  # first appearance
+        grouped.reorder(perm)
+        fast_kinds = [k for k, fast in enumerate(grouped.fast) if fast]
+        packed = pack_codes(lib, text, ps_all, pe_all, codes, grouped, fast_kinds)
+        return _Groups(list(grouped.rows), packed=dict(zip(fast_kinds, packed, strict=True)))
+    if codes.size and int(codes.max()) < 65536:  # radix sort
+        codes = codes.astype(np.uint8 if int(codes.max()) < 256 else np.uint16)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.flatnonzero(np.diff(codes[order])) + 1
+    rows = np.split(order, bounds) if order.size else []
+    rows.sort(key=lambda r: int(r[0]))  # first appearance, as group_by(maintain_order=True)
+    fast_kinds = [k for k, r in enumerate(rows) if bool((ps_all[r] >= 0).all())]
+    fast_rows = [rows[k] for k in fast_kinds]
+    if lib is not None:
+        return _Groups(rows, packed=dict(zip(fast_kinds, pack_groups(lib, text, ps_all, pe_all, fast_rows),
+                                            strict=True)))
+    return _Groups(rows, compact=dict(zip(fast_kinds, compact_groups(text, ps_all, pe_all, fast_rows),
+                                          strict=True)))
+
+
+def _per_event(table: Callable[[int], Any], rows: list[np.ndarray], threaded: bool) -> list[Any]:
+    """``table(k)`` for every event k, in order; with the native kernels (they release the GIL) on
+    two threads, biggest events first so that the threads end together (numpy alone gained nothing)."""
+    if not threaded or len(rows) <= 1:
+        return [table(k) for k in range(len(rows))]
+    biggest_first = sorted(range(len(rows)), key=lambda k: -rows[k].size)
+    with ThreadPoolExecutor(max_workers=TYPE_THREADS) as pool:
+        futures = {k: pool.submit(table, k) for k in biggest_first}
+        return [futures[k].result() for k in range(len(rows))]
 
 
 def _rest_texts(

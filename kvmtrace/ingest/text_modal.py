@@ -24,6 +24,7 @@ import ctypes
 import mmap
 import re
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -172,15 +173,33 @@ def _native_parse_layout(
     lists: after a 64-bit hash collision between distinct keys, other lines than numpy's would leave
     this tier for the exact reader, which reads them to the same values).
     """
-    n = starts.size
     starts = np.ascontiguousarray(starts, np.int64)
     ends = np.ascontiguousarray(ends, np.int64)
+    n = starts.size
+    parts = LAYOUT_THREADS if n >= BLOCK else 1
+    cuts = [n * i // parts for i in range(parts + 1)]
+    codes, rep_rows = _native_codes(lib, text, starts, ends, lay, check_cr, ok, ts, cuts)
+    keys = _key_tables(text, starts, lay, rep_rows)
+    return _native_fill(lib, text, starts, ends, lay, ok, ts, cuts, codes, keys)
+
+
+def _in_parts(work: Callable[[int], int], parts: int) -> list[int]:
+    """``work(i)`` for each part i, on one thread per part."""
+    if parts == 1:
+        return [work(0)]
+    with ThreadPoolExecutor(max_workers=parts) as pool:
+        return list(pool.map(work, range(parts)))
+
+
+def _native_codes(lib: ctypes.CDLL, text: ByteText, starts: I64, ends: I64, lay: Layout, check_cr: bool,
+                  ok: Mask, ts: I64, cuts: list[int]) -> tuple[NDArray[np.int32], list[int]]:
+    """Per line its key's code (ok lines only; ``ok`` and ``ts`` filled), and per code the row of
+    its representative line."""
+    n = starts.size
     ns_off = lay.colon + 2
     codes = np.empty(n, np.int32)
     reps = np.empty(n, np.int64)  # pages past the codes' count are never touched
     ok8 = ok.view(np.uint8)
-    parts = LAYOUT_THREADS if n >= BLOCK else 1
-    cuts = [n * i // parts for i in range(parts + 1)]
 
     def run(i: int) -> int:  # one part of the lines: its own codes, numbered from 0
         lo, hi = cuts[i], cuts[i + 1]
@@ -190,27 +209,37 @@ def _native_parse_layout(
         return int(lib.kt_text_modal_codes(ptr(text.buf), hi - lo, ptr(starts[lo:]), ptr(h), lay.rb + 1, ns_off,
                                            KEY2, ptr(ok8[lo:]), ptr(codes[lo:]), ptr(reps[lo:])))
 
-    if parts == 1:
-        counts = [run(0)]
-    else:
-        with ThreadPoolExecutor(max_workers=parts) as pool:
-            counts = list(pool.map(run, range(parts)))
+    counts = _in_parts(run, len(cuts) - 1)
     if min(counts) < 0:
         raise MemoryError("kt_text_modal_codes")
-    rep_rows = []
-    count = 0
+    rep_rows: list[int] = []
     for i, c in enumerate(counts):  # the parts' codes one after the other
         if i:
-            codes[cuts[i] : cuts[i + 1]] += count  # lines not ok: ignored (kt_text_modal_fill)
+            codes[cuts[i] : cuts[i + 1]] += len(rep_rows)  # lines not ok: ignored (kt_text_modal_fill)
         rep_rows.extend((reps[cuts[i] : cuts[i] + c] + cuts[i]).tolist())
-        count += c
-    m = max(count, 1)
-    good = np.zeros(m, np.uint8)
-    offset = np.zeros(m, np.int64)
-    of = {name: np.zeros(m, np.int32) for name in ("pid", "cpu", "comm", "event", "buffer")}
-    comm_vals: dict[bytes, int] = {}
-    event_vals: dict[bytes, int] = {}
-    buffer_vals: dict[bytes, int] = {b"": 0}
+    return codes, rep_rows
+
+
+@dataclass
+class _KeyTables:
+    """Per key code: taken or not, the payload's offset, and its prefix values (comm, event and
+    buffer as codes into the value lists)."""
+
+    good: NDArray[np.uint8]
+    offset: I64
+    of: dict[str, NDArray[np.int32]]  # pid, cpu, comm, event, buffer
+    comm: dict[bytes, int]
+    event: dict[bytes, int]
+    buffer: dict[bytes, int]
+
+
+def _key_tables(text: ByteText, starts: I64, lay: Layout, rep_rows: list[int]) -> _KeyTables:
+    """Each distinct key decoded once, from its representative line."""
+    m = max(len(rep_rows), 1)
+    keys = _KeyTables(np.zeros(m, np.uint8), np.zeros(m, np.int64),
+                      {name: np.zeros(m, np.int32) for name in ("pid", "cpu", "comm", "event", "buffer")},
+                      {}, {}, {b"": 0})
+    ns_off = lay.colon + 2
     decoded: dict[bytes, _KeyInfo | None] = {}  # the parts share most keys
     for c, r in enumerate(rep_rows):
         start = int(starts[r])
@@ -221,34 +250,40 @@ def _native_parse_layout(
         if item is None:
             continue
         buffer, comm, pid, cpu, event, off = item
-        good[c], offset[c] = 1, off
-        of["comm"][c] = comm_vals.setdefault(comm, len(comm_vals))
-        of["event"][c] = event_vals.setdefault(event, len(event_vals))
-        of["buffer"][c] = buffer_vals.setdefault(buffer, len(buffer_vals))
-        of["pid"][c], of["cpu"][c] = pid, cpu
+        keys.good[c], keys.offset[c] = 1, off
+        keys.of["comm"][c] = keys.comm.setdefault(comm, len(keys.comm))
+        keys.of["event"][c] = keys.event.setdefault(event, len(keys.event))
+        keys.of["buffer"][c] = keys.buffer.setdefault(buffer, len(keys.buffer))
+        keys.of["pid"][c], keys.of["cpu"][c] = pid, cpu
+    return keys
+
+
+def _native_fill(lib: ctypes.CDLL, text: ByteText, starts: I64, ends: I64, lay: Layout, ok: Mask, ts: I64,
+                 cuts: list[int], codes: NDArray[np.int32], keys: _KeyTables) -> tuple[FastPrefixes, Mask]:
+    """The lines whose key is good, written into the prefix columns (kt_text_modal_fill per part,
+    then the parts moved together); ``ok`` is reused as the mask of the rows taken."""
+    n = starts.size
+    ok8 = ok.view(np.uint8)
     rows = np.empty(n, np.int64)
     out = {name: np.empty(n, np.int32) for name in ("cpu", "pid", "comm", "event", "buffer")}
     ps = np.empty(n, np.int64)
     pe = np.empty(n, np.int64)
     columns: list[np.ndarray] = [rows, ts, out["cpu"], out["pid"], out["comm"], out["event"], out["buffer"], ps, pe]
+    of = keys.of
 
     def fill(i: int) -> int:  # part i's lines taken, written from index cuts[i] on
         lo, hi = cuts[i], cuts[i + 1]
         return int(lib.kt_text_modal_fill(
-            ptr(text.buf), hi - lo, lo, ptr(starts[lo:]), ptr(ends[lo:]), ptr(ok8[lo:]), ptr(codes[lo:]), ptr(good),
-            ptr(offset), ptr(of["pid"]), ptr(of["cpu"]), ptr(of["comm"]), ptr(of["event"]), ptr(of["buffer"]),
-            *(ptr(column[lo:]) for column in columns)))
+            ptr(text.buf), hi - lo, lo, ptr(starts[lo:]), ptr(ends[lo:]), ptr(ok8[lo:]), ptr(codes[lo:]),
+            ptr(keys.good), ptr(keys.offset), ptr(of["pid"]), ptr(of["cpu"]), ptr(of["comm"]), ptr(of["event"]),
+            ptr(of["buffer"]), *(ptr(column[lo:]) for column in columns)))
 
-    if parts == 1:
-        taken = fill(0)
-    else:
-        with ThreadPoolExecutor(max_workers=parts) as pool:
-            got = list(pool.map(fill, range(parts)))
-        taken = got[0]
-        for i in range(1, parts):  # close the gaps between the parts (the lines not taken: few)
-            for column in columns:
-                lib.kt_text_move(ptr(column), column.itemsize, cuts[i], taken, got[i])
-            taken += got[i]
+    got = _in_parts(fill, len(cuts) - 1)
+    taken = got[0]
+    for i in range(1, len(got)):  # close the gaps between the parts (the lines not taken: few)
+        for column in columns:
+            lib.kt_text_move(ptr(column), column.itemsize, cuts[i], taken, got[i])
+        taken += got[i]
     # the columns below are views of n rows: text._merged_in_place inserts rows in place
     rows = rows[:taken]
     taken_mask = ok  # reused: exactly the rows taken
@@ -260,9 +295,9 @@ def _native_parse_layout(
         frac_digits=np.full(n, lay.colon - lay.dot - 1, dtype=np.uint32)[:taken],  # (the column type)
         cpu=out["cpu"][:taken],
         pid=out["pid"][:taken],
-        comm=Interned(out["comm"][:taken], list(comm_vals)),
-        event=Interned(out["event"][:taken], list(event_vals)),
-        buffer=Interned(out["buffer"][:taken], list(buffer_vals)),
+        comm=Interned(out["comm"][:taken], list(keys.comm)),
+        event=Interned(out["event"][:taken], list(keys.event)),
+        buffer=Interned(out["buffer"][:taken], list(keys.buffer)),
         payload_start=ps[:taken],
         payload_end=pe[:taken],
     )
