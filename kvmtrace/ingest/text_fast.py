@@ -39,6 +39,7 @@ MIN_START = 24  # and so do lines this close to its start (right-aligned windows
 
 
 def _table(chars: bytes) -> Mask:
+    """A 256-entry lookup table: True at the byte values in ``chars`` (index it with a byte array)."""
     table = np.zeros(256, dtype=bool)
     table[list(chars)] = True
     return table
@@ -74,6 +75,7 @@ class ByteText:
         self.words: U64 = np.ndarray((size,), dtype="<u8", buffer=self.buf, strides=(1,))
 
     def piece(self, start: int, end: int) -> bytes:
+        """The bytes ``start:end`` of the text."""
         return bytes(self._source[start:end])
 
     def window(self, pos: I64, width: int) -> U8:
@@ -85,15 +87,17 @@ class ByteText:
         return view[pos]
 
     def safe(self, pos: I64) -> I64:
+        """``pos`` clipped so that a window of up to 64 bytes from it stays inside the text."""
         return np.clip(pos, 0, self.buf.size - 64)
 
 
-NEWLINE_BLOCK = 1 << 20  # bytes compared at a time (the mask stays in the cache)
+NEWLINE = 10
+NEWLINE_BLOCK = 1 << 20  # bytes compared at a time in byte_positions (the mask stays in the cache)
 
 
 def newline_positions(buf: U8) -> I64:
     """Positions of the ``\\n`` bytes."""
-    return byte_positions(buf, 10)
+    return byte_positions(buf, NEWLINE)
 
 
 def byte_positions(buf: U8, value: int) -> I64:
@@ -153,6 +157,8 @@ def _swar8(word: U64) -> U64:
 
 @dataclass
 class Interned:
+    """Byte strings as a code per row (``codes``) into the list of distinct ``values``."""
+
     codes: NDArray[np.int32]
     values: list[bytes]
 
@@ -233,113 +239,218 @@ class FastPrefixes:
         )
 
 
+# Window widths (bytes looked at per line) and field limits of the window tier.
+BUFFER_WINDOW = 64  # from the line start: "buffer: "
+MAX_BUFFER_NAME = 56  # a longer buffer name is not taken as one
+TASK_WINDOW = 32  # from the comm field start: "  comm-pid   ["
+MAX_COMM = 16
+MAX_PID_DIGITS = 8
+TIME_WINDOW = 32  # from just after "]": "   sec.frac: "
+MAX_SEC_DIGITS = 16
+MAX_FRAC_DIGITS = 9
+EVENT_WINDOW = 48  # from the event name: "event:   " up to the payload's first byte
+MIN_LINE = 16  # shorter lines go to the exact reader
+
+
 def parse_prefixes(text: ByteText, starts: I64, ends: I64) -> FastPrefixes | None:
-    """Parse every line that has the plain report layout; None when interning fails."""
-    buf = text.buf
-    ok = (starts >= MIN_START) & (ends + TAIL_GUARD <= buf.size) & (ends - starts >= 16)
-    ok &= buf[np.maximum(ends - 1, 0)] != CR
-    rows = np.flatnonzero(ok)
-    s = starts[rows]
-    e = ends[rows]
-    # optional "buffer: " prefix: a run of [^\s\[\]:] right at the line start followed by ": "
-    c0 = s.copy()
-    buffer_len = np.zeros(rows.size, dtype=np.int64)
-    cand = np.flatnonzero(buf[s] != SPACE)
-    good = np.ones(rows.size, dtype=bool)
-    if cand.size:
-        w = text.window(s[cand], 64)
-        stop = BUFFER_STOP[w]
-        k = stop.argmax(axis=1)
-        at = np.arange(cand.size)
-        nxt = np.minimum(k + 1, 63)
-        is_buffer = stop[at, k] & (k > 0) & (w[at, k] == COLON) & (w[at, nxt] == SPACE) & (k < 56)
-        non_ascii = ((w >= 128) & (np.arange(64) < k[:, None])).any(axis=1)
-        good[cand[is_buffer & non_ascii]] = False
-        hit = cand[is_buffer]
-        c0[hit] += k[is_buffer] + 2
-        buffer_len[hit] = k[is_buffer]
-    # comm-pid [ within 32 bytes: first non-space, the first '[', the '-' before the pid
-    W = 32
-    w = text.window(c0, W)
-    k = np.arange(W)
-    at = np.arange(rows.size)
-    nonspace = w != SPACE
-    c1 = nonspace.argmax(axis=1)
-    is_lb = w == LBRACKET
-    p = is_lb.argmax(axis=1)
-    good &= is_lb[at, p]
-    before = nonspace & (k < p[:, None])
-    last = W - 1 - before[:, ::-1].argmax(axis=1)  # last non-space before '['
-    good &= before[at, last] & (last < p - 1)
-    nondigit = ~DIGIT[w] & (k <= last[:, None])
-    dash = W - 1 - nondigit[:, ::-1].argmax(axis=1)
-    pid_len = last - dash
-    good &= nondigit[at, dash] & (w[at, dash] == DASH) & (pid_len >= 1) & (pid_len <= 8) & (dash >= c1)
-    comm_len = dash - c1
-    bad = ((w < 32) | (w >= 127)) & (k >= c1[:, None]) & (k < dash[:, None])
-    good &= ~bad.any(axis=1) & (comm_len <= 16)
-    # pid
-    pid_win = text.window(c0 + dash + 1, 8)
-    pid = decimal_left(pid_win, pid_len)
-    # [cpu]
-    p_abs = c0 + p
-    cw = text.window(p_abs + 1, 8)
-    cpu_len = (~DIGIT[cw]).argmax(axis=1)
-    good &= (cpu_len >= 1) & (cw[at, cpu_len] == RBRACKET)
-    cpu = decimal_left(cw, cpu_len)
-    # "   sec.frac: "
-    r = p_abs + 1 + cpu_len  # the ']'
-    TW = 32
-    tw = text.window(r + 1, TW)
-    k = np.arange(TW)
-    tdig = DIGIT[tw]
-    sec0 = (tw != SPACE).argmax(axis=1)
-    dot = (tw == DOT).argmax(axis=1)
-    colon = (tw == COLON).argmax(axis=1)
-    sec_len = dot - sec0
-    frac_len = colon - dot - 1
-    good &= (sec0 >= 1) & (sec_len >= 1) & (sec_len <= 16) & (frac_len >= 1) & (frac_len <= 9)
-    good &= (colon < TW - 1) & (tw[at, np.minimum(colon + 1, TW - 1)] == SPACE)
-    digit_zone = ((k >= sec0[:, None]) & (k < dot[:, None])) | ((k > dot[:, None]) & (k < colon[:, None]))
-    good &= ~(digit_zone & ~tdig).any(axis=1)
-    sec = decimal_left(text.window(text.safe(r + 1 + sec0), 16), sec_len)
-    frac = decimal_left(text.window(text.safe(r + 2 + dot), 16), frac_len)
-    frac_ns = frac * POW10[9 - np.clip(frac_len, 0, 9)]
-    ts = sec.astype(np.int64) * 1_000_000_000 + frac_ns.astype(np.int64)
-    # "event:   payload"
-    es = text.safe(r + 1 + colon + 2)
-    EW = 48
-    ew = text.window(es, EW)
-    k = np.arange(EW)
-    name_len = (~WORD[ew]).argmax(axis=1)
-    good &= (name_len >= 1) & (ew[at, name_len] == COLON)
-    after = (ew != SPACE) & (k > name_len[:, None])
-    pay = after.argmax(axis=1)
-    good &= after[at, pay]
-    ps = es + pay
-    good &= ~WHITESPACE[buf[ps]] | (ps == e)
-    good &= ps <= e
-    # keep the good lines
-    sel = np.flatnonzero(good)
-    rows, s, e = rows[sel], s[sel], e[sel]
-    c0, c1, dash, buffer_len = c0[sel], c1[sel], dash[sel], buffer_len[sel]
-    comm = intern(text, c0 + c1, (dash - c1)[:], 16)
-    event = intern(text, es[sel], name_len[sel], 48)
-    buffer = _intern_buffers(text, s, buffer_len)
-    if comm is None or event is None or buffer is None:
+    """Parse every line that has the plain report layout; None when interning fails.
+
+    Each step reads one field of every candidate line and says which lines it fits (``good``);
+    the lines every step fits are kept.
+    """
+    rows = _candidate_rows(text.buf, starts, ends)
+    line_start, line_end = starts[rows], ends[rows]
+    buffer = _buffer_prefixes(text, line_start)
+    task = _comm_and_pid(text, buffer.task_start)
+    cpu = _cpu_field(text, task.bracket)
+    stamp = _timestamp_field(text, cpu.close)
+    event = _event_field(text, stamp.colon, line_end)
+    keep = np.flatnonzero(buffer.good & task.good & cpu.good & stamp.good & event.good)
+    comm = intern(text, task.comm_start[keep], task.comm_len[keep], MAX_COMM)
+    event_name = intern(text, event.name_start[keep], event.name_len[keep], EVENT_WINDOW)
+    buffer_name = _intern_buffers(text, line_start[keep], buffer.length[keep])
+    if comm is None or event_name is None or buffer_name is None:
         return None
     return FastPrefixes(
-        rows=rows,
-        ts=ts[sel],
-        frac_digits=frac_len[sel],
-        cpu=cpu[sel].astype(np.int64),
-        pid=pid[sel].astype(np.int64),
+        rows=rows[keep],
+        ts=stamp.ns[keep],
+        frac_digits=stamp.frac_digits[keep],
+        cpu=cpu.value[keep].astype(np.int64),
+        pid=task.pid[keep].astype(np.int64),
         comm=comm,
-        event=event,
-        buffer=buffer,
-        payload_start=ps[sel],
-        payload_end=e,
+        event=event_name,
+        buffer=buffer_name,
+        payload_start=event.payload_start[keep],
+        payload_end=line_end[keep],
     )
+
+
+def _candidate_rows(buf: U8, starts: I64, ends: I64) -> I64:
+    """Indices of the lines the fixed windows may read: not too near either end of the text, at least
+    MIN_LINE bytes long, and not ending in ``\\r``."""
+    ok = (starts >= MIN_START) & (ends + TAIL_GUARD <= buf.size) & (ends - starts >= MIN_LINE)
+    ok &= buf[np.maximum(ends - 1, 0)] != CR
+    return np.flatnonzero(ok)
+
+
+@dataclass
+class BufferPrefixes:
+    """The optional ``buffer: `` prefix of each line (absolute positions)."""
+
+    task_start: I64  # where the comm field (with its leading spaces) starts: after the prefix, if any
+    length: I64  # length of the buffer name; 0 when the line has no prefix
+    good: Mask  # False where the prefix names a buffer with non-ASCII bytes
+
+
+def _buffer_prefixes(text: ByteText, line_start: I64) -> BufferPrefixes:
+    """Find each line's buffer prefix: a run of [^\\s\\[\\]:] right at the line start followed by ``": "``."""
+    task_start = line_start.copy()
+    length = np.zeros(line_start.size, dtype=np.int64)
+    good = np.ones(line_start.size, dtype=bool)
+    maybe = np.flatnonzero(text.buf[line_start] != SPACE)  # the comm field itself starts with spaces
+    if maybe.size:
+        win = text.window(line_start[maybe], BUFFER_WINDOW)
+        stop = BUFFER_STOP[win]
+        name_len = stop.argmax(axis=1)  # first stop byte
+        at = np.arange(maybe.size)
+        after_colon = np.minimum(name_len + 1, BUFFER_WINDOW - 1)
+        is_buffer = (
+            stop[at, name_len]
+            & (name_len > 0)
+            & (win[at, name_len] == COLON)
+            & (win[at, after_colon] == SPACE)
+            & (name_len < MAX_BUFFER_NAME)
+        )
+        non_ascii = ((win >= 128) & (np.arange(BUFFER_WINDOW) < name_len[:, None])).any(axis=1)
+        good[maybe[is_buffer & non_ascii]] = False
+        prefixed = maybe[is_buffer]
+        task_start[prefixed] += name_len[is_buffer] + 2
+        length[prefixed] = name_len[is_buffer]
+    return BufferPrefixes(task_start, length, good)
+
+
+@dataclass
+class TaskFields:
+    """``comm-pid`` and the ``[`` after it (absolute positions)."""
+
+    comm_start: I64
+    comm_len: I64
+    pid: U64
+    bracket: I64  # the '[' that opens the CPU field
+    good: Mask
+
+
+def _comm_and_pid(text: ByteText, task_start: I64) -> TaskFields:
+    """Split ``  comm-pid  [`` within TASK_WINDOW bytes: the first non-space starts the comm, the first
+    '[' ends the field, the last non-space before it ends the pid, and the '-' before the pid's digits
+    ends the comm (so a comm may hold '-' and digits)."""
+    win = text.window(task_start, TASK_WINDOW)
+    col = np.arange(TASK_WINDOW)
+    at = np.arange(task_start.size)
+    nonspace = win != SPACE
+    comm0 = nonspace.argmax(axis=1)
+    is_bracket = win == LBRACKET
+    bracket = is_bracket.argmax(axis=1)
+    good = is_bracket[at, bracket]
+    before = nonspace & (col < bracket[:, None])
+    pid_last = _last_true(before)
+    good &= before[at, pid_last] & (pid_last < bracket - 1)  # at least one space before '['
+    nondigit = ~DIGIT[win] & (col <= pid_last[:, None])
+    dash = _last_true(nondigit)
+    pid_len = pid_last - dash
+    good &= nondigit[at, dash] & (win[at, dash] == DASH) & (pid_len >= 1) & (pid_len <= MAX_PID_DIGITS)
+    good &= dash >= comm0
+    comm_len = dash - comm0
+    unprintable = ((win < 32) | (win >= 127)) & (col >= comm0[:, None]) & (col < dash[:, None])
+    good &= ~unprintable.any(axis=1) & (comm_len <= MAX_COMM)
+    pid = decimal_left(text.window(task_start + dash + 1, 8), pid_len)
+    return TaskFields(task_start + comm0, comm_len, pid, task_start + bracket, good)
+
+
+def _last_true(mask: Mask) -> I64:
+    """Column of the last True of each row (the last column when a row has none: check it)."""
+    width = mask.shape[1]
+    return width - 1 - mask[:, ::-1].argmax(axis=1)
+
+
+@dataclass
+class CpuField:
+    """The ``[cpu]`` field: its value and the position of its ``]``."""
+
+    value: U64
+    close: I64
+    good: Mask
+
+
+def _cpu_field(text: ByteText, bracket: I64) -> CpuField:
+    """Read the decimal CPU number after the '[' at ``bracket``; it must be closed by ']'."""
+    win = text.window(bracket + 1, 8)
+    at = np.arange(bracket.size)
+    length = (~DIGIT[win]).argmax(axis=1)
+    good = (length >= 1) & (win[at, length] == RBRACKET)
+    return CpuField(decimal_left(win, length), bracket + 1 + length, good)
+
+
+@dataclass
+class TimestampField:
+    """The ``   sec.frac:`` field: nanoseconds, digits after the dot, and the position of its ``:``."""
+
+    ns: I64
+    frac_digits: I64
+    colon: I64
+    good: Mask
+
+
+def _timestamp_field(text: ByteText, close: I64) -> TimestampField:
+    """Read ``   sec.frac: `` after the ']' at ``close``: spaces, digits, '.', 1 to 9 digits, ": "."""
+    start = close + 1
+    win = text.window(start, TIME_WINDOW)
+    col = np.arange(TIME_WINDOW)
+    at = np.arange(close.size)
+    sec0 = (win != SPACE).argmax(axis=1)
+    dot = (win == DOT).argmax(axis=1)
+    colon = (win == COLON).argmax(axis=1)
+    sec_len = dot - sec0
+    frac_len = colon - dot - 1
+    good = (sec0 >= 1) & (sec_len >= 1) & (sec_len <= MAX_SEC_DIGITS)
+    good &= (frac_len >= 1) & (frac_len <= MAX_FRAC_DIGITS)
+    good &= (colon < TIME_WINDOW - 1) & (win[at, np.minimum(colon + 1, TIME_WINDOW - 1)] == SPACE)
+    in_sec = (col >= sec0[:, None]) & (col < dot[:, None])
+    in_frac = (col > dot[:, None]) & (col < colon[:, None])
+    good &= ~((in_sec | in_frac) & ~DIGIT[win]).any(axis=1)
+    sec = decimal_left(text.window(text.safe(start + sec0), 16), sec_len)
+    frac = decimal_left(text.window(text.safe(start + dot + 1), 16), frac_len)
+    frac_ns = frac * POW10[MAX_FRAC_DIGITS - np.clip(frac_len, 0, MAX_FRAC_DIGITS)]
+    ns = sec.astype(np.int64) * 1_000_000_000 + frac_ns.astype(np.int64)
+    return TimestampField(ns, frac_len, start + colon, good)
+
+
+@dataclass
+class EventField:
+    """The ``event:   `` field: the name and where the payload starts (absolute positions)."""
+
+    name_start: I64
+    name_len: I64
+    payload_start: I64
+    good: Mask
+
+
+def _event_field(text: ByteText, colon: I64, line_end: I64) -> EventField:
+    """Read ``event:   payload`` two bytes after the timestamp's ':' at ``colon``: a word, ':', then
+    the payload from the next non-space byte (an empty payload starts at the line end)."""
+    start = text.safe(colon + 2)
+    win = text.window(start, EVENT_WINDOW)
+    col = np.arange(EVENT_WINDOW)
+    at = np.arange(colon.size)
+    name_len = (~WORD[win]).argmax(axis=1)
+    good = (name_len >= 1) & (win[at, name_len] == COLON)
+    after_name = (win != SPACE) & (col > name_len[:, None])
+    payload = after_name.argmax(axis=1)
+    good &= after_name[at, payload]
+    payload_start = start + payload
+    good &= ~WHITESPACE[text.buf[payload_start]] | (payload_start == line_end)
+    good &= payload_start <= line_end
+    return EventField(start, name_len, payload_start, good)
 
 
 def _intern_buffers(text: ByteText, s: I64, buffer_len: I64) -> Interned | None:
@@ -348,7 +459,7 @@ def _intern_buffers(text: ByteText, s: I64, buffer_len: I64) -> Interned | None:
     codes = np.zeros(s.size, dtype=np.int32)
     if named.size == 0:
         return Interned(codes, [b""])
-    interned = intern(text, s[named], buffer_len[named], 56)
+    interned = intern(text, s[named], buffer_len[named], MAX_BUFFER_NAME)
     if interned is None:
         return None
     codes[named] = interned.codes + 1
