@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 import shutil
 import subprocess
 from collections import Counter
@@ -239,6 +240,24 @@ def test_lost_event_lines_are_counted(tmp_path: Path) -> None:
     tables = read_text(path)
     assert tables.report.lost_events == {"": {1: 17, 0: 5}}
     assert tables.report.unparsed_lines == 0
+
+
+def test_unknown_events_keep_their_payload_text_and_are_counted(tmp_path: Path) -> None:
+    """Event names no format knows, with a printed (not -R) payload: no traceback, each counted in
+    unknown_events, and the payload text kept in the typed table's ``payload`` column."""
+    default = report_text(X86, tmp_path / "x86.txt")
+    renamed = re.sub(r": (sched_switch|sched_wakeup): ", r": \1_x: ", default.read_text())
+    path = tmp_path / "unknown.txt"
+    path.write_text(renamed)
+    tables = read_text(path)
+    reference = read_text(default)
+    for name in ("sched_switch", "sched_wakeup"):
+        count = reference.by_event[name].height
+        assert tables.report.unknown_events[f"{name}_x"] == count > 0
+        table = tables.by_event[f"{name}_x"]
+        assert table.columns == ["idx", "ts", "cpu", "pid", "payload"] and table.height == count
+        assert table["payload"].null_count() == 0
+    assert tables.events.height == reference.events.height
 
 
 def test_unparsed_line_in_the_middle_is_reported(tmp_path: Path) -> None:

@@ -180,7 +180,7 @@ def _from_pretty(name: str, texts: pl.Series, catalog: FormatCatalog) -> Payload
             break
     if best is None or best[0] == 0:
         fmt = catalog.candidates(name)[0] if catalog.candidates(name) else None
-        return PayloadResult(_all_null(fmt, texts.len()), fmt, "none", texts.len())
+        return PayloadResult(_unparsed(fmt, texts), fmt, "none", texts.len())
     hits, typed, fmt, how = best
     return PayloadResult(typed, fmt, how, texts.len() - hits)
 
@@ -203,9 +203,13 @@ def _pretty_candidates(
     return out
 
 
-def _all_null(fmt: EventFormat | None, height: int) -> pl.DataFrame:
-    """Typed null columns for rows whose payload could not be read."""
+def _unparsed(fmt: EventFormat | None, texts: pl.Series) -> pl.DataFrame:
+    """Rows whose payload could not be read: the format's fields as typed nulls, or, with no
+    format field to put them in, the payload text itself (column ``payload``), so nothing is lost."""
     fields = fmt.payload_fields if fmt is not None else []
+    if not fields:
+        return pl.DataFrame({"payload": texts.cast(pl.String)})
+    height = texts.len()
     return pl.DataFrame(
         {f.name: pl.Series(f.name, [None] * height, dtype=f.polars_dtype()) for f in fields},
         height=height,
