@@ -162,25 +162,35 @@ class EventSink:
         self._groups.clear()
 
     def _pack(self, groups: list[tuple[str, _Group]]) -> np.ndarray:
-        ts_parts, order_parts, words = [], [], []
-        for _name, g in groups:
-            ts_parts.append(np.concatenate(g.ts))
-            order_parts.append(np.concatenate(g.order))
-            words.append(np.concatenate(g.payload))
-        counts = np.array([t.shape[0] for t in ts_parts], np.int64)
-        bounds = np.concatenate(([0], np.cumsum(counts)))
-        ts = np.concatenate(ts_parts)
-        order = np.concatenate(order_parts)
-        # by time, then order; stable (timsort: the groups are sorted runs already)
-        perm = np.argsort((ts << 4) | order, kind="stable")
-        ts = ts[perm]
-        n = ts.shape[0]
-        inv = np.empty(n, np.int64)  # sorted position of each event, by group
-        inv[perm] = np.arange(n, dtype=np.int64)
-        nwords = np.repeat(np.array([w.shape[1] for w in words], np.int64), counts)[perm]
-        delta = np.empty(n, np.int64)
+        """One CPU's events (grouped by payload layout) as ring-buffer pages, in time order."""
+        ts, nwords, inv, bounds, words = _merge_groups(groups)
+        delta = np.empty(ts.shape[0], np.int64)
         delta[0] = 0
         np.subtract(ts[1:], ts[:-1], out=delta[1:])
+        start_arr, ext, csum = self._page_starts(delta, nwords)
+        delta[start_arr] = 0  # the first event of a page: its time is the page's
+        first = np.zeros(ts.shape[0], bool)
+        first[start_arr] = True
+        page_of = np.cumsum(first) - 1
+        hdr = 8 + self.long_size
+        pos = csum[:-1] - csum[start_arr][page_of] + hdr + page_of * self.page_size  # byte offset
+        buf = self._page_headers(ts, start_arr, csum)
+        wpos = pos // 4
+        e = np.flatnonzero(ext)
+        buf[wpos[e]] = (((delta[e] & TS_MASK) << 5) | TYPE_TIME_EXTEND).astype(np.uint32)
+        buf[wpos[e] + 1] = (delta[e] >> 27).astype(np.uint32)
+        hword = wpos + 2 * ext
+        d = np.where(ext, 0, delta)
+        buf[hword] = ((d << 5) | nwords).astype(np.uint32)
+        for gi, w in enumerate(words):
+            at = hword[inv[bounds[gi]:bounds[gi + 1]]] + 1
+            buf[at[:, None] + np.arange(w.shape[1])] = w
+        return buf.view(np.uint8)
+
+    def _page_starts(self, delta: np.ndarray, nwords: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Cut the events into pages: (index of each page's first event, TIME_EXTEND needed per event,
+        cumulative event bytes). A page's first event needs no TIME_EXTEND (the page header has its time)."""
+        n = delta.shape[0]
         ext = delta > TS_MASK
         size = 4 + 4 * nwords + 8 * ext
         cap = self.page_size - 8 - self.long_size
@@ -193,16 +203,16 @@ class EventSink:
             j = int(find(csum[i] + cap + (8 if ext[i] else 0), "right")) - 1
             i = j if j > i else i + 1
         start_arr = np.array(starts, np.int64)
-        first = np.zeros(n, bool)
-        first[start_arr] = True
-        delta[first] = 0
-        ext &= ~first
+        ext[start_arr] = False
         size = 4 + 4 * nwords + 8 * ext
-        csum = np.concatenate(([0], np.cumsum(size)))
-        page_of = np.cumsum(first) - 1
+        return start_arr, ext, np.concatenate(([0], np.cumsum(size)))
+
+    def _page_headers(self, ts: np.ndarray, start_arr: np.ndarray, csum: np.ndarray) -> np.ndarray:
+        """The page buffer (uint32 words) with each page's header (timestamp, commit) and the padding
+        event after its data, as the kernel leaves it."""
+        n, npages = ts.shape[0], start_arr.shape[0]
         hdr = 8 + self.long_size
-        pos = csum[:-1] - csum[start_arr][page_of] + hdr + page_of * self.page_size  # byte offset
-        npages = start_arr.shape[0]
+        cap = self.page_size - hdr
         buf = np.zeros(npages * self.page_size // 4, np.uint32)
         ends = np.append(start_arr[1:], n)
         used = csum[ends] - csum[start_arr]
@@ -213,7 +223,6 @@ class EventSink:
         buf[page_words + 2] = used.astype(np.uint32)
         if self.long_size == 8:
             buf[page_words + 3] = 0
-        # padding event after the data, as the kernel leaves it
         space = cap - used
         pad_at = (page_words * 4 + hdr + used) // 4
         big = space >= 8
@@ -221,17 +230,30 @@ class EventSink:
         buf[pad_at[big] + 1] = (space[big] - 4).astype(np.uint32)
         small = (space >= 4) & ~big
         buf[pad_at[small]] = TYPE_PADDING
-        wpos = pos // 4
-        e = np.flatnonzero(ext)
-        buf[wpos[e]] = (((delta[e] & TS_MASK) << 5) | TYPE_TIME_EXTEND).astype(np.uint32)
-        buf[wpos[e] + 1] = (delta[e] >> 27).astype(np.uint32)
-        hword = wpos + 2 * ext
-        d = np.where(ext, 0, delta)
-        buf[hword] = ((d << 5) | nwords).astype(np.uint32)
-        for gi, w in enumerate(words):
-            at = hword[inv[bounds[gi]:bounds[gi + 1]]] + 1
-            buf[at[:, None] + np.arange(w.shape[1])] = w
-        return buf.view(np.uint8)
+        return buf
+
+
+def _merge_groups(groups: list[tuple[str, _Group]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                                             list[np.ndarray]]:
+    """Merge one CPU's groups by time, then ``order``: (sorted timestamps, payload words per sorted event,
+    sorted position of each event by group, group bounds in that numbering, payload words per group)."""
+    ts_parts, order_parts, words = [], [], []
+    for _name, g in groups:
+        ts_parts.append(np.concatenate(g.ts))
+        order_parts.append(np.concatenate(g.order))
+        words.append(np.concatenate(g.payload))
+    counts = np.array([t.shape[0] for t in ts_parts], np.int64)
+    bounds = np.concatenate(([0], np.cumsum(counts)))
+    ts = np.concatenate(ts_parts)
+    order = np.concatenate(order_parts)
+    # by time, then order; stable (timsort: the groups are sorted runs already)
+    perm = np.argsort((ts << 4) | order, kind="stable")
+    ts = ts[perm]
+    n = ts.shape[0]
+    inv = np.empty(n, np.int64)  # sorted position of each event, by group
+    inv[perm] = np.arange(n, dtype=np.int64)
+    nwords = np.repeat(np.array([w.shape[1] for w in words], np.int64), counts)[perm]
+    return ts, nwords, inv, bounds, words
 
 
 def _string_field(fmt: EventFormat) -> str:

@@ -192,6 +192,7 @@ class Expander:
         self.sink.add("kvm_entry", ts, cpu, tid, order=9, vcpu_pc=np.asarray(pc, np.uint64) & np.uint64(mask))
 
     def exits(self, ch: Chunk) -> None:
+        """kvm_exit / kvm_entry and the events between them for each guest exit of the chunk, with truth."""
         arr = ch.rows("exits", self._task_tables()[1])
         if not arr.shape[0]:
             return
@@ -211,60 +212,82 @@ class Expander:
                 continue
             t, hh, c, p, pc, f = ts[sel], h[sel], cpu[sel], tid[sel], pcs[sel], fault[sel]
             if name == "IRQ":
-                self._irq_pair(t, t + hh * 6 // 10, c, p)
-                kx = t + hh * 7 // 10
-                self._kvm_exit(kx, c, p, 0, 0, pc)
-                self._kvm_entry(t + hh, c, p, pc)
-                self.truth.add_exits(kx, t + hh, c, p, 0, 0, "IRQ")
-                continue
-            if name == "SYS64":
-                self._kvm_exit(t, c, p, 2, EC["SYS64"], pc)
-                iss = self.take("iss", sel.size) << 1
-                self.sink.add("kvm_handle_sys_reg", t + hh // 3, c, p, order=2,
-                              hsr=((EC["SYS64"] << 26) | (1 << 25) | iss).astype(np.uint64))
-                self._kvm_entry(t + hh, c, p, pc + np.uint64(4))
-                self.truth.add_exits(t, t + hh, c, p, 2, EC["SYS64"], "SYS64")
-                continue
-            if name == "HVC64":
-                self._kvm_exit(t, c, p, 2, EC["HVC64"], pc)
-                if self.a32:
-                    self.sink.add("kvm_hvc", t + hh // 3, c, p, order=2, vcpu_pc=pc & np.uint64(0xFFFFFFFF),
-                                  r0=0x84000001, imm=0)
-                else:
-                    self.sink.add("kvm_hvc_arm64", t + hh // 3, c, p, order=2, vcpu_pc=pc, r0=0x84000001, imm=0)
-                self._kvm_entry(t + hh, c, p, pc)
-                self.truth.add_exits(t, t + hh, c, p, 2, EC["HVC64"], "HVC32" if self.a32 else "HVC64")
-                continue
-            rows = np.array([self.sim.fault_rows[i] for i in f.tolist()], dtype=np.uint64)
-            ipa, hsr, hxfar, write = rows[:, 2], rows[:, 3], rows[:, 4], rows[:, 5]
-            ec = (hsr >> np.uint64(26)).astype(np.int64)
-            self._kvm_exit(t, c, p, 2, ec, pc)
-            page = ipa & ~np.uint64(0xFFF)
-            fault_ts = t + np.maximum(hh // 8, 50)
-            if self.a32:
-                self.sink.add("kvm_guest_fault", fault_ts, c, p, order=2, vcpu_pc=pc & np.uint64(0xFFFFFFFF),
-                              hsr=hsr, hxfar=hxfar & np.uint64(0xFFFFFFFF), ipa=page)
+                self._irq_exits(t, hh, c, p, pc)
+            elif name == "SYS64":
+                self._sys64_exits(t, hh, c, p, pc)
+            elif name == "HVC64":
+                self._hvc_exits(t, hh, c, p, pc)
             else:
-                self.sink.add("kvm_guest_fault", fault_ts, c, p, order=2, vcpu_pc=pc, hsr=hsr, hxfar=hxfar,
-                              ipa=page)
-            if name == "ACCESS":
-                self.sink.add("kvm_access_fault", t + hh // 2, c, p, order=3, ipa=page)
-            if name.startswith("MMIO_"):
-                val = self.take(f"mmio:{name}", sel.size, ("int", 256)).astype(np.uint64)
-                wr = write.astype(bool)
-                user = name != "MMIO_GIC"
-                first_type = np.where(wr, 2, np.where(user, 0, 1))
-                self.sink.add("kvm_mmio", t + hh // 4, c, p, order=3, type=first_type, len=4, gpa=ipa,
-                              val=np.where(wr | ~user, val, 0))
-                if user:
-                    self.sink.add("kvm_userspace_exit", t + hh // 3, c, p, order=4, reason=6, errno=0)
-                    rd = ~wr
-                    self.sink.add("kvm_mmio", (t + hh * 8 // 10)[rd], c[rd], p[rd], order=5, type=1, len=4,
-                                  gpa=ipa[rd], val=val[rd])
-            self._kvm_entry(t + hh, c, p, pc)
-            cname = "IABT_LOW" if name == "IABT" else "DABT_LOW"
-            self.truth.add_exits(t, t + hh, c, p, 2, ec, cname)
-            self.truth.add_faults(fault_ts, t, t + hh, rows, name)
+                self._fault_exits(name, t, hh, c, p, pc, f)
+
+    def _irq_exits(self, t: np.ndarray, hh: np.ndarray, c: np.ndarray, p: np.ndarray, pc: np.ndarray) -> None:
+        """A host interrupt while the guest runs: the handler, then kvm_exit and kvm_entry."""
+        self._irq_pair(t, t + hh * 6 // 10, c, p)
+        kx = t + hh * 7 // 10
+        self._kvm_exit(kx, c, p, 0, 0, pc)
+        self._kvm_entry(t + hh, c, p, pc)
+        self.truth.add_exits(kx, t + hh, c, p, 0, 0, "IRQ")
+
+    def _sys64_exits(self, t: np.ndarray, hh: np.ndarray, c: np.ndarray, p: np.ndarray, pc: np.ndarray) -> None:
+        """A trapped system register access: kvm_handle_sys_reg; the entry skips the instruction."""
+        self._kvm_exit(t, c, p, 2, EC["SYS64"], pc)
+        iss = self.take("iss", t.shape[0]) << 1
+        self.sink.add("kvm_handle_sys_reg", t + hh // 3, c, p, order=2,
+                      hsr=((EC["SYS64"] << 26) | (1 << 25) | iss).astype(np.uint64))
+        self._kvm_entry(t + hh, c, p, pc + np.uint64(4))
+        self.truth.add_exits(t, t + hh, c, p, 2, EC["SYS64"], "SYS64")
+
+    def _hvc_exits(self, t: np.ndarray, hh: np.ndarray, c: np.ndarray, p: np.ndarray, pc: np.ndarray) -> None:
+        """A hypercall (PSCI version): kvm_hvc / kvm_hvc_arm64."""
+        self._kvm_exit(t, c, p, 2, EC["HVC64"], pc)
+        if self.a32:
+            self.sink.add("kvm_hvc", t + hh // 3, c, p, order=2, vcpu_pc=pc & np.uint64(0xFFFFFFFF),
+                          r0=0x84000001, imm=0)
+        else:
+            self.sink.add("kvm_hvc_arm64", t + hh // 3, c, p, order=2, vcpu_pc=pc, r0=0x84000001, imm=0)
+        self._kvm_entry(t + hh, c, p, pc)
+        self.truth.add_exits(t, t + hh, c, p, 2, EC["HVC64"], "HVC32" if self.a32 else "HVC64")
+
+    def _fault_exits(self, name: str, t: np.ndarray, hh: np.ndarray, c: np.ndarray, p: np.ndarray,
+                     pc: np.ndarray, f: np.ndarray) -> None:
+        """Stage-2 aborts of class ``name`` (RAM, IABT, ACCESS, MMIO_*): kvm_guest_fault and what the
+        class adds (access fault, MMIO), with exit and fault truth (``f``: rows of ``sim.fault_rows``)."""
+        rows = np.array([self.sim.fault_rows[i] for i in f.tolist()], dtype=np.uint64)
+        ipa, hsr, hxfar, write = rows[:, 2], rows[:, 3], rows[:, 4], rows[:, 5]
+        ec = (hsr >> np.uint64(26)).astype(np.int64)
+        self._kvm_exit(t, c, p, 2, ec, pc)
+        page = ipa & ~np.uint64(0xFFF)
+        fault_ts = t + np.maximum(hh // 8, 50)
+        if self.a32:
+            self.sink.add("kvm_guest_fault", fault_ts, c, p, order=2, vcpu_pc=pc & np.uint64(0xFFFFFFFF),
+                          hsr=hsr, hxfar=hxfar & np.uint64(0xFFFFFFFF), ipa=page)
+        else:
+            self.sink.add("kvm_guest_fault", fault_ts, c, p, order=2, vcpu_pc=pc, hsr=hsr, hxfar=hxfar,
+                          ipa=page)
+        if name == "ACCESS":
+            self.sink.add("kvm_access_fault", t + hh // 2, c, p, order=3, ipa=page)
+        if name.startswith("MMIO_"):
+            self._mmio(name, t, hh, c, p, ipa, write)
+        self._kvm_entry(t + hh, c, p, pc)
+        cname = "IABT_LOW" if name == "IABT" else "DABT_LOW"
+        self.truth.add_exits(t, t + hh, c, p, 2, ec, cname)
+        self.truth.add_faults(fault_ts, t, t + hh, rows, name)
+
+    def _mmio(self, name: str, t: np.ndarray, hh: np.ndarray, c: np.ndarray, p: np.ndarray, ipa: np.ndarray,
+              write: np.ndarray) -> None:
+        """kvm_mmio for an MMIO abort; UART and virtio go to userspace (kvm_userspace_exit, and a read's
+        value comes back in a second kvm_mmio), the GIC is emulated in the kernel."""
+        val = self.take(f"mmio:{name}", t.shape[0], ("int", 256)).astype(np.uint64)
+        wr = write.astype(bool)
+        user = name != "MMIO_GIC"
+        first_type = np.where(wr, 2, np.where(user, 0, 1))
+        self.sink.add("kvm_mmio", t + hh // 4, c, p, order=3, type=first_type, len=4, gpa=ipa,
+                      val=np.where(wr | ~user, val, 0))
+        if user:
+            self.sink.add("kvm_userspace_exit", t + hh // 3, c, p, order=4, reason=6, errno=0)
+            rd = ~wr
+            self.sink.add("kvm_mmio", (t + hh * 8 // 10)[rd], c[rd], p[rd], order=5, type=1, len=4,
+                          gpa=ipa[rd], val=val[rd])
 
     def interrupts(self, ch: Chunk) -> None:
         bl, rn = ch.table("blocked"), ch.table("running")
@@ -379,6 +402,22 @@ def simulate(params: dict[str, Any], seed: int, out: Path | None, *, dry: bool =
     exp = Expander(sim, sink, truth, arch, params["vcpu_comm"])
     start = int(float(params["start_s"]) * 1e9)
     loops = int(params["cyclictest"]["loops"])
+    end = _run_cpus(params, sim, exp, start, loops)
+    _describe_trace(writer, params, long_size)
+    events = sum(sink.counts.values())
+    result = Result(out=out or Path("."), events=events, counts=dict(sink.counts), seconds=0.0, loops=loops,
+                    kept=sink.kept)
+    if dry or out is None:
+        writer.close()
+    else:
+        _write_capture(out, writer, truth, params, seed, result, (start, end), text)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _run_cpus(params: dict[str, Any], sim: Simulator, exp: Expander, start: int, loops: int) -> int:
+    """Simulate every measured CPU from ``start``, then the CPUs without a measured thread (background
+    bursts, and the markers, written last); ``exp`` expands each chunk. Returns when the run ends."""
     measured_cpus = {int(v["cpu"]) for v in params["vcpus"]} if params["side"] == "guest" else {0}
     free = [c for c in range(int(params["ncpus"])) if c not in measured_cpus]
     marks_cpu = free[-1] if free else min(measured_cpus)
@@ -386,12 +425,14 @@ def simulate(params: dict[str, Any], seed: int, out: Path | None, *, dry: bool =
     end = start
     runs = params["vcpus"] if params["side"] == "guest" else [{"cpu": 0, "tid": params["cyclictest"]["tid"]}]
     sim.tick_phases = {}
+
+    def sink_chunk(ch: Chunk) -> None:
+        if free:
+            late_marks.extend(ch.marks)
+            ch.marks = []
+        exp(ch)
+
     for v in runs:
-        def sink_chunk(ch: Chunk) -> None:
-            if free:
-                late_marks.extend(ch.marks)
-                ch.marks = []
-            exp(ch)
         end = max(end, sim.run_cpu(v, loops, start, marks_cpu, FLUSH_ITEMS, sink_chunk))
         last = sim.chunk
         sim.chunk = Chunk()
@@ -402,6 +443,11 @@ def simulate(params: dict[str, Any], seed: int, out: Path | None, *, dry: bool =
         if c == marks_cpu:
             late.marks = late_marks
         exp(late)
+    return end
+
+
+def _describe_trace(writer: TraceDatWriter, params: dict[str, Any], long_size: int) -> None:
+    """The trace.dat header parts besides the events: task names, uname, kallsyms, the buffer."""
     cmdlines = {0: "<idle>", MARKER_TASK[1]: MARKER_TASK[0], int(params["vmm_pid"]): params["vcpu_comm"]}
     for v in params["vcpus"]:
         cmdlines[int(v["tid"])] = params["vcpu_comm"]
@@ -415,30 +461,27 @@ def simulate(params: dict[str, Any], seed: int, out: Path | None, *, dry: bool =
     writer.set_cmdlines(cmdlines)
     writer.uname = params["uname"]
     writer.tracecmd_version = "kvmtrace-synth"
-    mark_ip = MARK_IP & 0xFFFFFFFF if arch == "arm32" else MARK_IP
+    mark_ip = MARK_IP & 0xFFFFFFFF if params["arch"] == "arm32" else MARK_IP
     writer.kallsyms = f"{mark_ip:0{2 * long_size}x} T tracing_mark_write\n"
     writer.add_buffer("", ncpus=int(params["ncpus"]))
-    events = sum(sink.counts.values())
-    result = Result(out=out or Path("."), events=events, counts=dict(sink.counts), seconds=0.0, loops=loops,
-                    kept=sink.kept)
-    if dry or out is None:
-        writer.close()
-        result.seconds = time.perf_counter() - started
-        return result
+
+
+def _write_capture(out: Path, writer: TraceDatWriter, truth: TruthBuilder, params: dict[str, Any], seed: int,
+                   result: Result, span: tuple[int, int], text: bool) -> None:
+    """Write the capture directory: trace.dat, truth/ (phases from the markers, over ``span``),
+    capture.json, and trace.txt (trace-cmd report) with ``text``."""
     out.mkdir(parents=True, exist_ok=True)
     writer.write(out / "trace.dat")
     writer.close()
     phases = phases_from_markers(
         pl.DataFrame({"ts": [m[0] for m in truth.marks], "text": [m[2] for m in truth.marks]},
-                     schema={"ts": pl.Int64(), "text": pl.String()}).sort("ts"), start, end)
+                     schema={"ts": pl.Int64(), "text": pl.String()}).sort("ts"), *span)
     truth.write(out / "truth", phases)
     _manifest(params, seed, phases, result).write(out)
     if text:
         with open(out / "trace.txt", "w") as fh:
             subprocess.run(["trace-cmd", "report", "-t", "-i", str(out / "trace.dat")], stdout=fh,
                            stderr=subprocess.DEVNULL, check=True)
-    result.seconds = time.perf_counter() - started
-    return result
 
 
 def _manifest(params: dict[str, Any], seed: int, phases: pl.DataFrame, result: Result) -> Manifest:

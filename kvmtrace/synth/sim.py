@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -234,6 +234,22 @@ class LatencyStats:
             self.last = int(lat[-1])
 
 
+@dataclass
+class CpuTasks:
+    """The tasks of one measured CPU: the measured thread, the hog (if pinned there) and the background
+    tasks with their arrival gaps and bursts (``nxt``: each one's next arrival, a merged Poisson process)."""
+
+    me: Task
+    hog: Task | None
+    bgs: list[tuple[Task, Callable[[], int], Pool]] = field(default_factory=list)
+    nxt: list[int] = field(default_factory=list)
+
+    @property
+    def back(self) -> Task:
+        """Who runs when nothing else wants the CPU: the hog, else the idle task."""
+        return self.hog if self.hog is not None else IDLE
+
+
 class Simulator:
     """Runs one scenario; ``run_cpu`` hands chunks of results in time order to a sink."""
 
@@ -270,11 +286,30 @@ class Simulator:
 
     # ------------------------------------------------------------------ one CPU
     def run_cpu(self, vcpu: dict[str, Any], loops: int, start: int, marks_cpu: int,
-                flush_every: int, sink: Any) -> int:
-        p = self.p
+                flush_every: int, sink: Callable[[Chunk], None]) -> int:
+        """Simulate one measured CPU from ``start``: the guest's boot and benchmark phases, then
+        ``loops`` cyclictest loops. Full chunks go to ``sink``, the last stays in ``self.chunk``.
+        Returns when the CPU's run ends."""
         cpu = int(vcpu["cpu"])
-        side = p["side"]
-        if side == "guest":
+        tasks = self.cpu_tasks(vcpu, cpu, start)
+        self.tick_phase = int(stream(self.seed, f"tick_phase:{cpu}").integers(0, self.tick_ns))
+        self.tick_phases[cpu] = self.tick_phase  # the host tick grid of this CPU, for every chunk
+        self.min_vr = 0.0
+        self.chunk = Chunk(cpu, tasks.me.pid, tasks.me.idx, tasks.back.idx)
+        now = start
+        if self.p["side"] == "guest":
+            now = self.guest_phases(tasks, cpu, start, marks_cpu)
+        interval = int(self.p["cyclictest"]["interval_us"]) * NS
+        self.chunk.marks.append((now, marks_cpu, f"L2_CYCLICTEST_START dur={loops * interval // 10**9}"))
+        loop = CyclictestLoop(self, tasks, cpu, start, now, flush_every, sink)
+        loop.run(loops)
+        return self.finish_cpu(loop, loops, marks_cpu)
+
+    def cpu_tasks(self, vcpu: dict[str, Any], cpu: int, start: int) -> CpuTasks:
+        """Create the tasks of CPU ``cpu``: the measured thread, the hog if it is pinned here, and the
+        background tasks with their arrival and burst streams."""
+        p = self.p
+        if p["side"] == "guest":
             me = self.task(p["vcpu_comm"], int(vcpu["tid"]), vcpu.get("policy", "other"), int(vcpu.get("prio", 0)),
                            int(vcpu.get("nice", 0)))
         else:
@@ -284,258 +319,79 @@ class Simulator:
         if hog_p and int(hog_p["cpu"]) == cpu:
             hog = self.task(hog_p["comm"], int(hog_p["pid"]), hog_p.get("policy", "other"),
                             int(hog_p.get("prio", 0)), int(hog_p.get("nice", 0)))
-        bgs: list[tuple[Task, Callable[[], int], Pool]] = []
-        nxt: list[int] = []  # background arrivals: merged Poisson process (next arrival per task)
+        tasks = CpuTasks(me, hog)
         for b in p["background"]:
             if int(b["cpu"]) != cpu:
                 continue
             t = self.task(b["comm"], int(b["pid"]), b.get("policy", "other"), int(b.get("prio", 0)))
-            i = len(bgs)
+            i = len(tasks.bgs)
             rate = float(b["rate_hz"])
             gaps = exp_gaps(stream(self.seed, f"bg:{cpu}:{i}:gap"), 1e9 / rate if rate > 0 else 1.0)
-            bgs.append((t, gaps, Pool(stream(self.seed, f"bg:{cpu}:{i}:burst"), b["burst"])))
-            nxt.append(start + gaps() if rate > 0 else NEVER)
-        self.tick_phase = int(stream(self.seed, f"tick_phase:{cpu}").integers(0, self.tick_ns))
-        self.tick_phases[cpu] = self.tick_phase  # the host tick grid of this CPU, for every chunk
-        ct = p["cyclictest"]
-        interval = int(ct["interval_us"]) * NS
-        now = start
-        back = hog if hog is not None else IDLE  # who runs when nothing else wants the CPU
-        cur: Task = back  # task on the CPU while `me` is not running
-        self.min_vr = 0.0
-        cur_since = now
-        last_in = now  # when the measured thread last got the CPU
-        self.chunk = ch = Chunk(cpu, me.pid, me.idx, back.idx)
+            tasks.bgs.append((t, gaps, Pool(stream(self.seed, f"bg:{cpu}:{i}:burst"), b["burst"])))
+            tasks.nxt.append(start + gaps() if rate > 0 else NEVER)
+        return tasks
 
-        # ---- boot and benchmark phases: the guest runs continuously
-        if side == "guest":
-            ch.sw += (now, cur.idx, 0, me.idx)
-            if hog is not None:
-                ch.run += (start - 50 * NS, now, hog.pid)
-            now += 10 * NS
-            if p.get("boot"):
-                ch.marks.append((now, marks_cpu, "L2_BOOT_START"))
-                ex = ExitStream(self.seed, f"exits:boot:{cpu}", p["boot"]["exits"])
-                now = self.guest_run(now, int(float(p["boot"]["guest_ms"]) * 1e6), ex, me, None)[0]
-                self.chunk.marks.append((now + 2 * NS, marks_cpu, f"L2_SHELL uptime={(now - start) / 1e9:.2f}"))
-                now += 5 * NS
-            if p.get("lmbench"):
-                lm = p["lmbench"]
-                self.chunk.marks.append((now, marks_cpu, "L2_LMBENCH_START lat_mem_rd"))
-                spec = {"RAM": {"rate_hz": int(lm["mb"]) * 256 / (float(lm["guest_ms"]) / 1000),
-                                "handling": p["exits"]["RAM"]["handling"]}, "IRQ": p["exits"]["IRQ"]}
-                self.lm_fresh = True
-                ex = ExitStream(self.seed, f"exits:lmbench:{cpu}", spec)
-                now = self.guest_run(now, int(float(lm["guest_ms"]) * 1e6), ex, me, None)[0]
-                self.lm_fresh = False
-                self.chunk.marks.append((now + 2 * NS, marks_cpu, "L2_LMBENCH_END"))
-                now += 5 * NS
-        self.chunk.marks.append((now, marks_cpu, f"L2_CYCLICTEST_START dur={loops * interval // 10**9}"))
-        ex = ExitStream(self.seed, f"exits:cyclictest:{cpu}", p["exits"])
-        ex_next = ex.next
-        eg, ecls, eh = ex.next()  # the pending exit: guest ns until it, class, handling
-        stats = LatencyStats()
-        need = 20 * NS  # guest time left before the guest executes WFI
-        in_guest = side == "guest"
-        blocked_at = now
-        ch = self.chunk
-        if not in_guest:
-            ch.sw += (now, me.idx, 1, cur.idx)
-        next_deadline = now + interval
-        # the streams and constants of the loop, as locals
-        timer, host_irq, irq_tail = self.pool["timer"].next, self.pool["host_irq"].next, self.pool["irq_tail"].next
-        r_exit, r_entry, block_ = self.pool["r_exit"].next, self.pool["r_entry"].next, self.pool["block"].next
-        inject, entry_, gh_ = self.pool["inject"].next, self.pool["entry"].next, self.pool["guest_handling"].next
-        host_user, post, busy, coin = self.pool["host_user"].next, self.post.next, self.busy.next, self.coin
-        busy_prob = self.busy_prob
-        me_idx, me_pid, me_w = me.idx, me.pid, me.weight
-        back_idx = back.idx
-        hog_w = hog.weight if hog is not None else 1024
-        hog_idx = hog.idx if hog is not None else 0
-        # vruntimes as locals (written back around the slow paths, which use the tasks')
-        me_vr, hog_vr, min_vr = me.vr, hog.vr if hog is not None else 0.0, self.min_vr
-        nmin = min(nxt) if nxt else NEVER
-        sched_ = self.pool["sched"].next
-        hog_other = hog is not None and hog.policy == "other"
-        me_first = hog is not None and me.policy == "fifo" and (hog.policy != "fifo" or hog.prio < me.prio)
-        hog_first = hog is not None and hog.policy == "fifo" and (me.policy != "fifo" or hog.prio >= me.prio)
-        cfs_both = hog is not None and not me_first and not hog_first
-        half_latency = self.cfs["latency_us"] / 2
-        gran = self.cfs["wakeup_gran_us"]
-        wait = self.wait
-        k = 0
-        sz = ch.size()  # Chunk.size(), kept up to date without recounting
-        sw_ts = 0
-        while k < loops:
-            # like cyclictest: the next deadline is one interval on, skipping periods already missed
-            deadline = next_deadline
-            t0 = deadline + timer()
-            dirty = False  # a slow path appended rows: recount the chunk's size
-            if in_guest:
-                # the guest runs until it executes WFI, unless the deadline's interrupt comes first
-                while True:
-                    if t0 <= now + (eg if eg < need else need):
-                        used = t0 - now
-                        if used < 0:
-                            used = 0
-                        if used < eg:
-                            eg -= used
-                        need -= used
-                        fired = True
-                        break
-                    if need <= eg:
-                        eg -= need
-                        now += need
-                        fired = False
-                        break
-                    now += eg
-                    need -= eg
-                    self.emit_exit(now, ecls, eh, me)
-                    sz += 3
-                    now += eh
-                    eg, ecls, eh = ex_next()
-                if fired:
-                    # running path: irq handled in the guest; injection, exit, entry
-                    t_irq = t0 if t0 > now + 100 else now + 100
-                    upd = t_irq + host_irq()
-                    kexit = upd + r_exit()
-                    entry = kexit + r_entry()
-                    gh = gh_()
-                    ch.running += (deadline, t_irq, upd, kexit, entry, gh)
-                    lat = entry - deadline + gh
-                    now = entry
-                    need += gh + post() + (busy() if coin() < busy_prob else 0)
-                    k += 1
-                    next_deadline = deadline + interval
-                    if next_deadline < deadline + lat:
-                        next_deadline += -(-(deadline + lat - next_deadline) // interval) * interval
-                    sz += 13
-                    if sz >= flush_every:
-                        stats.add(ch)
-                        sink(ch)
-                        self.chunk = ch = Chunk(cpu, me_pid, me_idx, back_idx)
-                        sz = 0
-                    continue
-                # WFx exit: the vCPU blocks
-                sw_ts = now + block_()
-                cur = back
-                blocked_at = now
-                now = sw_ts + 12 * NS  # save_state events follow the switch
-                cur_since = now
-                ran = sw_ts - last_in
-                me_vr += (ran if ran > 0 else 0) * 1024 / me_w
-                if t0 <= now + 2 * NS:
-                    t0 = now + 2 * NS
-            # ---- the measured thread is blocked: host tasks run until t0
-            if nmin < t0:
-                me.vr, self.min_vr = me_vr, min_vr
-                if hog is not None:
-                    hog.vr = hog_vr
-                cur, cur_since, now = self.host_until(cur, cur_since, now, t0, hog, bgs, nxt)
-                nmin = min(nxt)
-                if hog is not None:
-                    hog_vr = hog.vr
-                dirty = True
-            wake = t0 + host_irq()
-            irq_exit = wake + irq_tail()
-            sched = sched_()
-            # inline: the CPU is idle, or the hog yields at once (FIFO, or CFS wakeup preemption)
-            if cur is IDLE:
-                fast = False
-                switch, prev_state = irq_exit + sched, 0
-                blocker, blocker_ns = (IRQ_BLOCKER, irq_exit - wake) if irq_exit > wake else (NO_BLOCKER, -1)
-            else:
-                fast = False
-                if cur is hog and (me_first or cfs_both):
-                    floor = min_vr - half_latency  # sleeper credit, as wait() applies it
-                    if me_vr < floor:
-                        me_vr = floor
-                    fast = me_first or hog_vr + (wake - cur_since) * 1024 / hog_w - me_vr > gran
-                if not fast:
-                    me.vr, self.min_vr = me_vr, min_vr
-                    if hog is not None:
-                        hog.vr = hog_vr
-                    switch, blocker, blocker_ns, prev_state = wait(me, cur, cur_since, wake, irq_exit, hog, sched)
-                    me_vr, min_vr = me.vr, self.min_vr
-                    if hog is not None:
-                        hog_vr = hog.vr
-                    dirty = True
-            if fast:
-                switch = irq_exit + sched
-                if switch < irq_exit + NS:
-                    switch = irq_exit + NS
-                prev_state = 0
-                held = switch - irq_exit
-                if hog_other:
-                    hog_vr += (switch - cur_since) * 1024 / hog_w
-                lo = hog_vr if hog_vr <= me_vr else me_vr
-                if lo > min_vr:
-                    min_vr = lo
-                tail = irq_exit - wake
-                blocker, blocker_ns = (IRQ_BLOCKER, tail) if tail >= held else (hog_idx, held)
-            if cur is hog:
-                hog_vr += (switch - cur_since) * 1024 / hog_w
-            if in_guest:
-                # one row: Chunk.derived() makes the WFx exit, wfi, switches, wakeup, tick, run rows of it
-                upd = switch + inject()
-                entry = upd + entry_()
-                gh = gh_()
-                ch.blocked += (deadline, t0, wake, irq_exit, switch, upd, entry, blocked_at, sw_ts, cur.idx,
-                               prev_state, blocker, blocker_ns, cur_since, gh)
-                lat = entry - deadline + gh
-                now = entry
-                need = gh + post() + (busy() if coin() < busy_prob else 0)
-                sz += 17
-            else:
-                irq_name_pid = cur.pid
-                ch.wk += (wake, irq_name_pid, me_idx)
-                ch.ticks += (t0, irq_exit, irq_name_pid)
-                ch.sw += (switch, cur.idx, prev_state, me_idx)
-                if cur is not IDLE:
-                    ch.run += (cur_since, t0, irq_name_pid)
-                user = host_user()
-                lat = switch - deadline + user
-                sleep_at = switch + user + post()
-                ch.cyclictest += (deadline, lat, 2)
-                ch.sw += (sleep_at, me_idx, 1, back_idx)
-                now = sleep_at + NS
-                cur_since = now
-                sz += 4
-            cur = back
-            last_in = switch
-            k += 1
-            next_deadline = deadline + interval
-            if next_deadline < deadline + lat:
-                next_deadline += -(-(deadline + lat - next_deadline) // interval) * interval
-            if dirty:
-                sz = ch.size()
-            if sz >= flush_every:
-                stats.add(ch)
-                sink(ch)
-                self.chunk = ch = Chunk(cpu, me_pid, me_idx, back_idx)
-                sz = 0
-        ex.pending = (eg, ecls, eh)
-        me.vr, self.min_vr = me_vr, min_vr
+    def guest_phases(self, tasks: CpuTasks, cpu: int, start: int, marks_cpu: int) -> int:
+        """The vCPU thread gets the CPU at ``start`` and the guest runs continuously through its boot
+        and benchmark phases (those the scenario has). Returns when they end."""
+        p, me, hog, ch = self.p, tasks.me, tasks.hog, self.chunk
+        now = start
+        ch.sw += (now, tasks.back.idx, 0, me.idx)
         if hog is not None:
-            hog.vr = hog_vr
-        stats.add(self.chunk)  # run() flushes the last chunk
-        if in_guest:
-            end, _ = self.guest_run(now, need, ex, me, None)
+            ch.run += (start - 50 * NS, now, hog.pid)
+        now += 10 * NS
+        if p.get("boot"):
+            ch.marks.append((now, marks_cpu, "L2_BOOT_START"))
+            ex = ExitStream(self.seed, f"exits:boot:{cpu}", p["boot"]["exits"])
+            now = self.guest_run(now, int(float(p["boot"]["guest_ms"]) * 1e6), ex, me, None)[0]
+            self.chunk.marks.append((now + 2 * NS, marks_cpu, f"L2_SHELL uptime={(now - start) / 1e9:.2f}"))
+            now += 5 * NS
+        if p.get("lmbench"):
+            now = self.lmbench_phase(me, cpu, now, marks_cpu)
+        return now
+
+    def lmbench_phase(self, me: Task, cpu: int, now: int, marks_cpu: int) -> int:
+        """lat_mem_rd in the guest from ``now``: a stage-2 fault per fresh page. Returns when it ends."""
+        p = self.p
+        lm = p["lmbench"]
+        self.chunk.marks.append((now, marks_cpu, "L2_LMBENCH_START lat_mem_rd"))
+        spec = {"RAM": {"rate_hz": int(lm["mb"]) * 256 / (float(lm["guest_ms"]) / 1000),
+                        "handling": p["exits"]["RAM"]["handling"]}, "IRQ": p["exits"]["IRQ"]}
+        self.lm_fresh = True
+        ex = ExitStream(self.seed, f"exits:lmbench:{cpu}", spec)
+        now = self.guest_run(now, int(float(lm["guest_ms"]) * 1e6), ex, me, None)[0]
+        self.lm_fresh = False
+        self.chunk.marks.append((now + 2 * NS, marks_cpu, "L2_LMBENCH_END"))
+        return now + 5 * NS
+
+    def finish_cpu(self, loop: CyclictestLoop, loops: int, marks_cpu: int) -> int:
+        """After the last loop: the guest runs to its last WFI, cyclictest prints its summary and the
+        end marker. Returns when the CPU's run ends."""
+        me, back, now = loop.me, loop.back, loop.now
+        cur = loop.cur
+        loop.stats.add(self.chunk)  # run() flushes the last chunk
+        if loop.in_guest:
+            end, _ = self.guest_run(now, loop.need, loop.ex, me, None)
             ch = self.chunk
             ch.exits += (end, -1, WFX, -1)
-            ch.wfi += (end, end + 8 * NS, end + interval)
+            ch.wfi += (end, end + 8 * NS, end + loop.interval)
             cur = back
-            ch.sw += (end + 8 * NS, me_idx, 1, back_idx)
+            ch.sw += (end + 8 * NS, me.idx, 1, back.idx)
             now = end + 20 * NS
         if loops:
-            summary = (f"T: 0 ({me.pid if side == 'host' else ct['tid']:5d}) P:{ct['prio']} "
-                       f"I:{ct['interval_us']} C:{loops:9d} Min:{stats.min // NS:7d} Act:{stats.last // NS:5d} "
-                       f"Avg:{stats.sum // loops // NS:5d} Max:{stats.max // NS:9d}")
-            self.chunk.marks.append((now + 100 * NS, marks_cpu, summary))
+            self.chunk.marks.append((now + 100 * NS, marks_cpu, self.cyclictest_summary(me, loops, loop.stats)))
         self.chunk.marks.append((now + 200 * NS, marks_cpu, "L2_CYCLICTEST_END"))
+        hog = loop.hog
         if hog is not None and cur is hog:
             self.chunk.run += (now, now + 50 * NS, hog.pid)
         return now + 300 * NS
+
+    def cyclictest_summary(self, me: Task, loops: int, stats: LatencyStats) -> str:
+        """The line cyclictest prints at its end (``T: 0 (tid) P:.. I:.. C:.. Min:.. ...``)."""
+        ct = self.p["cyclictest"]
+        return (f"T: 0 ({me.pid if self.p['side'] == 'host' else ct['tid']:5d}) P:{ct['prio']} "
+                f"I:{ct['interval_us']} C:{loops:9d} Min:{stats.min // NS:7d} Act:{stats.last // NS:5d} "
+                f"Avg:{stats.sum // loops // NS:5d} Max:{stats.max // NS:9d}")
 
     # ------------------------------------------------------------------ pieces
     def guest_run(self, now: int, need: int, ex: ExitStream, me: Task,
@@ -546,13 +402,13 @@ class Simulator:
         guest runs, (guest time still needed, wall time of the interrupt)."""
         if ex.pending is None:
             ex.pending = ex.next()
+        gap, cls, handling = ex.pending
         while True:
-            gap, cls, handling = ex.pending
-            if irq_at is not None and irq_at <= now + min(gap, need):
-                used = max(irq_at - now, 0)
+            if irq_at is not None and irq_at <= now + (gap if gap < need else need):
+                used = irq_at - now if irq_at > now else 0
                 if used < gap:
                     ex.pending = (gap - used, cls, handling)
-                return need - used, max(irq_at, now + 100)
+                return need - used, (irq_at if irq_at > now + 100 else now + 100)
             if need <= gap:
                 ex.pending = (gap - need, cls, handling)
                 return now + need, None
@@ -560,7 +416,7 @@ class Simulator:
             need -= gap
             self.emit_exit(now, cls, handling, me)
             now += handling
-            ex.pending = ex.next()
+            ex.pending = gap, cls, handling = ex.next()
 
     def emit_exit(self, ts: int, cls: int, handling: int, me: Task) -> None:
         fault = -1
@@ -728,3 +584,227 @@ class Simulator:
             out.sw += (e, task.idx, 1, 0)
             out.run += (a, e, task.pid)
             t = e
+
+
+class CyclictestLoop:
+    """cyclictest's loops on one measured CPU. Each deadline's timer interrupt takes the running path
+    (it fires while the guest runs) or the blocked path (the measured thread sleeps, host tasks run
+    until the interrupt wakes it). Rows go to ``sim.chunk``; full chunks go to ``sink``.
+
+    Hot loop: the common case is inline, slow paths (background bursts, a contended wakeup) call the
+    Simulator and mark the chunk size ``dirty``; otherwise ``sz`` (``Chunk.size()``) is kept up to date
+    without recounting."""
+
+    def __init__(self, sim: Simulator, tasks: CpuTasks, cpu: int, start: int, now: int, flush_every: int,
+                 sink: Callable[[Chunk], None]) -> None:
+        p = sim.p
+        self.sim, self.cpu, self.flush_every, self.sink = sim, cpu, flush_every, sink
+        self.me, self.hog, self.back, self.bgs, self.nxt = tasks.me, tasks.hog, tasks.back, tasks.bgs, tasks.nxt
+        self.in_guest = p["side"] == "guest"
+        self.interval = int(p["cyclictest"]["interval_us"]) * NS
+        self.ex = ExitStream(sim.seed, f"exits:cyclictest:{cpu}", p["exits"])
+        self.ex.pending = self.ex.next()  # guest ns until the next exit, its class and handling
+        self.stats = LatencyStats()
+        self.now = now
+        self.need = 20 * NS  # guest time left before the guest executes WFI
+        self.cur: Task = self.back  # task on the CPU while the measured thread is not running
+        self.cur_since = start
+        self.last_in = start  # when the measured thread last got the CPU
+        self.blocked_at, self.sw_ts = now, 0  # the vCPU's last WFx exit and switch away
+        self.nmin = min(self.nxt) if self.nxt else NEVER  # the next background arrival
+        self._streams(sim)
+        self._wakeup_rules(sim)
+        if not self.in_guest:
+            sim.chunk.sw += (now, self.me.idx, 1, self.cur.idx)
+        self.sz = sim.chunk.size()
+        self.dirty = False  # a slow path appended rows: recount the chunk's size
+
+    def _streams(self, sim: Simulator) -> None:
+        """The random durations of the loop, one stream each."""
+        pool = sim.pool
+        self.timer, self.host_irq, self.irq_tail = pool["timer"].next, pool["host_irq"].next, pool["irq_tail"].next
+        self.r_exit, self.r_entry, self.block = pool["r_exit"].next, pool["r_entry"].next, pool["block"].next
+        self.inject, self.entry, self.guest_handling = pool["inject"].next, pool["entry"].next, \
+            pool["guest_handling"].next
+        self.host_user, self.sched, self.post = pool["host_user"].next, pool["sched"].next, sim.post.next
+        self.busy, self.coin, self.busy_prob = sim.busy.next, sim.coin, sim.busy_prob
+
+    def _wakeup_rules(self, sim: Simulator) -> None:
+        """Who wins when the measured thread wakes while the hog runs (FIFO priority, else CFS)."""
+        me, hog = self.me, self.hog
+        self.hog_other = hog is not None and hog.policy == "other"
+        self.me_first = hog is not None and me.policy == "fifo" and (hog.policy != "fifo" or hog.prio < me.prio)
+        hog_first = hog is not None and hog.policy == "fifo" and (me.policy != "fifo" or hog.prio >= me.prio)
+        self.cfs_both = hog is not None and not self.me_first and not hog_first
+        self.half_latency = sim.cfs["latency_us"] / 2
+        self.gran = sim.cfs["wakeup_gran_us"]
+
+    def run(self, loops: int) -> None:
+        """Run ``loops`` loops: a deadline each, its interrupt, the latency cyclictest measures."""
+        interval, timer, in_guest, flush_every = self.interval, self.timer, self.in_guest, self.flush_every
+        deadline_at = self.now + interval
+        for _ in range(loops):
+            deadline = deadline_at
+            t0 = deadline + timer()
+            t_irq = self.guest_until(t0) if in_guest else None
+            lat = self.running_path(deadline, t_irq) if t_irq is not None else self.blocked_path(deadline, t0)
+            # like cyclictest: the next deadline is one interval on, skipping periods already missed
+            deadline_at = deadline + interval
+            if deadline_at < deadline + lat:
+                deadline_at += -(-(deadline + lat - deadline_at) // interval) * interval
+            if self.sz >= flush_every:
+                self.flush()
+
+    def guest_until(self, t0: int) -> int | None:
+        """The guest runs until the interrupt due at ``t0`` (returns when the host takes it) or until it
+        executes WFI first (returns None; ``now`` is then)."""
+        ch = self.sim.chunk
+        exits = len(ch.exits)
+        left, t_irq = self.sim.guest_run(self.now, self.need, self.ex, self.me, t0)
+        self.sz += 3 * ((len(ch.exits) - exits) >> 2)
+        if t_irq is None:
+            self.now = left
+        else:
+            self.need = left
+        return t_irq
+
+    def running_path(self, deadline: int, t_irq: int) -> int:
+        """The interrupt arrives while the guest runs: injection, exit, entry. Returns the latency."""
+        upd = t_irq + self.host_irq()
+        kexit = upd + self.r_exit()
+        entry = kexit + self.r_entry()
+        gh = self.guest_handling()
+        self.sim.chunk.running += (deadline, t_irq, upd, kexit, entry, gh)
+        self.now = entry
+        self.need += gh + self.post() + (self.busy() if self.coin() < self.busy_prob else 0)
+        self.sz += 13
+        return entry - deadline + gh
+
+    def blocked_path(self, deadline: int, t0: int) -> int:
+        """The measured thread sleeps; host tasks run until the interrupt at ``t0`` wakes it. Returns
+        the latency."""
+        if self.in_guest:
+            t0 = self.vcpu_blocks(t0)
+        if self.nmin < t0:
+            self.host_runs_until(t0)
+        wake = t0 + self.host_irq()
+        irq_exit = wake + self.irq_tail()
+        switch, prev_state, blocker, blocker_ns = self.wakeup(wake, irq_exit, self.sched())
+        cur = self.cur
+        if cur is self.hog:
+            cur.vr += (switch - self.cur_since) * 1024 / cur.weight
+        if self.in_guest:
+            lat = self.vcpu_resumes(deadline, t0, wake, irq_exit, switch, prev_state, blocker, blocker_ns)
+        else:
+            lat = self.cyclictest_resumes(deadline, t0, wake, irq_exit, switch, prev_state)
+        self.cur = self.back
+        self.last_in = switch
+        if self.dirty:
+            self.sz = self.sim.chunk.size()
+            self.dirty = False
+        return lat
+
+    def vcpu_blocks(self, t0: int) -> int:
+        """The guest executed WFI: the vCPU thread blocks and leaves the CPU. Returns when the
+        interrupt can come (not before the switch away)."""
+        now = self.now
+        sw_ts = self.sw_ts = now + self.block()
+        self.cur = self.back
+        self.blocked_at = now
+        now = self.now = self.cur_since = sw_ts + 12 * NS  # save_state events follow the switch
+        ran = sw_ts - self.last_in
+        me = self.me
+        me.vr += (ran if ran > 0 else 0) * 1024 / me.weight
+        return t0 if t0 > now + 2 * NS else now + 2 * NS
+
+    def host_runs_until(self, t0: int) -> None:
+        """Slow path: background bursts arrive before ``t0`` (they preempt the hog)."""
+        self.cur, self.cur_since, self.now = self.sim.host_until(self.cur, self.cur_since, self.now, t0, self.hog,
+                                                                 self.bgs, self.nxt)
+        self.nmin = min(self.nxt)
+        self.dirty = True
+
+    def wakeup(self, wake: int, irq_exit: int, sched: int) -> tuple[int, int, int, int]:
+        """When the woken thread gets the CPU: (switch, the holder's prev_state, blocker code, ns).
+        Inline when the CPU is idle or the hog yields at once, else ``Simulator.wait``."""
+        cur = self.cur
+        if cur is IDLE:
+            if irq_exit > wake:
+                return irq_exit + sched, 0, IRQ_BLOCKER, irq_exit - wake
+            return irq_exit + sched, 0, NO_BLOCKER, -1
+        if cur is self.hog and self.hog_yields(wake):
+            return self.hog_yields_at(wake, irq_exit, sched)
+        switch, blocker, blocker_ns, prev_state = self.sim.wait(self.me, cur, self.cur_since, wake, irq_exit,
+                                                                self.hog, sched)
+        self.dirty = True
+        return switch, prev_state, blocker, blocker_ns
+
+    def hog_yields(self, wake: int) -> bool:
+        """Whether the hog yields at once (FIFO priority, or CFS wakeup preemption)."""
+        if not (self.me_first or self.cfs_both):
+            return False
+        me, hog = self.me, self.hog
+        assert hog is not None
+        floor = self.sim.min_vr - self.half_latency  # sleeper credit, as wait() applies it
+        if me.vr < floor:
+            me.vr = floor
+        return self.me_first or hog.vr + (wake - self.cur_since) * 1024 / hog.weight - me.vr > self.gran
+
+    def hog_yields_at(self, wake: int, irq_exit: int, sched: int) -> tuple[int, int, int, int]:
+        """The hog yields to the woken thread: (switch, prev_state, blocker code, ns) as ``wakeup``."""
+        me, hog, sim = self.me, self.hog, self.sim
+        assert hog is not None
+        switch = irq_exit + sched
+        if switch < irq_exit + NS:
+            switch = irq_exit + NS
+        held = switch - irq_exit
+        if self.hog_other:
+            hog.vr += (switch - self.cur_since) * 1024 / hog.weight
+        lo = hog.vr if hog.vr <= me.vr else me.vr
+        if lo > sim.min_vr:
+            sim.min_vr = lo
+        tail = irq_exit - wake
+        if tail >= held:
+            return switch, 0, IRQ_BLOCKER, tail
+        return switch, 0, hog.idx, held
+
+    def vcpu_resumes(self, deadline: int, t0: int, wake: int, irq_exit: int, switch: int, prev_state: int,
+                     blocker: int, blocker_ns: int) -> int:
+        """The woken vCPU thread runs: timer update, entry, the guest's handler. One row:
+        ``Chunk.rows`` makes the WFx exit, wfi, switches, wakeup, tick, run rows of it. Returns the latency."""
+        upd = switch + self.inject()
+        entry = upd + self.entry()
+        gh = self.guest_handling()
+        self.sim.chunk.blocked += (deadline, t0, wake, irq_exit, switch, upd, entry, self.blocked_at, self.sw_ts,
+                                   self.cur.idx, prev_state, blocker, blocker_ns, self.cur_since, gh)
+        self.now = entry
+        self.need = gh + self.post() + (self.busy() if self.coin() < self.busy_prob else 0)
+        self.sz += 17
+        return entry - deadline + gh
+
+    def cyclictest_resumes(self, deadline: int, t0: int, wake: int, irq_exit: int, switch: int,
+                           prev_state: int) -> int:
+        """The woken host cyclictest runs, measures, and sleeps again. Returns the latency."""
+        ch, cur, me_idx = self.sim.chunk, self.cur, self.me.idx
+        ch.wk += (wake, cur.pid, me_idx)
+        ch.ticks += (t0, irq_exit, cur.pid)
+        ch.sw += (switch, cur.idx, prev_state, me_idx)
+        if cur is not IDLE:
+            ch.run += (self.cur_since, t0, cur.pid)
+        user = self.host_user()
+        lat = switch - deadline + user
+        sleep_at = switch + user + self.post()
+        ch.cyclictest += (deadline, lat, 2)
+        ch.sw += (sleep_at, me_idx, 1, self.back.idx)
+        self.now = self.cur_since = sleep_at + NS
+        self.sz += 4
+        return lat
+
+    def flush(self) -> None:
+        """Hand the full chunk to the sink and start the next."""
+        ch = self.sim.chunk
+        self.stats.add(ch)
+        self.sink(ch)
+        me = self.me
+        self.sim.chunk = Chunk(self.cpu, me.pid, me.idx, self.back.idx)
+        self.sz = 0
