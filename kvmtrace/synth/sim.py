@@ -689,10 +689,8 @@ class CyclictestLoop:
             self.host_runs_until(t0)
         wake = t0 + self.host_irq()
         irq_exit = wake + self.irq_tail()
+        # (the holder's vruntime is charged for [cur_since, switch) once, by wakeup's paths)
         switch, prev_state, blocker, blocker_ns = self.wakeup(wake, irq_exit, self.sched())
-        cur = self.cur
-        if cur is self.hog:
-            cur.vr += (switch - self.cur_since) * 1024 / cur.weight
         if self.in_guest:
             lat = self.vcpu_resumes(deadline, t0, wake, irq_exit, switch, prev_state, blocker, blocker_ns)
         else:
