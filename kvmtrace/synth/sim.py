@@ -609,7 +609,10 @@ class CyclictestLoop:
         self.need = 20 * NS  # guest time left before the guest executes WFI
         self.cur: Task = self.back  # task on the CPU while the measured thread is not running
         self.cur_since = start
-        self.last_in = start  # when the measured thread last got the CPU
+        # when the measured thread last got the CPU, for its vruntime: counted from the cyclictest
+        # phase on, as the model runs the guest's boot alone, where CFS would have shared the CPU
+        # with a hog (counting it gave the hog the whole boot as credit: a ~760 ms first wait)
+        self.last_in = now
         self.blocked_at, self.sw_ts = now, 0  # the vCPU's last WFx exit and switch away
         self.nmin = min(self.nxt) if self.nxt else NEVER  # the next background arrival
         self._streams(sim)
