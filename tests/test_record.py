@@ -6,6 +6,7 @@ the instance is gone and the top-level tracing state is what it was.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -127,6 +128,41 @@ def test_pyz_runs_with_plain_python(tmp_path: Path) -> None:
     subprocess.run([PY, str(ROOT / "scripts" / "build_pyz.py"), "-o", str(pyz)], check=True, capture_output=True)
     res = subprocess.run([SYSTEM_PY, "-I", str(pyz), "--help"], capture_output=True, text=True)
     assert res.returncode == 0 and "--workload" in res.stdout
+
+
+@functools.cache
+def _oldest_python() -> str | None:
+    """A working Python 3.8 interpreter (the oldest the recorder supports), if this machine has one."""
+    found = [str(p) for p in sorted(Path("/root/.pyenv/versions").glob("3.8.*/bin/python3.8"))]
+    found += [p for p in (shutil.which("python3.8"), "/usr/bin/python3.8") if p]
+    for candidate in found:
+        try:
+            res = subprocess.run([candidate, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True,
+                                 text=True, timeout=30)
+        except OSError:
+            continue
+        if res.returncode == 0 and res.stdout.strip() == "(3, 8)":
+            return candidate
+    return None
+
+
+@pytest.mark.tracefs
+@pytest.mark.skipif(not _usable() or _oldest_python() is None, reason="needs root, tracefs, cyclictest, Python 3.8")
+def test_pyz_records_under_python_3_8(tmp_path: Path) -> None:
+    """The one-file recorder under the oldest Python it promises: a real cyclictest recording that
+    kvmtrace and trace-cmd read, with the tracing state left as found."""
+    pyz = tmp_path / "kvmtrace-record.pyz"
+    subprocess.run([PY, str(ROOT / "scripts" / "build_pyz.py"), "-o", str(pyz)], check=True, capture_output=True)
+    python38 = _oldest_python()
+    assert python38 is not None
+    before = top_level()
+    out = tmp_path / "cap"
+    res = subprocess.run([python38, "-I", str(pyz), "-q", "-o", str(out), *SHORT_CT], capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert top_level() == before
+    manifest = assert_capture_reads(out)
+    assert [p["name"] for p in manifest["phases"]] == ["cyclictest"]
 
 
 @pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None, reason="needs a C compiler")
