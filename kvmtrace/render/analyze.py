@@ -12,6 +12,7 @@ from rich.text import Text
 
 from kvmtrace.analysis.latency import STAGE_WORDS, fmt_ns
 from kvmtrace.model.interrupts import STAGES
+from kvmtrace.render.tables import facts_table
 
 STAGE_SPAN = {"timer": "deadline -> host IRQ", "host_irq": "host IRQ -> wakeup / injection",
               "vcpu_wait": "wakeup -> switch-in", "inject": "switch-in -> injection",
@@ -39,21 +40,18 @@ def render_analyze(doc: dict[str, Any], console: Console) -> None:
 
 def _facts(doc: dict[str, Any]) -> Table:
     w = doc["window"]
-    t = Table(title=f"kvmtrace analyze {doc['capture']}", show_header=False, title_justify="left")
-    t.add_column(style="bold")
-    t.add_column()
-    t.add_row("window", f"{w['name']}: {w['start_ns'] / 1e9:.6f} .. {w['end_ns'] / 1e9:.6f} s "
-                        f"({w['duration_ns'] / 1e9:.3f} s)")
+    rows = [("window", f"{w['name']}: {w['start_ns'] / 1e9:.6f} .. {w['end_ns'] / 1e9:.6f} s "
+                       f"({w['duration_ns'] / 1e9:.3f} s)")]
     for v in doc["vcpus"]:
-        t.add_row("vCPU thread", f"{v['comm']} (tid {v['vcpu_tid']}), {v['entries']:,} guest entries, "
-                                 f"CPUs {', '.join(str(c) for c in v['cpus'])}")
+        rows.append(("vCPU thread", f"{v['comm']} (tid {v['vcpu_tid']}), {v['entries']:,} guest entries, "
+                                    f"CPUs {', '.join(str(c) for c in v['cpus'])}"))
     irqs = doc["interrupts"]
     paths = ", ".join(f"{n:,} {p}" for p, n in sorted(irqs["by_path"].items()))
-    t.add_row("interrupts", f"{irqs['count']:,} ({paths}); IRQs {', '.join(irqs['by_irq'])}")
+    rows.append(("interrupts", f"{irqs['count']:,} ({paths}); IRQs {', '.join(irqs['by_irq'])}"))
     for c in doc["cyclictest"]:
-        t.add_row("cyclictest", f"{c['loops']:,} loops, interval {c['interval_us']} us, "
-                                f"min {c['min_us']} / avg {c['avg_us']} / max {c['max_us']} us (its own figures)")
-    return t
+        rows.append(("cyclictest", f"{c['loops']:,} loops, interval {c['interval_us']} us, "
+                                   f"min {c['min_us']} / avg {c['avg_us']} / max {c['max_us']} us (its own figures)"))
+    return facts_table(f"kvmtrace analyze {doc['capture']}", rows)
 
 
 def _percentiles(irqs: dict[str, Any]) -> Table:

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from kvmtrace.capture import Capture
 from kvmtrace.ingest import native
+from kvmtrace.render.tables import facts_table
 
 INFO_VERSION = 1
 _ARCH_RE = re.compile(r"\b(aarch64|arm64|armv\d\w*|x86_64|i[3-6]86|riscv64|ppc64le|s390x)\b")
@@ -95,9 +96,6 @@ def render_info(doc: dict[str, Any], console: Console) -> None:
 
 def _facts_table(doc: dict[str, Any]) -> Table:
     f = doc["format"]
-    t = Table(title=f"Capture {doc['capture']}", show_header=False, title_justify="left")
-    t.add_column(style="bold")
-    t.add_column()
     fmt = f"{f['kind']} v{f['version']}" if f["kind"] == "trace.dat" else f"text ({f['version']})"
     if f["kind"] == "trace.dat":
         fmt += f", {f['compression']}, {f['endian']} endian, {f['long_size']}-byte long, {f['page_size']}-byte pages"
@@ -118,9 +116,7 @@ def _facts_table(doc: dict[str, Any]) -> Table:
     if doc["manifest"]:
         m = doc["manifest"]
         rows.append(("manifest", f"capture.json v{m['kvmtrace_capture']}, {m.get('side', 'host')} side"))
-    for k, v in rows:
-        t.add_row(k, v)
-    return t
+    return facts_table(f"Capture {doc['capture']}", rows)
 
 
 def _events_table(doc: dict[str, Any]) -> Table:
