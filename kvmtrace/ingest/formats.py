@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import polars as pl
 
@@ -213,20 +212,3 @@ def parse_header_page(text: str, path: str | None = None) -> dict[str, FieldForm
         if needed not in out:
             raise CaptureError(path, None, f"header_page has no '{needed}' field")
     return out
-
-
-def load_format_dir(directory: str | Path) -> list[EventFormat]:
-    """Load every ``*.format`` file of a bundled format directory (system taken from the prefix)."""
-    formats = []
-    for p in sorted(Path(directory).glob("*.format")):
-        text = p.read_text()
-        system = _guess_system(p.stem)
-        formats.append(parse_event_format(text, system, str(p)))
-    return formats
-
-
-def _guess_system(stem: str) -> str:
-    for prefix in ("irq_", "sched_", "timer_", "ftrace_", "ipi_"):
-        if stem.startswith(prefix):
-            return prefix[:-1]
-    return "kvm"
