@@ -102,6 +102,17 @@ def store(trace: Path, key: str, tables: EventTables) -> None:
         tmp.rename(final)
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True) if "tmp" in locals() else None
+        return
+    _drop_older_readers(root, key)
+
+
+def _drop_older_readers(root: Path, key: str) -> None:
+    """Remove the entries of the same content made by other reader code (``<content>-<reader>``):
+    no reader of this version will use them, and each holds a full copy of the tables."""
+    content = key.rsplit("-", 1)[0]
+    for entry in root.glob(f"{content}-*"):
+        if entry.name != key and entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 def _meta_doc(tables: EventTables, names: dict[str, str]) -> dict[str, Any]:
