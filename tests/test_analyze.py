@@ -88,8 +88,10 @@ def test_deadlines_fit_a_62_5_mhz_counter(case: tuple) -> None:
     _, a, _ = case
     t = a.table.filter(pl.col("path") == "blocked")
     assert t["deadline_source"].unique().to_list() == ["cval-fit"]
-    assert t["timer_ns"].min() >= 0
     assert any("62.5 MHz" in n for n in a.notes)
+    # the intercept ignores the lowest 0.5 % of upper bounds: no isolated pair moves it
+    upper_bounds = a.deadlines.counter.bounds["interrupts"] + a.deadlines.counter.bounds["expired_saves"]
+    assert 0 < t.filter(pl.col("timer_ns") < 0).height <= 0.005 * upper_bounds
     assert (t["latency_ns"] - t["timer_ns"] - t["total_ns"]).abs().max() == 0
 
 
@@ -99,13 +101,14 @@ def test_worst_matches_cyclictest_max_and_its_verdict_reads_true() -> None:
     worst = a.worst()[0]
     # cyclictest's own max is 19773 us: the host-side latency of the worst interrupt (19.36 ms)
     # plus the guest's own handling
-    assert 19_000_000 < worst["latency_ns"] < int(cap.cyclictest["max_us"][0]) * 1000
+    assert 19_000_000 < worst["best_latency_ns"] < int(cap.cyclictest["max_us"][0]) * 1000
+    assert worst["latency_basis"] == "deadline"
     assert worst["t_ns"] == 26_489_245_888
     assert worst["dominant_stage"] == "entry"
     assert worst["entry_ns"] == 26_508_151_584 - 26_489_415_920  # kvm_timer_update_irq -> kvm_entry
-    top = worst["stage_owners"][0]
-    assert top["is_vcpu"] and top["pid"] == 468 and top["cpu"] == 0
-    assert "held by the vCPU thread itself" in worst["verdict"]
+    top = worst["causes"][0]
+    assert (top["cause_kind"], top["cause_pid"], top["cpu"]) == ("vcpu", 468, 0)
+    assert "the vCPU thread itself (`qemu-system-aar`, pid 468) worked in the host" in worst["verdict"]
 
 
 def test_vcpu_states_cover_the_capture() -> None:
@@ -124,7 +127,7 @@ def test_json_document_and_cli() -> None:
     proc = subprocess.run([sys.executable, "-m", "kvmtrace", "analyze", str(VHE), "--json", "--worst", "2"],
                           capture_output=True, text=True, check=True)
     doc = json.loads(proc.stdout)
-    assert doc["kvmtrace_analyze"] == 1
+    assert doc["kvmtrace_analyze"] == 2
     assert doc["window"]["name"] == "cyclictest"
     assert doc["interrupts"]["count"] == sum(doc["interrupts"]["by_path"].values())
     assert set(doc["interrupts"]["stages"]) == {"timer", "host_irq", "vcpu_wait", "inject", "exit", "entry"}

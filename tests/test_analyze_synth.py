@@ -53,8 +53,8 @@ def test_deadlines_exact_wherever_the_host_can_know_them(pair: tuple) -> None:
     blocked = joined.filter(pl.col("path") == "blocked")
     if name == "arm32":  # no hrtimer or timer-state tracepoints in the Linux 3.9 formats
         assert known.height == 0
-    else:  # the host hrtimer armed for every blocked vCPU gives its deadline (mono clock)
-        assert blocked["deadline_source"].unique().to_list() == ["hrtimer"]
+    else:  # the saved CVAL, mapped by KVM's background hrtimers armed ahead of their deadlines
+        assert blocked["deadline_source"].unique().to_list() == ["cval"]
         # on the running path the guest programs its timer without exiting: unknown to the host
         assert joined.filter(pl.col("path") == "running")["deadline_ns_ours"].null_count() == \
             joined.filter(pl.col("path") == "running").height

@@ -61,4 +61,6 @@ def test_timer_deadlines_without_hrtimer_start_are_fitted(table: pl.DataFrame) -
     blocked = table.filter(pl.col("kind") == "timer", pl.col("path") == "blocked")
     assert blocked.height > 50
     assert blocked["deadline_source"].unique().to_list() == ["cval-fit"]
-    assert blocked["timer_ns"].min() >= 0
+    # the intercept is the 3rd-lowest upper bound: two wakeups (relayed by IPIs before their
+    # deadlines, by another source) lie below it; no single pair sets it
+    assert blocked.filter(pl.col("timer_ns") < 0).height == 2

@@ -1,37 +1,46 @@
-"""Interrupt latency analysis: every guest interrupt in a window, its stages, blockers and verdicts.
+"""Interrupt latency analysis: every guest interrupt in a window, its stages, causes and verdicts.
 
-``analyze(capture, window)`` assembles the models (vCPUs, interrupts, deadlines, CPU ownership)
-into one per-interrupt table (columns: docs/stages.md) and a summary document (docs/json-output.md)
-with percentiles, a stage breakdown, a histogram and the worst interrupts, each with a
-plain-language verdict in the spirit of ``rtla timerlat -a``.
+``analyze(capture, window)`` assembles the models (vCPUs, interrupts, deadlines, CPU ownership,
+stalls, real-time throttling, blame) into one per-interrupt table (columns: docs/stages.md) and a
+summary document (docs/json-output.md): percentiles, a stage breakdown, a histogram, blame over
+all interrupts (overall and per vCPU), and the worst interrupts, each with a plain-language
+verdict in the spirit of ``rtla timerlat -a``.
+
+Every interrupt has a *best known latency* (``best_latency_ns``): from the guest's deadline where
+the host can know it (``latency_basis`` ``deadline``), else from the host interrupt
+(``host_irq``: a lower bound; on the running path the host IRQ is the guest timer firing, so the
+bound is tight). The worst list ranks by it, so no large delay is hidden.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
 import polars as pl
 
+from kvmtrace.analysis.verdicts import STAGE_WORDS, dominant_stage, fmt_ns, verdict
 from kvmtrace.capture import Capture
 from kvmtrace.errors import CaptureError, MissingEventsError
-from kvmtrace.model.blockers import cpu_segments, owners_during, wait_shares
-from kvmtrace.model.deadlines import with_deadlines
+from kvmtrace.model.blame import blame_table, shares, top_cause
+from kvmtrace.model.blockers import cpu_segments, wait_shares
+from kvmtrace.model.deadlines import Deadlines, with_deadlines
 from kvmtrace.model.interrupts import INTERRUPT_SCHEMA, STAGE_COLUMNS, STAGES, interrupts
+from kvmtrace.model.stalls import stalls
+from kvmtrace.model.throttling import Throttling, rt_throttling
 from kvmtrace.model.vcpus import state_timeline, vcpu_threads
 
-ANALYZE_VERSION = 1
+__all__ = ["STAGE_WORDS", "LatencyAnalysis", "Window", "analyze", "choose_window", "fmt_ns"]
+
+ANALYZE_VERSION = 2
 PERCENTILES = (0.5, 0.95, 0.99)
-STAGE_WORDS = {
-    "timer": "from the guest's deadline to the host interrupt",
-    "host_irq": "in the host interrupt before the vCPU was woken",
-    "vcpu_wait": "waiting for a CPU",
-    "inject": "from switch-in to the injection (vCPU load, timer restore)",
-    "exit": "from the injection to the guest exit",
-    "entry": "from the injection to guest entry",
+TABLE_SCHEMA: dict[str, pl.DataType] = {
+    **INTERRUPT_SCHEMA, "best_latency_ns": pl.Int64(), "latency_basis": pl.String(),
+    "cause_kind": pl.String(), "cause": pl.String(), "cause_pid": pl.Int32(), "cause_ns": pl.Int64(),
+    "irq_no": pl.UInt32(), "irq_cpu": pl.Int32(),
 }
+HIDDEN = {"t_idx", "entry_idx", "w_idx", "switch_idx", "irq_no"}
 
 
 @dataclass
@@ -72,7 +81,7 @@ def choose_window(cap: Capture, spec: str | None) -> Window:
 
 @dataclass
 class LatencyAnalysis:
-    """Per-interrupt table and summaries for one window of one capture."""
+    """Per-interrupt table, blame and summaries for one window of one capture."""
 
     capture: Capture
     window: Window
@@ -88,25 +97,63 @@ class LatencyAnalysis:
         return state_timeline(self.capture.tables, self.vcpus["vcpu_tid"])
 
     @cached_property
+    def stalls(self) -> pl.DataFrame:
+        return stalls(self.capture.tables)
+
+    @cached_property
+    def throttling(self) -> Throttling:
+        return rt_throttling(self.capture.tables)
+
+    @cached_property
     def segments(self) -> pl.DataFrame:
-        return cpu_segments(self.capture.tables)
+        return cpu_segments(self.capture.tables, self.stalls)
+
+    @cached_property
+    def deadlines(self) -> Deadlines:
+        _ = self.table
+        return self._deadlines
 
     @cached_property
     def table(self) -> pl.DataFrame:
-        """One row per interrupt in the window (docs/stages.md), with blockers and deadlines."""
+        """One row per interrupt in the window (docs/stages.md), with deadlines, blockers and causes."""
         t = self.capture.tables
         self._note_missing()
         df = interrupts(t, self.vcpus["vcpu_tid"])
-        df, deadline_note = with_deadlines(t, df)
-        self.notes.append(deadline_note)
+        df, self._deadlines = with_deadlines(t, df, self.vcpus["vcpu_tid"])
+        self.notes.extend(self._deadlines.notes)
         df = df.filter(pl.col("t_ns").is_between(self.window.start_ns, self.window.end_ns))
         unknown = df.filter(pl.col("deadline_ns").is_null(), pl.col("kind") == "timer").height
         if unknown:
-            self.notes.append(f"{unknown:,} timer interrupts have no known deadline (timer_ns and latency_ns are "
-                              "null): on the running and host paths the guest programs its timer without exiting, "
-                              "so the host never sees the deadline")
+            self.notes.append(f"{unknown:,} timer interrupts have no known deadline: their latency is counted from "
+                              "the host interrupt (a lower bound; on the running path the guest programs its timer "
+                              "without exiting, and the host interrupt is that timer firing)")
+        df = df.with_columns(
+            pl.coalesce("latency_ns", "total_ns").alias("best_latency_ns"),
+            pl.when(pl.col("latency_ns").is_not_null()).then(pl.lit("deadline")).otherwise(pl.lit("host_irq"))
+              .alias("latency_basis"),
+            t.at(pl.col("t_idx"), "cpu").alias("irq_cpu"),
+        ).sort("t_ns", "vcpu_tid").with_row_index("irq_no")
         df = self._with_blockers(df)
-        return df.select(list(INTERRUPT_SCHEMA)).cast(INTERRUPT_SCHEMA).sort("t_ns")  # type: ignore[arg-type]
+        df = df.join(top_cause(self.shares_of(df)), on="irq_no", how="left")
+        return df.select(list(TABLE_SCHEMA)).cast(TABLE_SCHEMA).sort("t_ns")  # type: ignore[arg-type]
+
+    def shares_of(self, df: pl.DataFrame) -> pl.DataFrame:
+        self._shares = shares(df, self.states, self.segments, self.throttling)
+        return self._shares
+
+    @cached_property
+    def shares(self) -> pl.DataFrame:
+        """Every interrupt's latency charged to causes (docs/stages.md, "Blame")."""
+        _ = self.table
+        return self._shares
+
+    @cached_property
+    def blame(self) -> pl.DataFrame:
+        return blame_table(self.shares, self.table)
+
+    @cached_property
+    def blame_by_vcpu(self) -> pl.DataFrame:
+        return blame_table(self.shares, self.table, by_vcpu=True)
 
     def _note_missing(self) -> None:
         t = self.capture.tables
@@ -127,21 +174,19 @@ class LatencyAnalysis:
         top = (wait_shares(waits, self.segments).group_by("key", maintain_order=True).first()
                .select(pl.col("key").alias("t_idx"), pl.col("owner").alias("blocker_comm"),
                        pl.col("owner_pid").alias("blocker_pid"), pl.col("share_ns").alias("blocker_ns")))
-        return df.join(top, on="t_idx", how="left")
+        return df.drop("blocker_comm", "blocker_pid", "blocker_ns", strict=False).join(top, on="t_idx", how="left")
 
-    def stage_owners(self, row: dict[str, Any], stage: str) -> list[dict[str, Any]]:
-        """Who held the vCPU's CPU during one stage of an interrupt (idle and the vCPU itself included)."""
-        span = stage_span(row, stage)
-        cpu = row["wait_cpu"] if stage == "vcpu_wait" else row["cpu"]
-        if span is None or cpu is None:
-            return []
-        owners = owners_during(self.segments, cpu, *span)
-        return [{"owner": r["owner"], "pid": r["owner_pid"], "ns": r["share_ns"], "cpu": cpu,
-                 "is_vcpu": r["owner_pid"] == row["vcpu_tid"]} for r in owners.head(5).iter_rows(named=True)]
+    def causes(self, irq_no: int) -> list[dict[str, Any]]:
+        """One interrupt's causes, largest first (grouped by cause and CPU)."""
+        rows = self.shares.filter(pl.col("irq_no") == irq_no).sort("share_ns", descending=True)
+        merged = (rows.group_by("cause_kind", "cause", "cause_pid", "cpu", maintain_order=True)
+                  .agg(pl.col("state").first(), pl.col("share_ns").sum())  # worded by its largest piece's state
+                  .sort(["share_ns", "cause"], descending=[True, False]))
+        return merged.to_dicts()
 
     # ---- summaries ------------------------------------------------------------------------
-    def percentiles(self, column: str) -> dict[str, Any]:
-        s = self.table[column].drop_nulls()
+    def percentiles(self, column: str, table: pl.DataFrame | None = None) -> dict[str, Any]:
+        s = (self.table if table is None else table)[column].drop_nulls()
         if s.len() == 0:
             return {"count": 0}
         out: dict[str, Any] = {"count": s.len(), "min": int(s.min()), "mean": round(float(s.mean()), 1)}  # type: ignore[arg-type]
@@ -150,11 +195,12 @@ class LatencyAnalysis:
         out["max"] = int(s.max())  # type: ignore[arg-type]
         return out
 
-    def stage_summary(self) -> dict[str, dict[str, Any]]:
-        total = self.table["total_ns"].sum()
+    def stage_summary(self, table: pl.DataFrame | None = None) -> dict[str, dict[str, Any]]:
+        tab = self.table if table is None else table
+        total = tab["total_ns"].sum()
         out = {}
         for stage, col in zip(STAGES, STAGE_COLUMNS, strict=True):
-            s = self.table[col].drop_nulls()
+            s = tab[col].drop_nulls()
             if s.len() == 0:
                 continue
             out[stage] = {
@@ -166,7 +212,7 @@ class LatencyAnalysis:
             }
         return out
 
-    def histogram(self, column: str = "total_ns") -> list[dict[str, Any]]:
+    def histogram(self, column: str = "best_latency_ns") -> list[dict[str, Any]]:
         """Counts per power-of-two microsecond bucket (log counts are for the renderer)."""
         s = self.table[column].drop_nulls()
         if s.len() == 0:
@@ -178,19 +224,31 @@ class LatencyAnalysis:
                 for b, n in counts.iter_rows()]
 
     def worst(self) -> list[dict[str, Any]]:
-        key = "latency_ns" if self.table["latency_ns"].null_count() < self.table.height else "total_ns"
-        rows = self.table.sort(key, descending=True, nulls_last=True).head(self.worst_n).to_dicts()
+        """The worst interrupts by best known latency, each with its causes and verdict."""
+        rows = self.table.sort(["best_latency_ns", "t_ns"], descending=[True, False], nulls_last=True)
         out = []
-        for r in rows:
-            stage = dominant_stage(r)
-            owners = self.stage_owners(r, stage) if stage else []
-            out.append({**_clean(r), "dominant_stage": stage, "stage_owners": owners,
-                        "verdict": verdict(r, owners)})
+        for r in rows.head(self.worst_n).to_dicts():
+            causes = self.causes(r["irq_no"])
+            out.append({**_clean(r), "dominant_stage": dominant_stage(r), "causes": causes[:5],
+                        "verdict": verdict(r, causes, self.throttling)})
+        return out
+
+    def per_vcpu(self) -> list[dict[str, Any]]:
+        """Latency and stage summaries of each vCPU thread (when there are several)."""
+        out = []
+        for tid in self.vcpus["vcpu_tid"].to_list():
+            mine = self.table.filter(pl.col("vcpu_tid") == tid)
+            out.append({"vcpu_tid": tid, "interrupts": mine.height,
+                        "by_path": {str(k): int(v) for k, v in mine.group_by("path").len().sort("path").iter_rows()},
+                        "best_latency_ns": self.percentiles("best_latency_ns", mine),
+                        "latency_ns": self.percentiles("latency_ns", mine),
+                        "stages": self.stage_summary(mine)})
         return out
 
     def document(self) -> dict[str, Any]:
         cap = self.capture
         tab = self.table
+        per_vcpu = self.per_vcpu() if self.vcpus.height > 1 else []
         return {
             "kvmtrace_analyze": ANALYZE_VERSION,
             "capture": str(cap.path),
@@ -198,86 +256,36 @@ class LatencyAnalysis:
             "vcpus": self.vcpus.to_dicts(),
             "interrupts": {
                 "count": tab.height,
-                "by_path": {str(k): int(v) for k, v in tab.group_by("path").len().iter_rows()},
+                "by_path": {str(k): int(v) for k, v in tab.group_by("path").len().sort("path").iter_rows()},
                 "by_irq": {str(k): int(v) for k, v in tab.group_by("irq").len().sort("irq").iter_rows()},
+                "by_basis": {str(k): int(v) for k, v in tab.group_by("latency_basis").len().sort("latency_basis")
+                             .iter_rows()},
                 "total_ns": self.percentiles("total_ns"),
                 "latency_ns": self.percentiles("latency_ns"),
+                "best_latency_ns": self.percentiles("best_latency_ns"),
                 "timer_ns": self.percentiles("timer_ns"),
                 "stages": self.stage_summary(),
-                "histogram": self.histogram("latency_ns" if tab["latency_ns"].null_count() < tab.height
-                                            else "total_ns"),
+                "histogram": self.histogram(),
                 "worst": self.worst(),
             },
+            "per_vcpu": per_vcpu,
+            "blame": self.blame.head(20).to_dicts(),
+            "blame_by_vcpu": self.blame_by_vcpu.to_dicts() if per_vcpu else [],
+            "deadlines": self.deadlines.to_dict(),
+            "stalls": self._stalls_in_window().to_dicts(),
+            "rt_throttling": self.throttling.to_dict(),
             "cyclictest": cap.cyclictest.to_dicts(),
             "notes": list(dict.fromkeys(self.notes)),
         }
 
+    def _stalls_in_window(self) -> pl.DataFrame:
+        w = self.window
+        return self.stalls.filter(pl.col("end_ns") >= w.start_ns, pl.col("start_ns") <= w.end_ns).drop(
+            "start_idx", "end_idx")
+
 
 def _clean(row: dict[str, Any]) -> dict[str, Any]:
-    hidden = {"t_idx", "entry_idx", "w_idx", "switch_idx"}
-    return {k: v for k, v in row.items() if k not in hidden}
-
-
-def fmt_ns(ns: float | None) -> str:
-    if ns is None or (isinstance(ns, float) and math.isnan(ns)):
-        return "-"
-    if abs(ns) >= 1e6:
-        return f"{ns / 1e6:.2f} ms"
-    if abs(ns) >= 1e3:
-        return f"{ns / 1e3:.1f} us"
-    return f"{int(ns)} ns"
-
-
-def stage_span(row: dict[str, Any], stage: str) -> tuple[int, int] | None:
-    """(start_ns, end_ns) of one stage of an interrupt row, None when the stage does not apply."""
-    blocked = row["path"] == "blocked"
-    bounds = {
-        "timer": (row.get("deadline_ns"), row["t_ns"]),
-        "host_irq": (row["t_ns"], row["wakeup_ns"] if blocked else row["inject_at_ns"]),
-        "vcpu_wait": (row["wakeup_ns"], row["switch_in_ns"]),
-        "inject": (row["switch_in_ns"], row["inject_at_ns"]),
-        "exit": (row["inject_at_ns"], row["exit_at_ns"]),
-        "entry": (row["exit_at_ns"] if row["path"] == "running" else row["inject_at_ns"], row["entry_at_ns"]),
-    }
-    lo, hi = bounds[stage]
-    return (int(lo), int(hi)) if lo is not None and hi is not None else None
-
-
-def dominant_stage(row: dict[str, Any]) -> str | None:
-    present = {s: row.get(f"{s}_ns") for s in STAGES if row.get(f"{s}_ns") is not None}
-    return max(present, key=lambda s: present[s] or 0) if present else None
-
-
-def _who(o: dict[str, Any]) -> str:
-    if o["is_vcpu"]:
-        return f"the vCPU thread itself (`{o['owner']}`, pid {o['pid']}) in the host"
-    if o["pid"] == 0:
-        return "nothing (the CPU was idle)"
-    pid = f" (pid {o['pid']})" if o["pid"] is not None else ""
-    return f"`{o['owner']}`{pid}"
-
-
-def verdict(row: dict[str, Any], owners: list[dict[str, Any]]) -> str:
-    """One plain sentence: the dominant stage, and what held the CPU during it."""
-    stage = dominant_stage(row)
-    if stage is None:
-        return "no stages"
-    whole = (row.get("latency_ns") or row.get("total_ns")) or 0
-    text = f"{fmt_ns(row[f'{stage}_ns'])} of {fmt_ns(whole)} {STAGE_WORDS[stage]}"
-    if stage == "vcpu_wait" and row.get("blocker_comm"):
-        pid = f" (pid {row['blocker_pid']})" if row.get("blocker_pid") is not None else ""
-        return f"{text}: `{row['blocker_comm']}`{pid} ran on CPU {row['wait_cpu']} for {fmt_ns(row['blocker_ns'])}"
-    if stage == "timer":
-        return f"{text}: the host took the timer interrupt late (interrupts off, or another handler first)"
-    if stage == "host_irq":
-        return f"{text}: IRQ handler delay"
-    if owners:
-        top = owners[0]
-        rest = ", ".join(f"{'the vCPU thread' if o['is_vcpu'] else o['owner']} {fmt_ns(o['ns'])}"
-                         for o in owners[1:3])
-        more = f" (then {rest})" if rest else ""
-        return f"{text}: CPU {top['cpu']} was held by {_who(top)} for {fmt_ns(top['ns'])}{more}"
-    return text
+    return {k: v for k, v in row.items() if k not in HIDDEN}
 
 
 def analyze(cap: Capture, window: str | None = None, worst_n: int = 5) -> LatencyAnalysis:

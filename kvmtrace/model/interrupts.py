@@ -27,7 +27,7 @@ INTERRUPT_SCHEMA: dict[str, pl.DataType] = {
     **{c: pl.Int64() for c in STAGE_COLUMNS},
     "total_ns": pl.Int64(), "latency_ns": pl.Int64(),
     "blocker_comm": pl.String(), "blocker_pid": pl.Int32(), "blocker_ns": pl.Int64(),
-    "deadline_source": pl.String(),
+    "deadline_source": pl.String(), "deadline_uncertainty_ns": pl.Int64(),
     "host_irq": pl.String(), "wakeup_ns": pl.Int64(), "switch_in_ns": pl.Int64(), "inject_at_ns": pl.Int64(),
     "exit_at_ns": pl.Int64(), "entry_at_ns": pl.Int64(), "t_idx": pl.UInt32(), "entry_idx": pl.UInt32(),
     "w_idx": pl.UInt32(), "switch_idx": pl.UInt32(), "wait_cpu": pl.Int32(),

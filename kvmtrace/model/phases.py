@@ -17,14 +17,11 @@ import re
 
 import polars as pl
 
+from kvmtrace.ingest.cyclictest import SUMMARY_RE
+
 _EDGE_RE = re.compile(r"^(?:\S*_)?(?P<name>[A-Za-z0-9]+)_(?P<edge>START|BEGIN|END|STOP)\b", re.IGNORECASE)
 _KVMTRACE_RE = re.compile(r"^kvmtrace[: ]+phase\s+(?P<name>\S+)\s+(?P<edge>begin|start|end|stop)\b")
 _BOOTED_RE = re.compile(r"^(?:\S*_)?(?:SHELL|BOOTED|READY)\b")
-_CYCLICTEST_RE = re.compile(
-    r"T:\s*(?P<thread>\d+)\s*\(\s*(?P<tid>\d+)\)\s*P:\s*(?P<prio>\d+)\s*I:\s*(?P<interval_us>\d+)\s*"
-    r"C:\s*(?P<loops>\d+)\s*Min:\s*(?P<min_us>\d+)\s*Act:\s*(?P<act_us>\d+)\s*Avg:\s*(?P<avg_us>\d+)\s*"
-    r"Max:\s*(?P<max_us>\d+)"
-)
 
 PHASE_SCHEMA = {
     "name": pl.String(), "start_ns": pl.Int64(), "end_ns": pl.Int64(), "duration_ns": pl.Int64(),
@@ -74,10 +71,10 @@ def cyclictest_results(markers: pl.DataFrame) -> pl.DataFrame:
     """cyclictest summary lines found in markers: one row per line (times in microseconds)."""
     rows = []
     for ts, text in zip(markers["ts"].to_list(), markers["text"].to_list(), strict=True):
-        m = _CYCLICTEST_RE.search(text or "")
+        m = SUMMARY_RE.search(text or "")
         if m:
             rows.append({"ts": ts, **{k: int(v) for k, v in m.groupdict().items()}})
-    schema = {"ts": pl.Int64(), **{k: pl.Int64() for k in _CYCLICTEST_RE.groupindex}}
+    schema = {"ts": pl.Int64(), **{k: pl.Int64() for k in SUMMARY_RE.groupindex}}
     return pl.DataFrame(rows, schema=schema)
 
 

@@ -10,7 +10,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from kvmtrace.analysis.latency import STAGE_WORDS, fmt_ns
+from kvmtrace.analysis.verdicts import STAGE_WORDS, fmt_ns
 from kvmtrace.model.interrupts import STAGES
 from kvmtrace.render.tables import facts_table
 
@@ -32,6 +32,9 @@ def render_analyze(doc: dict[str, Any], console: Console) -> None:
         console.print(_percentiles(irqs))
         console.print(_stages(irqs))
         console.print(_histogram(irqs))
+        if doc["per_vcpu"]:
+            console.print(_per_vcpu(doc["per_vcpu"]))
+        console.print(_blame(doc["blame"]))
         console.print(_worst(irqs))
         console.print(_overall(irqs))
     for note in doc["notes"]:
@@ -48,6 +51,23 @@ def _facts(doc: dict[str, Any]) -> Table:
     irqs = doc["interrupts"]
     paths = ", ".join(f"{n:,} {p}" for p, n in sorted(irqs["by_path"].items()))
     rows.append(("interrupts", f"{irqs['count']:,} ({paths}); IRQs {', '.join(irqs['by_irq'])}"))
+    dl = doc["deadlines"]
+    if dl["sources"]:
+        counter = dl["counter"] or {}
+        how = {"calibrated": "CVAL calibrated on KVM's background hrtimers", "fitted": "CVAL fitted"}.get(
+            counter.get("how", ""), "")
+        unc = counter.get("uncertainty_ns")
+        extra = (f"; fit may be up to {fmt_ns(unc)} late" if unc is not None else
+                 "; fit one-sided (latest the evidence allows)") if counter.get("how") == "fitted" else ""
+        rows.append(("deadlines", ", ".join(f"{n:,} {s}" for s, n in dl["sources"].items())
+                     + (f" ({how}{extra})" if how else "")))
+    rt = doc["rt_throttling"]
+    if rt["count"]:
+        rows.append(("RT throttling", rt["summary"]))
+    if doc["stalls"]:
+        longest = max(st["duration_ns"] for st in doc["stalls"])
+        rows.append(("stalls", f"{len(doc['stalls']):,} whole-machine stalls (every CPU silent), longest "
+                               f"{fmt_ns(longest)}"))
     for c in doc["cyclictest"]:
         rows.append(("cyclictest", f"{c['loops']:,} loops, interval {c['interval_us']} us, "
                                    f"min {c['min_us']} / avg {c['avg_us']} / max {c['max_us']} us (its own figures)"))
@@ -55,12 +75,12 @@ def _facts(doc: dict[str, Any]) -> Table:
 
 
 def _percentiles(irqs: dict[str, Any]) -> Table:
-    t = Table(title="Latency (host side: first host event -> kvm_entry; with deadline: deadline -> kvm_entry)",
-              title_justify="left")
+    t = Table(title="Latency (best known: from the deadline where known, else from the host IRQ, a lower bound; "
+                    "host side: host IRQ -> kvm_entry)", title_justify="left")
     for col in ("measure", "count", "min", "p50", "p95", "p99", "max"):
         t.add_column(col, justify="left" if col == "measure" else "right")
-    for key, label in (("total_ns", "host side (total)"), ("latency_ns", "from deadline"),
-                       ("timer_ns", "deadline -> host IRQ")):
+    for key, label in (("best_latency_ns", "best known"), ("total_ns", "host side (total)"),
+                       ("latency_ns", "from deadline"), ("timer_ns", "deadline -> host IRQ")):
         p = irqs[key]
         if p.get("count"):
             t.add_row(label, f"{p['count']:,}", *(fmt_ns(p[k]) for k in ("min", "p50", "p95", "p99", "max")))
@@ -79,8 +99,7 @@ def _stages(irqs: dict[str, Any]) -> Table:
 
 
 def _histogram(irqs: dict[str, Any]) -> Table:
-    which = "from deadline" if irqs["latency_ns"].get("count") else "host side"
-    t = Table(title=f"Latency histogram ({which}; bar length ~ log10(count))", title_justify="left")
+    t = Table(title="Latency histogram (best known; bar length ~ log10(count))", title_justify="left")
     t.add_column("bucket", justify="right")
     t.add_column("count", justify="right")
     t.add_column("")
@@ -108,8 +127,9 @@ def _bar(row: dict[str, Any]) -> Text:
 def _worst(irqs: dict[str, Any]) -> Panel:
     items = []
     for n, r in enumerate(irqs["worst"], 1):
+        basis = "from deadline" if r["latency_basis"] == "deadline" else "from host IRQ, lower bound"
         head = Text(f"#{n} t={r['t_ns'] / 1e9:.6f} s  vCPU {r['vcpu_tid']}  irq {r['irq']}  {r['path']}  "
-                    f"total {fmt_ns(r['latency_ns'] or r['total_ns'])}", style="bold")
+                    f"{fmt_ns(r['best_latency_ns'])} ({basis})", style="bold")
         stages = Text("    " + "  ".join(f"{s} {fmt_ns(r.get(f'{s}_ns'))}" for s in STAGES
                                            if r.get(f"{s}_ns") is not None))
         items += [head, Text("    ").append(_bar(r)), stages, Text(f"    {r['verdict']}")]
@@ -129,3 +149,29 @@ def _overall(irqs: dict[str, Any]) -> Text:
     stage, n = max(counts.items(), key=lambda kv: kv[1])
     return Text(f"Verdict: in {n} of the {len(worst)} worst interrupts most time went {STAGE_WORDS[stage]} "
                 f"({stage}). Worst: {worst[0]['verdict']}.", style="bold")
+
+
+def _blame(rows: list[dict[str, Any]]) -> Table:
+    t = Table(title="Blame over all interrupts (each nanosecond of latency charged to who held the CPU that "
+                    "mattered; docs/stages.md)", title_justify="left")
+    for col in ("cause", "kind", "total", "share", "interrupts", "top cause of > 1 ms"):
+        t.add_column(col, justify="left" if col in ("cause", "kind") else "right")
+    for r in rows[:10]:
+        pid = f" ({r['cause_pid']})" if r["cause_pid"] not in (None, 0) else ""
+        t.add_row(f"{r['cause']}{pid}", r["cause_kind"], fmt_ns(r["total_ns"]), f"{100 * r['share']:.1f}%",
+                  f"{r['interrupts']:,}", f"{r['slow_top']:,}")
+    return t
+
+
+def _per_vcpu(rows: list[dict[str, Any]]) -> Table:
+    t = Table(title="Per vCPU thread (best known latency)", title_justify="left")
+    for col in ("vCPU", "interrupts", "paths", "p50", "p99", "max", "largest stage"):
+        t.add_column(col, justify="left" if col in ("vCPU", "paths", "largest stage") else "right")
+    for v in rows:
+        p = v["best_latency_ns"]
+        stages = {k: s["sum_ns"] for k, s in v["stages"].items() if k != "timer"}
+        big = max(stages, key=lambda k: stages[k]) if stages else "-"
+        paths = ", ".join(f"{n:,} {k}" for k, n in v["by_path"].items())
+        t.add_row(str(v["vcpu_tid"]), f"{v['interrupts']:,}", paths, fmt_ns(p.get("p50")), fmt_ns(p.get("p99")),
+                  fmt_ns(p.get("max")), big)
+    return t

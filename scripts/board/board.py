@@ -80,7 +80,13 @@ SCENARIOS = {s.name: s for s in [
     Scenario("vhe-hog-fifo", "as vhe-hog, with the vCPU thread at SCHED_FIFO 10", load="hog-fifo"),
     Scenario("vhe-mem", "VHE host without THP, 1 vCPU guest (512 MB) running lat_mem_rd seq/random and "
              "lat_pagefault (file, anonymous)", workload="mem", guest_mb=512, thp="never"),
-    Scenario("vhe-guest-trace", "as vhe-1vcpu, plus a guest-side recording (scripts/record.sh in the guest)",
+    Scenario("vhe-guest-trace", "as vhe-1vcpu, plus a guest-side recording (scripts/record.sh in the guest) "
+             "and cyclictest -v", guest_trace=True),
+    Scenario("vhe-hog-fifo-guest", "as vhe-hog-fifo (a SCHED_FIFO vCPU beside a SCHED_OTHER hog), plus a "
+             "guest-side recording and cyclictest -v", load="hog-fifo", guest_trace=True),
+    Scenario("vhe-2vcpu-guest", "as vhe-2vcpu, plus a guest-side recording and cyclictest -v", vcpus=2,
+             guest_trace=True),
+    Scenario("nvhe-guest-trace", "as nvhe-1vcpu, plus a guest-side recording and cyclictest -v", mode="nvhe",
              guest_trace=True),
 ]}
 
@@ -400,7 +406,8 @@ def qemu_argv(b: Build, sc: Scenario, in_tar: Path, out_img: Path) -> list[str]:
 def guest_timeout(sc: Scenario) -> int:
     """Seconds the guest may take inside the emulated host (boot, workload, power off), generously."""
     per_phase = sc.seconds * (2 if "cyclictest" in sc.workload else 0) + (120 if "mem" in sc.workload else 0)
-    return 60 + per_phase + (30 if sc.guest_trace else 0)
+    # a guest that records itself, or shares its CPU with a hog, runs several times slower under TCG
+    return 60 + per_phase + (120 if sc.guest_trace else 0) + (60 if sc.load != "none" else 0)
 
 
 def scenario_env(sc: Scenario) -> str:
@@ -509,6 +516,9 @@ def collect(b: Build, sc: Scenario, work: Path, dest: Path, argv: list[str]) -> 
         guest = dest / "guest"
         sh([sys.executable, "-m", "kvmtrace.record", "--from-raw", str(raw), "-o", str(guest), "-q"], 300,
            cwd=ROOT)
+        verbose = out / "guest-raw" / "cyclictest.txt"
+        if verbose.is_file():  # the guest's cyclictest -v output: one line per loop (thread: loop: us)
+            shutil.copy(verbose, guest / "cyclictest.txt")
         gman = json.loads((guest / "capture.json").read_text())
         gman["side"] = "guest"  # record.sh ran inside the guest (its raw info does not say so)
         (guest / "capture.json").write_text(json.dumps(gman, indent=2) + "\n")
@@ -570,6 +580,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="capture directory (default $KVMTRACE_BOARD_CACHE/captures/SCENARIO)")
     pr.add_argument("--seconds", type=int, help="length of the cyclictest phase (default 10)")
     pr.add_argument("--bench-mb", type=int, help="memory benchmarks' region in the guest, MB (default 64)")
+    pr.add_argument("--guest-trace", action="store_true",
+                    help="also record inside the guest (and keep cyclictest -v), whatever the scenario")
     pr.add_argument("--timeout", type=float, help="hard limit for the emulator run, seconds")
     pr.add_argument("--echo", action="store_true", help="show the emulated host's whole console")
     pr.add_argument("--keep", action="store_true", help="keep the work directory in the cache")
@@ -596,6 +608,8 @@ def main(argv: list[str] | None = None) -> int:
                 sc.seconds = args.seconds
             if args.bench_mb:
                 sc.guest_bench_mb = args.bench_mb
+            if args.guest_trace:
+                sc.guest_trace = True
             run(sc, args.output or CACHE / "captures" / sc.name, args.timeout, args.echo, args.keep)
         elif args.cmd == "bundle":
             bundle(args.src, args.dest, args.start, args.end)

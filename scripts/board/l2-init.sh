@@ -16,7 +16,7 @@ for w in $(cat /proc/cmdline); do
         kvmtrace.*=*) k=${w#kvmtrace.}; eval "KT_${k%%=*}=\${w#*=}" ;;
     esac
 done
-export KT_workload KT_seconds KT_memmb KT_loads
+export KT_workload KT_seconds KT_memmb KT_loads KT_gtrace
 echo "L2_SHELL uptime=$(cut -d' ' -f1 /proc/uptime) cpus=$(grep -c ^processor /proc/cpuinfo)"
 if [ "$KT_gtrace" = 1 ]; then
     # guest-side recording with the shell recorder; the raw directory leaves on the disk
@@ -25,6 +25,7 @@ if [ "$KT_gtrace" = 1 ]; then
     # the workload's output must reach the console (record.sh keeps a cmd workload's output)
     sh /record.sh -o /tmp/rec -p latency -b 4096 -w cmd -P guest -- sh -c 'sh /workload.sh > /dev/console 2>&1' 
     echo "L2_GUEST_RECORD exit=$?"
+    [ -f /tmp/cyclictest.txt ] && cp /tmp/cyclictest.txt /tmp/rec/cyclictest.txt
     for d in /sys/block/vd*; do
         if [ "$(cat "$d/serial" 2>/dev/null)" = kvmtrace-gout ]; then
             tar -cf "/dev/${d##*/}" -C /tmp/rec . && sync && echo "L2_GUEST_RECORD saved"

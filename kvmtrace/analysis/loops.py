@@ -1,0 +1,111 @@
+"""cyclictest in the guest, loop by loop, beside the host's view of the same wakeup.
+
+Inputs: the host's latency analysis, the guest's own capture (its cyclictest thread's timer
+wakeups: :mod:`kvmtrace.model.wakeups`), the guest clock aligned to the host's
+(:mod:`kvmtrace.model.align`), and cyclictest's ``-v`` output (:mod:`kvmtrace.ingest.cyclictest`).
+
+- Loop -> guest wakeup: every loop sleeps once (cyclictest moves a deadline that has passed to the
+  next interval ahead), so the n-th wakeup of its thread is its n-th loop, up to one shift (loops
+  before the guest's recording started, or after cyclictest stopped printing), found as the one that
+  makes measured and traced latencies agree best. A timer that expired before the thread got to
+  sleep wakes it where it runs (no switch-in): plain "next switch-in" pairing breaks there.
+- Guest wakeup -> host interrupt: the host ``kvm_entry`` of that vCPU that came last before the
+  guest's timer IRQ (which the entry delivered).
+
+Columns: loop, measured_ns (cyclictest), guest_deadline_ns (host clock), guest_switch_in_ns,
+traced_ns (guest deadline -> switch-in of the thread), host_* (the host interrupt: irq_no, path,
+deadline_ns, entry_at_ns), host_same_timer (the host interrupt's deadline is this loop's, within the
+alignment: false when it delivered an earlier guest timer, the tick, in whose handler the loop's
+timer expired too), host_part_ns (host deadline -> kvm_entry, where host_same_timer),
+host_part_true_ns (guest deadline -> kvm_entry), guest_part_ns (kvm_entry -> switch-in).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from kvmtrace.analysis.latency import LatencyAnalysis
+from kvmtrace.capture import Capture
+from kvmtrace.errors import CaptureError
+from kvmtrace.ingest.cyclictest import CyclictestOutput
+from kvmtrace.model.align import Alignment, align
+from kvmtrace.model.wakeups import thread_wakeups
+
+MAX_SHIFT = 50
+SAME_DEADLINE_NS = 20_000  # beyond the alignment's uncertainty, deadlines this close are the same timer
+
+
+@dataclass
+class Loops:
+    """The loop table and how it was matched."""
+
+    table: pl.DataFrame
+    alignment: Alignment
+    shift: int
+    tid: int
+
+    def summary(self) -> dict[str, Any]:
+        t = self.table
+        with_host = t.filter(pl.col("host_part_ns").is_not_null())
+        over = with_host.filter(pl.col("host_part_ns") > pl.col("measured_ns"))
+        diff = (t["measured_ns"] - t["traced_ns"]).drop_nulls()
+        return {"loops": t.height, "matched_host": with_host.height, "host_part_exceeds_measured": over.height,
+                "measured_minus_traced_median_ns": int(diff.median()) if diff.len() else None,  # type: ignore[arg-type]
+                "alignment": self.alignment.to_dict(), "loop_shift": self.shift, "thread": self.tid}
+
+
+def best_shift(measured: np.ndarray, traced: np.ndarray) -> int:
+    """Shift s (wakeup index = loop + s) with the smallest median |measured - traced|."""
+    def cost(s: int) -> float:
+        a, b = measured[max(0, -s):], traced[max(0, s):]
+        n = min(len(a), len(b))
+        return float(np.median(np.abs(a[:n] - b[:n]))) if n > 10 else float("inf")
+    return min(range(-MAX_SHIFT, MAX_SHIFT + 1), key=cost)
+
+
+def loop_table(host: LatencyAnalysis, guest: Capture, cyclictest: CyclictestOutput, thread: int = 0) -> Loops:
+    """One row per cyclictest loop of ``thread`` (module docstring)."""
+    vcpus = host.vcpus["vcpu_tid"]
+    al = align(host.capture.tables, guest.tables, vcpus)
+    tid = _thread_tid(guest, cyclictest, thread)
+    w = thread_wakeups(guest.tables, pl.Series([tid], dtype=pl.Int32)).sort("deadline_ns")
+    loops = cyclictest.loops.filter(pl.col("thread") == thread).sort("loop")
+    shift = best_shift(loops["latency_us"].to_numpy() * 1000, w["latency_ns"].to_numpy())
+    traced = w.with_row_index("k").select(
+        (pl.col("k").cast(pl.Int64) - shift + loops["loop"].min()).alias("loop"),
+        (pl.col("deadline_ns") + al.offset_ns).alias("guest_deadline_ns"),
+        (pl.col("irq_ns") + al.offset_ns).alias("guest_irq_ns"),
+        (pl.col("switch_in_ns") + al.offset_ns).alias("guest_switch_in_ns"),
+        pl.col("latency_ns").alias("traced_ns"))
+    rows = loops.select("loop", (pl.col("latency_us") * 1000).alias("measured_ns")).join(traced, on="loop",
+                                                                                          how="left")
+    ints = host.table.filter(pl.col("kind") == "timer").select(
+        pl.col("irq_no").alias("host_irq_no"), pl.col("path").alias("host_path"),
+        pl.col("deadline_ns").alias("host_deadline_ns"), pl.col("entry_at_ns").alias("host_entry_ns"),
+        pl.col("best_latency_ns").alias("host_best_ns"), "latency_basis", "cause_kind", "cause")
+    rows = rows.sort("guest_irq_ns", nulls_last=True).join_asof(
+        ints.sort("host_entry_ns"), left_on="guest_irq_ns", right_on="host_entry_ns", strategy="backward")
+    # the host interrupt was this loop's when its deadline is the loop's (within the alignment); else it
+    # delivered an earlier guest timer (the tick) and the loop's expired inside the guest's handler
+    same = (pl.col("host_deadline_ns") - pl.col("guest_deadline_ns")).abs() <= al.uncertainty_ns + SAME_DEADLINE_NS
+    rows = rows.with_columns(same.alias("host_same_timer"))
+    rows = rows.with_columns(
+        pl.when(pl.col("host_same_timer")).then(pl.col("host_entry_ns") - pl.col("host_deadline_ns"))
+          .alias("host_part_ns"),
+        (pl.col("host_entry_ns") - pl.col("guest_deadline_ns")).alias("host_part_true_ns"),
+        (pl.col("guest_switch_in_ns") - pl.col("host_entry_ns")).alias("guest_part_ns"))
+    return Loops(rows.sort("loop"), al, shift, tid)
+
+
+def _thread_tid(guest: Capture, cyclictest: CyclictestOutput, thread: int) -> int:
+    """The measuring thread's tid, from its T: line (cyclictest's output, else the guest's markers)."""
+    for summary in (cyclictest.summary, guest.cyclictest):
+        mine = summary.filter(pl.col("thread") == thread)
+        if mine.height:
+            return int(mine["tid"][0])
+    raise CaptureError(cyclictest.path, None, f"no 'T:' summary line for cyclictest thread {thread}: cannot tell "
+                                              "its thread id")

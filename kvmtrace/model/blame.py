@@ -1,0 +1,122 @@
+"""Who is to blame for each guest interrupt's latency: every nanosecond from the deadline (or, when it
+is unknown, the host IRQ) to the ``kvm_entry`` that delivered the interrupt, charged to someone.
+
+The span is cut by the vCPU thread's states (:mod:`kvmtrace.model.vcpus`); each piece is charged to
+the owners (:mod:`kvmtrace.model.blockers`) of the CPU that mattered then:
+
+==================  ===============================  ==================================================
+vCPU state          CPU looked at                    meaning
+==================  ===============================  ==================================================
+``blocked``         the CPU that took the host IRQ   the timer's delivery: who ran there while the IRQ
+                                                     was due, then the IRQ handler that woke the vCPU
+``waking``          the CPU the vCPU then ran on     who held the CPU the woken vCPU waited for
+``preempted``       the CPU the vCPU then ran on     who ran while the runnable vCPU was switched out
+``host_handling``   the vCPU's own CPU               KVM/QEMU work in the vCPU thread, or handlers on it
+``guest``           the vCPU's own CPU               the guest ran on until it exited
+==================  ===============================  ==================================================
+
+``cause_kind``: ``task``, ``irq``, ``softirq``, ``idle`` (the CPU was idle: a wakeup or migration
+problem, not a busy CPU), ``stall`` (every CPU silent: :mod:`kvmtrace.model.stalls`),
+``rt_throttling`` (a task that ran while a real-time vCPU was throttled:
+:mod:`kvmtrace.model.throttling`), ``vcpu`` (the vCPU thread itself in the host), ``guest``.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from kvmtrace.model.blockers import span_shares
+from kvmtrace.model.throttling import Throttling
+
+SLOW_NS = 1_000_000  # interrupts slower than this are counted per top cause
+CAUSE_KINDS = ("task", "irq", "softirq", "idle", "stall", "rt_throttling", "vcpu", "guest")
+SHARE_SCHEMA = {"irq_no": pl.UInt32(), "vcpu_tid": pl.Int32(), "state": pl.String(), "cpu": pl.Int32(),
+                "cause_kind": pl.String(),
+                "cause": pl.String(), "cause_pid": pl.Int32(), "share_ns": pl.Int64()}
+
+
+def pieces(interrupts: pl.DataFrame, states: pl.DataFrame, throttling: Throttling) -> pl.DataFrame:
+    """Each interrupt's span cut by its vCPU's states: irq_no, vcpu_tid, state, cpu, start_ns, end_ns, throttled.
+
+    ``interrupts`` needs irq_no, vcpu_tid, t_ns, deadline_ns, entry_at_ns, irq_cpu."""
+    st = (states.sort("vcpu_tid", "start_ns")
+          .with_columns(pl.col("cpu").shift(-1).over("vcpu_tid").alias("next_cpu"))
+          .with_row_index("st_no"))
+    spans = interrupts.select(
+        "irq_no", "vcpu_tid", "irq_cpu",
+        pl.min_horizontal(pl.coalesce("deadline_ns", "t_ns"), "t_ns").alias("span_start"),
+        pl.col("entry_at_ns").alias("span_end"))
+    keys = st.select("vcpu_tid", "start_ns", "st_no")
+    spans = spans.sort("span_start").join_asof(
+        keys.rename({"start_ns": "a", "st_no": "k0"}), left_on="span_start", right_on="a", by="vcpu_tid",
+        strategy="backward", check_sortedness=False)
+    spans = spans.sort("span_end").join_asof(
+        keys.rename({"start_ns": "b", "st_no": "k1"}), left_on="span_end", right_on="b", by="vcpu_tid",
+        strategy="backward", allow_exact_matches=False, check_sortedness=False)
+    rows = (spans.filter(pl.col("k0").is_not_null(), pl.col("k1").is_not_null())
+            .with_columns(pl.int_ranges("k0", pl.col("k1") + 1).alias("st_no")).explode("st_no"))
+    at = rows["st_no"]
+    rows = rows.with_columns(st["state"].gather(at).alias("state"), st["start_ns"].gather(at).alias("s0"),
+                             st["end_ns"].gather(at).alias("s1"), st["cpu"].gather(at).alias("own_cpu"),
+                             st["next_cpu"].gather(at).alias("next_cpu"))
+    waiting = pl.col("state").is_in(["waking", "preempted"])
+    cpu = (pl.when(pl.col("state") == "blocked").then(pl.col("irq_cpu"))
+           .when(waiting).then(pl.coalesce("next_cpu", "own_cpu")).otherwise(pl.col("own_cpu")))
+    out = rows.select("irq_no", "vcpu_tid", "state", cpu.cast(pl.Int32).alias("cpu"),
+                      pl.max_horizontal("s0", "span_start").alias("start_ns"),
+                      pl.min_horizontal("s1", "span_end").alias("end_ns"), pl.col("s0").alias("state_start_ns"))
+    throttled = throttling.intervals.select(pl.col("task_pid").alias("vcpu_tid"),
+                                            pl.col("start_ns").alias("state_start_ns"),
+                                            pl.lit(True).alias("throttled")).unique()
+    return (out.join(throttled, on=["vcpu_tid", "state_start_ns"], how="left")
+            .with_columns(((pl.col("state") == "preempted") & pl.col("throttled").fill_null(False)).alias("throttled"))
+            .drop("state_start_ns").filter(pl.col("end_ns") > pl.col("start_ns"), pl.col("cpu").is_not_null()))
+
+
+def shares(interrupts: pl.DataFrame, states: pl.DataFrame, segments: pl.DataFrame,
+           throttling: Throttling) -> pl.DataFrame:
+    """Every interrupt's latency charged to causes: SHARE_SCHEMA rows (one per interrupt, state and owner)."""
+    p = pieces(interrupts, states, throttling)
+    if p.height == 0:
+        return pl.DataFrame(schema=SHARE_SCHEMA)
+    owned = span_shares(p.with_row_index("key"), segments)
+    owner = pl.col("owner")
+    kind = (pl.when(owner == "stall").then(pl.lit("stall"))
+            .when(pl.col("owner_pid") == 0).then(pl.lit("idle"))
+            .when(owner.str.starts_with("irq:")).then(pl.lit("irq"))
+            .when(owner.str.starts_with("softirq:")).then(pl.lit("softirq"))
+            .when(pl.col("owner_pid") == pl.col("vcpu_tid"))
+            .then(pl.when(pl.col("state") == "guest").then(pl.lit("guest")).otherwise(pl.lit("vcpu")))
+            .when(pl.col("throttled")).then(pl.lit("rt_throttling"))
+            .otherwise(pl.lit("task")))
+    name = pl.when(pl.col("owner_pid") == 0).then(pl.lit("idle")).otherwise(owner)
+    return (owned.with_columns(kind.alias("cause_kind"), name.alias("cause"), pl.col("owner_pid").alias("cause_pid"))
+            .group_by("irq_no", "vcpu_tid", "state", "cpu", "cause_kind", "cause", "cause_pid")
+            .agg(pl.col("share_ns").sum())
+            .select(list(SHARE_SCHEMA)).cast(SHARE_SCHEMA)  # type: ignore[arg-type]
+            .sort("irq_no", "share_ns", descending=[False, True]))
+
+
+def top_cause(share_rows: pl.DataFrame) -> pl.DataFrame:
+    """Per interrupt the cause with the largest share: irq_no, cause_kind, cause, cause_pid, cause_ns."""
+    return (share_rows.group_by("irq_no", "cause_kind", "cause", "cause_pid").agg(pl.col("share_ns").sum())
+            .sort(["irq_no", "share_ns", "cause"], descending=[False, True, False])
+            .group_by("irq_no", maintain_order=True).first()
+            .select("irq_no", "cause_kind", "cause", "cause_pid", pl.col("share_ns").alias("cause_ns")))
+
+
+def blame_table(share_rows: pl.DataFrame, interrupts: pl.DataFrame, by_vcpu: bool = False) -> pl.DataFrame:
+    """Causes over all interrupts: cause_kind, cause, cause_pid, total_ns, interrupts (with a share),
+    slow_top (interrupts over 1 ms whose largest share it is), share (of all latency); per vCPU on request."""
+    keys = ["vcpu_tid"] if by_vcpu else []
+    slow = interrupts.filter(pl.col("best_latency_ns") > SLOW_NS).select("irq_no", "cause_kind", "cause", "cause_pid")
+    slow_top = slow.join(interrupts.select("irq_no", "vcpu_tid"), on="irq_no").group_by(
+        *keys, "cause_kind", "cause", "cause_pid").agg(pl.len().cast(pl.UInt32).alias("slow_top"))
+    group = [*keys, "cause_kind", "cause", "cause_pid"]
+    total = pl.col("total_ns").sum().over(keys) if keys else pl.col("total_ns").sum()
+    return (share_rows.group_by(group)
+            .agg(pl.col("share_ns").sum().alias("total_ns"), pl.col("irq_no").n_unique().cast(pl.UInt32)
+                 .alias("interrupts"))
+            .join(slow_top, on=group, how="left", nulls_equal=True)
+            .with_columns(pl.col("slow_top").fill_null(0), (pl.col("total_ns") / total).round(4).alias("share"))
+            .sort([*keys, "total_ns"], descending=[False] * len(keys) + [True]))
