@@ -179,3 +179,50 @@ def test_synth_truth_faults_and_exits(tmp_path: Path) -> None:
     ex = exit_table(cap.tables, cap.phases).exits
     per_class = {r[0]: r[1] for r in ex.group_by("exit_class").len().iter_rows()}
     assert per_class == {r[0]: r[1] for r in t_ex.group_by("exit_class").len().iter_rows()}
+
+
+GUEST_PF = Path(__file__).parent / "fixtures" / "x86-guest-pagefaults"
+
+
+def test_guest_stage1_counts_every_fault_event_per_phase() -> None:
+    """A real recording (this machine, exceptions:page_fault_user/kernel, markers L2_SHELL and
+    L2_LMBENCH_START/END around a loop touching 256 pages): stage-1 faults per phase equal the
+    fault lines `trace-cmd report` prints inside each phase."""
+    rep = report(str(GUEST_PF / "trace.dat"))
+    marks = {parse_fields(r).get("buf", r.split(": ", 1)[-1]).strip(): ts
+             for ts, ev, r in zip(rep.ts, rep.event, rep.rest, strict=True) if ev == "print"}
+    faults = [ts for ts, ev in zip(rep.ts, rep.event, strict=True) if ev.startswith("page_fault")]
+    lmbench = sum(marks["L2_LMBENCH_START"] <= ts <= marks["L2_LMBENCH_END"] for ts in faults)
+    res = CliRunner().invoke(app, ["faults", str(VHE), "--guest", str(GUEST_PF), "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    rows = {r["phase"]: r["stage1_faults"] for r in doc["stage1"]}
+    assert sum(v for v in rows.values() if v) == len(faults) > 9000
+    assert rows["lmbench"] == lmbench > 256
+    assert sorted(doc["stage1_events"]) == ["page_fault_kernel", "page_fault_user"]
+
+
+def test_guest_without_fault_events_is_not_recorded(tmp_path: Path) -> None:
+    g = tmp_path / "guest.txt"
+    g.write_text(GUEST_TRACE.replace("page_fault_user", "sched_yield_x"))
+    res = CliRunner().invoke(app, ["faults", str(VHE), "--guest", str(g)])
+    assert res.exit_code == 0, res.output
+    assert "not recorded" in res.output
+    doc = json.loads(CliRunner().invoke(app, ["faults", str(VHE), "--guest", str(g), "--json"]).stdout)
+    assert {r["stage1_faults"] for r in doc["stage1"]} == {None}
+
+
+def test_an_access_flag_fault_is_one_row(tmp_path: Path) -> None:
+    """KVM logs an access-flag fault as kvm_guest_fault then kvm_access_fault: one fault, one row."""
+    run = pytest.importorskip("kvmtrace.synth.run")
+    scenario = pytest.importorskip("kvmtrace.synth.scenario")
+    params = scenario.preset("hog")
+    params["cyclictest"]["loops"] = 3000
+    params["exits"]["ACCESS"]["rate_hz"] = 200
+    run.simulate(params, 2, tmp_path / "c")
+    cap = open_capture(tmp_path / "c", use_cache=False)
+    access = cap.tables.table("kvm_access_fault").height
+    assert access > 20
+    faults = fault_table(cap.tables, cap.phases).faults
+    assert faults.height == cap.tables.table("kvm_guest_fault").height
+    assert faults.filter(pl.col("kind") == "access_flag").height == access

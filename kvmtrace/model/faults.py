@@ -1,4 +1,5 @@
-"""Stage-2 fault attribution: one row per ``kvm_guest_fault`` / ``kvm_access_fault``, and its summary.
+"""Stage-2 fault attribution: one row per fault (``kvm_guest_fault``, and ``kvm_access_fault`` where it
+is not the second record of the same access-flag fault), and its summary.
 
 Columns follow docs/stages.md ("Stage-2 faults"); ``EXTRA_SCHEMA`` adds a few. The decoding of
 the ESR lives in :mod:`kvmtrace.arch.arm64`. Per fault:
@@ -80,7 +81,20 @@ def raw_faults(t: EventTables) -> pl.DataFrame:
                        pl.lit(None, pl.Int8).alias("level"), pl.lit(None, pl.Boolean).alias("write"),
                        pl.lit(None, pl.Boolean).alias("s1ptw"), pl.lit(None, pl.Boolean).alias("isv"),
                        pl.lit("kvm_access_fault").alias("event"))
-    return (pl.concat([guest, access.cast(guest.schema)])
+    # KVM logs an access-flag fault twice: kvm_guest_fault, then kvm_access_fault from its handler. One
+    # fault, one row: an access fault right after a guest fault of the same vCPU and page is that fault.
+    prev = guest.select("vcpu_tid", pl.col("idx").alias("g_idx"), (pl.col("ipa") // PAGE).alias("g_page"))
+    access = (access.sort("idx").join_asof(prev, left_on="idx", right_on="g_idx", by="vcpu_tid", strategy="backward",
+                                           check_sortedness=False)
+              .join_asof(access.select("vcpu_tid", pl.col("idx").alias("a_prev")).sort("a_prev"), left_on="idx",
+                         right_on="a_prev", by="vcpu_tid", strategy="backward", allow_exact_matches=False,
+                         check_sortedness=False))
+    same = (pl.col("g_page") == pl.col("ipa") // PAGE) & (pl.col("a_prev").is_null() | (pl.col("a_prev") < pl.col("g_idx")))
+    paired = access.filter(same.fill_null(False))
+    guest = guest.with_columns(pl.when(pl.col("idx").is_in(paired["g_idx"].implode())).then(pl.lit("access_flag"))
+                               .otherwise(pl.col("kind")).alias("kind"))
+    alone = access.filter(~same.fill_null(False)).drop("g_idx", "g_page", "a_prev")
+    return (pl.concat([guest, alone.cast(guest.schema)])
             .with_columns(arm64.ec_name(pl.col("ec")).alias("ec_name")).sort("idx"))
 
 
@@ -444,5 +458,7 @@ def _add_stage1(report: FaultsReport, gt: EventTables, gphases: pl.DataFrame) ->
         report.notes.append("the guest capture has no page-fault events (page_fault_user/kernel, kprobes on "
                             "do_page_fault / do_mem_abort / handle_mm_fault): stage-1 faults not counted")
     s2 = by_phase(report.faults).select("phase", pl.col("faults").alias("stage2_faults"))
+    # without fault events in the guest capture, stage-1 faults are not recorded (null), not zero
+    recorded = pl.col("stage1_faults").fill_null(0) if used else pl.lit(None, pl.UInt32)
     report.stage1 = (s2.join(s1, on="phase", how="full", coalesce=True)
-                     .with_columns(pl.col("stage2_faults").fill_null(0), pl.col("stage1_faults").fill_null(0)))
+                     .with_columns(pl.col("stage2_faults").fill_null(0), recorded.alias("stage1_faults")))

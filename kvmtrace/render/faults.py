@@ -59,7 +59,8 @@ def _stage1_table(df: pl.DataFrame, events: list[str]) -> Table:
     for c in ("phase", "stage-2 faults (host)", "stage-1 faults (guest)"):
         t.add_column(c, justify="left" if c == "phase" else "right")
     for r in df.iter_rows(named=True):
-        t.add_row(r["phase"], f"{r['stage2_faults']:,}", f"{r['stage1_faults']:,}")
+        s1 = f"{r['stage1_faults']:,}" if r["stage1_faults"] is not None else "not recorded"
+        t.add_row(r["phase"], f"{r['stage2_faults']:,}", s1)
     return t
 
 
