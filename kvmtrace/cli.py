@@ -81,13 +81,24 @@ Window = Annotated[str | None, typer.Option("--window", help="phase name, 'all' 
 def analyze(capture: CaptureArg, window: Window = None,
             worst: Annotated[int, typer.Option("--worst", help="how many worst interrupts to explain")] = 5,
             json_out: Annotated[bool, typer.Option("--json", help="print the JSON document")] = False,
+            blame_out: Annotated[Path | None, typer.Option(
+                "--blame-out", help="write the blame table (per cause, overall and per vCPU): "
+                                    ".parquet, .csv or .json")] = None,
             no_cache: NoCache = False) -> None:
-    """Every guest interrupt as a timeline of stages, percentiles, and who is to blame for the worst."""
+    """Every guest interrupt as a timeline of stages, percentiles, blame, and who is to blame for the worst."""
     from kvmtrace.analysis.latency import analyze as run
     from kvmtrace.render.analyze import render_analyze
+    from kvmtrace.render.parquet import write_frame
 
     with user_errors():
-        doc = run(_open(capture, no_cache), window, worst).document()
+        analysis = run(_open(capture, no_cache), window, worst)
+        doc = analysis.document()
+        if blame_out is not None:
+            import polars as pl
+
+            overall = analysis.blame.with_columns(pl.lit(None, pl.Int32).alias("vcpu_tid"))
+            write_frame(pl.concat([overall, analysis.blame_by_vcpu], how="diagonal_relaxed"), blame_out)
+            err.print(f"wrote the blame table to {blame_out}")
     if json_out:
         sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
     else:
@@ -113,19 +124,30 @@ def vcpus(capture: CaptureArg,
           out: Annotated[Path | None, typer.Option("--out", help="state timeline: FILE.parquet, .csv, .json")] = None,
           no_cache: NoCache = False) -> None:
     """vCPU threads and the time each spent in guest, host_handling, blocked, preempted and waking."""
+    from kvmtrace.model.blame import waiting_holders
+    from kvmtrace.model.blockers import cpu_segments
+    from kvmtrace.model.stalls import stalls
+    from kvmtrace.model.throttling import rt_throttling
     from kvmtrace.model.vcpus import state_summary, state_timeline, vcpu_threads
     from kvmtrace.render.parquet import write_frame
     from kvmtrace.render.tables import frame_table
 
     with user_errors():
-        tables = _open(capture, no_cache).tables
+        cap = _open(capture, no_cache)
+        tables = cap.tables
         threads = vcpu_threads(tables)
         timeline = state_timeline(tables, threads["vcpu_tid"])
         if out is not None:
             write_frame(timeline, out)
+        throttling = rt_throttling(tables, cap.manifest.host if cap.manifest else None)
+        holders = waiting_holders(timeline, cpu_segments(tables, stalls(tables)), throttling)
     console = Console()
     console.print(frame_table(threads, "vCPU threads"))
     console.print(frame_table(state_summary(timeline), "Time per state"))
+    console.print(frame_table(holders.group_by("vcpu_tid", maintain_order=True).head(8),
+                              "Who held the CPU while the vCPU was runnable (waking, preempted)"))
+    if throttling.intervals.height:
+        console.print(throttling.describe())
 
 
 @app.command()

@@ -184,6 +184,8 @@ SIDE=host
 {
     echo "status=setup"; echo "recorder=record.sh"; echo "side=$SIDE"; echo "kernel=$(uname -r)"
     echo "uname=$(uname -a)"; echo "arch=$ARCH"; echo "cpu_model=$MODEL"; echo "hostname=$(uname -n)"
+    echo "sched_rt_runtime_us=$(cat /proc/sys/kernel/sched_rt_runtime_us 2>/dev/null)"
+    echo "sched_rt_period_us=$(cat /proc/sys/kernel/sched_rt_period_us 2>/dev/null)"
     echo "clock=$CLOCK"; echo "buffer_size_kb=$BUF"; echo "events=$EVENTS"; echo "missing_events=$MISSING"
     echo "instance=kvmtrace-$$"; echo "started=$(date +%Y-%m-%dT%H:%M:%S%z)"
     case "$ARCH" in *eb|*_be|ppc64|s390x|mips) echo "endian=big" ;; *) echo "endian=little" ;; esac

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from kvmtrace.capture import open_capture
-from kvmtrace.model.phases import _CYCLICTEST_RE
+from kvmtrace.ingest.cyclictest import SUMMARY_RE as _CYCLICTEST_RE
 from kvmtrace.record import events as ev
 from kvmtrace.record import workloads
 from kvmtrace.record.options import parse

@@ -102,7 +102,8 @@ class LatencyAnalysis:
 
     @cached_property
     def throttling(self) -> Throttling:
-        return rt_throttling(self.capture.tables)
+        manifest = self.capture.manifest
+        return rt_throttling(self.capture.tables, manifest.host if manifest else None)
 
     @cached_property
     def segments(self) -> pl.DataFrame:
@@ -121,6 +122,10 @@ class LatencyAnalysis:
         df = interrupts(t, self.vcpus["vcpu_tid"])
         df, self._deadlines = with_deadlines(t, df, self.vcpus["vcpu_tid"])
         self.notes.extend(self._deadlines.notes)
+        # a timer injected at a switch-in is an interrupt of the preemption only if its deadline fell
+        # inside it; otherwise it was already pending (docs/stages.md, preempted path)
+        df = df.filter((pl.col("path") != "preempted")
+                       | (pl.col("deadline_ns") >= pl.col("preempted_at_ns")).fill_null(False))
         df = df.filter(pl.col("t_ns").is_between(self.window.start_ns, self.window.end_ns))
         unknown = df.filter(pl.col("deadline_ns").is_null(), pl.col("kind") == "timer").height
         if unknown:

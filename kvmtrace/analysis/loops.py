@@ -75,7 +75,11 @@ def loop_table(host: LatencyAnalysis, guest: Capture, cyclictest: CyclictestOutp
     w = thread_wakeups(guest.tables, pl.Series([tid], dtype=pl.Int32)).sort("deadline_ns")
     loops = cyclictest.loops.filter(pl.col("thread") == thread).sort("loop")
     shift = best_shift(loops["latency_us"].to_numpy() * 1000, w["latency_ns"].to_numpy())
+    vcpu_of = pl.DataFrame({"cpu": list(al.vcpu_of_cpu), "vcpu_tid": list(al.vcpu_of_cpu.values())},
+                           schema={"cpu": pl.Int32(), "vcpu_tid": pl.Int32()})
+    w = w.join(vcpu_of, on="cpu", how="left")
     traced = w.with_row_index("k").select(
+        "vcpu_tid",
         (pl.col("k").cast(pl.Int64) - shift + loops["loop"].min()).alias("loop"),
         (pl.col("deadline_ns") + al.offset_ns).alias("guest_deadline_ns"),
         (pl.col("irq_ns") + al.offset_ns).alias("guest_irq_ns"),
@@ -84,11 +88,12 @@ def loop_table(host: LatencyAnalysis, guest: Capture, cyclictest: CyclictestOutp
     rows = loops.select("loop", (pl.col("latency_us") * 1000).alias("measured_ns")).join(traced, on="loop",
                                                                                           how="left")
     ints = host.table.filter(pl.col("kind") == "timer").select(
-        pl.col("irq_no").alias("host_irq_no"), pl.col("path").alias("host_path"),
+        "vcpu_tid", pl.col("irq_no").alias("host_irq_no"), pl.col("path").alias("host_path"),
         pl.col("deadline_ns").alias("host_deadline_ns"), pl.col("entry_at_ns").alias("host_entry_ns"),
         pl.col("best_latency_ns").alias("host_best_ns"), "latency_basis", "cause_kind", "cause")
     rows = rows.sort("guest_irq_ns", nulls_last=True).join_asof(
-        ints.sort("host_entry_ns"), left_on="guest_irq_ns", right_on="host_entry_ns", strategy="backward")
+        ints.sort("host_entry_ns"), left_on="guest_irq_ns", right_on="host_entry_ns", by="vcpu_tid",
+        strategy="backward", check_sortedness=False)
     # the host interrupt was this loop's when its deadline is the loop's (within the alignment); else it
     # delivered an earlier guest timer (the tick) and the loop's expired inside the guest's handler
     same = (pl.col("host_deadline_ns") - pl.col("guest_deadline_ns")).abs() <= al.uncertainty_ns + SAME_DEADLINE_NS

@@ -120,3 +120,28 @@ def blame_table(share_rows: pl.DataFrame, interrupts: pl.DataFrame, by_vcpu: boo
             .join(slow_top, on=group, how="left", nulls_equal=True)
             .with_columns(pl.col("slow_top").fill_null(0), (pl.col("total_ns") / total).round(4).alias("share"))
             .sort([*keys, "total_ns"], descending=[False] * len(keys) + [True]))
+
+
+def waiting_holders(states: pl.DataFrame, segments: pl.DataFrame, throttling: Throttling) -> pl.DataFrame:
+    """Who held the CPU while each vCPU thread was runnable but not running (``waking``, ``preempted``):
+    vcpu_tid, state, cause_kind, cause, cause_pid, total_ns, intervals; largest first per vCPU."""
+    st = (states.sort("vcpu_tid", "start_ns")
+          .with_columns(pl.col("cpu").shift(-1).over("vcpu_tid").alias("next_cpu"))
+          .filter(pl.col("state").is_in(["waking", "preempted"])))
+    throttled = throttling.intervals.select(pl.col("task_pid").alias("vcpu_tid"), "start_ns",
+                                            pl.lit(True).alias("throttled")).unique()
+    spans = (st.join(throttled, on=["vcpu_tid", "start_ns"], how="left")
+             .select("vcpu_tid", "state", pl.coalesce("next_cpu", "cpu").cast(pl.Int32).alias("cpu"), "start_ns",
+                     "end_ns", pl.col("throttled").fill_null(False)).with_row_index("key"))
+    owned = span_shares(spans, segments)
+    kind = (pl.when(pl.col("owner") == "stall").then(pl.lit("stall"))
+            .when(pl.col("owner_pid") == 0).then(pl.lit("idle"))
+            .when(pl.col("owner").str.starts_with("irq:")).then(pl.lit("irq"))
+            .when(pl.col("owner").str.starts_with("softirq:")).then(pl.lit("softirq"))
+            .when(pl.col("throttled")).then(pl.lit("rt_throttling")).otherwise(pl.lit("task")))
+    return (owned.with_columns(kind.alias("cause_kind"),
+                               pl.when(pl.col("owner_pid") == 0).then(pl.lit("idle")).otherwise(pl.col("owner"))
+                               .alias("cause"))
+            .group_by("vcpu_tid", "state", "cause_kind", "cause", pl.col("owner_pid").alias("cause_pid"))
+            .agg(pl.col("share_ns").sum().alias("total_ns"), pl.col("key").n_unique().alias("intervals"))
+            .sort(["vcpu_tid", "total_ns"], descending=[False, True]))

@@ -141,13 +141,16 @@ HELD_SCHEMA = {"t_idx": pl.UInt32(), "vcpu_tid": pl.Int32(), "irq": pl.Int32(), 
 
 
 def held_cvals(t: EventTables, blocked: pl.DataFrame, saves: pl.DataFrame) -> pl.DataFrame:
-    """t_idx, cval, istatus of each blocked interrupt whose timer's last save still held at the wakeup."""
+    """t_idx, cval, istatus of each blocked (or preempted) interrupt whose timer's last save still held
+    at the wakeup (or switch-in)."""
     if saves.height == 0 or not t.has("kvm_entry"):
         return pl.DataFrame(schema=HELD_SCHEMA)
     fire = saves.filter("can_fire").drop("can_fire")
-    df = blocked.select("vcpu_tid", "irq", "t_idx", "w_idx").sort("w_idx").join_asof(
-        fire, left_on="w_idx", right_on="s_idx", by=["vcpu_tid", "irq"], strategy="backward", check_sortedness=False)
-    df = _last_entry_before(t, df.filter(pl.col("s_idx").is_not_null()), "w_idx")
+    # blocked: the wakeup; preempted: the switch-in (the save was made when the thread was put)
+    ref = blocked.select("vcpu_tid", "irq", "t_idx", pl.coalesce("w_idx", "switch_idx").alias("ref_idx"))
+    df = ref.sort("ref_idx").join_asof(fire, left_on="ref_idx", right_on="s_idx", by=["vcpu_tid", "irq"],
+                                       strategy="backward", check_sortedness=False)
+    df = _last_entry_before(t, df.filter(pl.col("s_idx").is_not_null()), "ref_idx")
     held = pl.col("last_entry_idx").is_null() | (pl.col("last_entry_idx") < pl.col("s_idx"))
     return df.filter(held).select(list(HELD_SCHEMA)).cast(HELD_SCHEMA)  # type: ignore[arg-type]
 
@@ -258,7 +261,7 @@ def _compare(name: str, a: pl.DataFrame, b: pl.DataFrame, within_ns: int = 20_00
 
 def find_deadlines(t: EventTables, interrupts: pl.DataFrame, vcpus: pl.Series) -> Deadlines:
     """Deadlines of the blocked-path timer interrupts (sources and checks: module docstring)."""
-    blocked = interrupts.filter(pl.col("path") == "blocked", pl.col("kind") == "timer")
+    blocked = interrupts.filter(pl.col("path").is_in(["blocked", "preempted"]), pl.col("kind") == "timer")
     mono = mono_clock(t)
     saves = timer_saves(t, vcpus)
     held = held_cvals(t, blocked, saves)

@@ -89,7 +89,8 @@ def raw_faults(t: EventTables) -> pl.DataFrame:
               .join_asof(access.select("vcpu_tid", pl.col("idx").alias("a_prev")).sort("a_prev"), left_on="idx",
                          right_on="a_prev", by="vcpu_tid", strategy="backward", allow_exact_matches=False,
                          check_sortedness=False))
-    same = (pl.col("g_page") == pl.col("ipa") // PAGE) & (pl.col("a_prev").is_null() | (pl.col("a_prev") < pl.col("g_idx")))
+    no_access_between = pl.col("a_prev").is_null() | (pl.col("a_prev") < pl.col("g_idx"))
+    same = (pl.col("g_page") == pl.col("ipa") // PAGE) & no_access_between
     paired = access.filter(same.fill_null(False))
     guest = guest.with_columns(pl.when(pl.col("idx").is_in(paired["g_idx"].implode())).then(pl.lit("access_flag"))
                                .otherwise(pl.col("kind")).alias("kind"))

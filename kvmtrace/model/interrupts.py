@@ -7,6 +7,8 @@ vCPU thread: from the host-side event that starts it to the ``kvm_entry`` that d
   (``kvm_timer_update_irq`` level 1) -> ``kvm_entry``
 - running timer path: host IRQ (``kvm guest vtimer``) -> injection -> ``kvm_exit`` -> ``kvm_entry``
 - device interrupts from the VMM: ``kvm_irq_line`` level 1 -> (wakeup -> switch-in ->) entry
+- preempted timer path: the deadline passed while the runnable vCPU was switched out -> switch-in
+  -> injection (at vCPU load) -> ``kvm_entry``
 - x86: ``kvm_inj_virq`` / ``kvm_apic_accept_irq`` -> ``kvm_entry``
 """
 
@@ -30,7 +32,7 @@ INTERRUPT_SCHEMA: dict[str, pl.DataType] = {
     "deadline_source": pl.String(), "deadline_uncertainty_ns": pl.Int64(),
     "host_irq": pl.String(), "wakeup_ns": pl.Int64(), "switch_in_ns": pl.Int64(), "inject_at_ns": pl.Int64(),
     "exit_at_ns": pl.Int64(), "entry_at_ns": pl.Int64(), "t_idx": pl.UInt32(), "entry_idx": pl.UInt32(),
-    "w_idx": pl.UInt32(), "switch_idx": pl.UInt32(), "wait_cpu": pl.Int32(),
+    "w_idx": pl.UInt32(), "switch_idx": pl.UInt32(), "wait_cpu": pl.Int32(), "preempted_at_ns": pl.Int64(),
 }
 
 
@@ -180,6 +182,45 @@ def running_timer_interrupts(t: EventTables, vcpus: pl.Series, irqs: pl.DataFram
     )
 
 
+def preempted_timer_interrupts(t: EventTables, vcpus: pl.Series, irqs: pl.DataFrame,
+                               taken: pl.DataFrame) -> pl.DataFrame:
+    """Timer interrupts whose deadline passed while the runnable vCPU thread was switched out
+    (preempted, or throttled): no host IRQ; KVM injects the expired timer when the thread is
+    switched in again (``kvm_timer_vcpu_load``), and the next kvm_entry delivers it. t_ns is that
+    switch-in; the time before it, from the deadline, is ``timer_ns``. Candidates only: a level-1
+    update at load also repeats an interrupt that was already pending before the preemption, so
+    the analysis keeps those whose deadline fell after ``preempted_at_ns`` (the switch-out)."""
+    inj = _enclosing_irq(timer_injections(t, vcpus).rename({"idx": "i_idx", "ts": "i_ts", "cpu": "i_cpu"}),
+                         "i_idx", "i_cpu", irqs).filter(pl.col("irq_idx").is_null())
+    sw = t.table("sched_switch")
+    switch_in = sw.filter(pl.col("next_pid").is_in(vcpus.implode())).select(
+        pl.col("next_pid").alias("vcpu_tid"), pl.col("idx").alias("s_idx"), pl.col("ts").alias("s_ts"),
+        pl.col("cpu").alias("s_cpu"))
+    switch_out = sw.filter(pl.col("prev_pid").is_in(vcpus.implode())).select(
+        pl.col("prev_pid").alias("vcpu_tid"), pl.col("idx").alias("o_idx"), pl.col("ts").alias("preempted_at_ns"),
+        ((pl.col("prev_state") & 0xFF) == 0).alias("runnable"))
+    df = inj.sort("i_idx").join_asof(switch_in, left_on="i_idx", right_on="s_idx", by="vcpu_tid",
+                                     strategy="backward", check_sortedness=False)
+    df = df.sort("s_idx").join_asof(switch_out, left_on="s_idx", right_on="o_idx", by="vcpu_tid",
+                                    strategy="backward", check_sortedness=False)
+    df = df.filter(pl.col("runnable").fill_null(False))
+    df = _next(df, _by_vcpu(t, "kvm_entry", vcpus), "i_idx", "e")
+    df = _next(df, _by_vcpu(t, "kvm_entry", vcpus), "s_idx", "e0")
+    # the injection is the first after the switch-in, before the thread entered the guest again
+    df = df.filter(pl.col("e_idx").is_not_null(), pl.col("e0_idx") == pl.col("e_idx"))
+    df = df.sort("i_idx").unique(subset=["vcpu_tid", "e_idx"], keep="first", maintain_order=True)
+    df = df.join(taken.select("vcpu_tid", pl.col("entry_idx").alias("e_idx")), on=["vcpu_tid", "e_idx"], how="anti")
+    return df.select(
+        "vcpu_tid", "irq", pl.lit("timer").alias("kind"), pl.lit("preempted").alias("path"),
+        pl.col("e_cpu").alias("cpu"), pl.col("s_ts").alias("t_ns"), pl.col("s_idx").alias("t_idx"),
+        pl.lit(None, pl.String).alias("host_irq"), pl.lit(None, pl.Int64).alias("wakeup_ns"),
+        pl.col("s_ts").alias("switch_in_ns"), pl.col("i_ts").alias("inject_at_ns"),
+        pl.lit(None, pl.Int64).alias("exit_at_ns"), pl.col("e_ts").alias("entry_at_ns"),
+        pl.col("e_idx").alias("entry_idx"), pl.lit(None, pl.UInt32).alias("w_idx"),
+        pl.col("s_idx").alias("switch_idx"), pl.col("s_cpu").alias("wait_cpu"), "preempted_at_ns",
+    )
+
+
 def vcpu_ids(t: EventTables, vcpus: pl.Series) -> pl.DataFrame:
     """vcpu_id -> vcpu_tid, learned from the per-vCPU events each vCPU thread emits about itself."""
     for name in ("kvm_timer_update_irq", "kvm_get_timer_map", "vgic_update_irq_pending"):
@@ -244,12 +285,14 @@ def with_stages(df: pl.DataFrame) -> pl.DataFrame:
     """Stage durations from the stage boundary timestamps (docs/stages.md)."""
     blocked = pl.col("path") == "blocked"
     running = pl.col("path") == "running"
+    preempted = pl.col("path") == "preempted"
     return df.with_columns(
         pl.when(blocked).then(pl.col("wakeup_ns") - pl.col("t_ns"))
+          .when(preempted).then(None)
           .when(pl.col("kind") == "device").then(None)  # the VMM's injection is itself the start
           .otherwise(pl.col("inject_at_ns") - pl.col("t_ns")).alias("host_irq_ns"),
         pl.when(blocked).then(pl.col("switch_in_ns") - pl.col("wakeup_ns")).alias("vcpu_wait_ns"),
-        pl.when(blocked).then(pl.col("inject_at_ns") - pl.col("switch_in_ns")).alias("inject_ns"),
+        pl.when(blocked | preempted).then(pl.col("inject_at_ns") - pl.col("switch_in_ns")).alias("inject_ns"),
         pl.when(running).then(pl.col("exit_at_ns") - pl.col("inject_at_ns")).alias("exit_ns"),
         pl.when(running).then(pl.col("entry_at_ns") - pl.col("exit_at_ns"))
           .when(blocked).then(pl.col("entry_at_ns") - pl.coalesce("inject_at_ns", "switch_in_ns"))
@@ -273,6 +316,10 @@ def interrupts(t: EventTables, vcpus: pl.Series) -> pl.DataFrame:
             parts.append(running_timer_interrupts(t, vcpus, irqs, taken))
         else:
             parts.append(arm32_running_timer_interrupts(t, vcpus, irqs))
+    if not missing and has_injection_events(t):
+        done = pl.concat([p.select("vcpu_tid", "entry_idx").cast({"vcpu_tid": pl.Int32(), "entry_idx": pl.UInt32()})
+                          for p in parts]) if parts else taken
+        parts.append(preempted_timer_interrupts(t, vcpus, irqs, done))
     if t.has("kvm_irq_line") and not missing:
         parts.append(device_interrupts(t, vcpus))
     if not parts:
@@ -280,5 +327,7 @@ def interrupts(t: EventTables, vcpus: pl.Series) -> pl.DataFrame:
         raise MissingEventsError(t.meta.path, "interrupt timelines", names)
     df = pl.concat([p.cast({"irq": pl.Int32(), "t_idx": pl.UInt32(), "entry_idx": pl.UInt32(),
                             "w_idx": pl.UInt32(), "switch_idx": pl.UInt32(), "wait_cpu": pl.Int32()})
-                    for p in parts], how="vertical_relaxed")
+                    for p in parts], how="diagonal_relaxed")
+    if "preempted_at_ns" not in df.columns:
+        df = df.with_columns(pl.lit(None, pl.Int64).alias("preempted_at_ns"))
     return with_stages(df).sort("t_ns", "vcpu_tid")

@@ -29,6 +29,7 @@ class Throttling:
     intervals: pl.DataFrame
     period_ns: int | None
     throttled_ns: int | None  # median length of one throttled interval
+    configured: dict[str, int] | None = None  # sched_rt_runtime_us / sched_rt_period_us the recorder saw
 
     @property
     def budget_ns(self) -> int | None:
@@ -45,17 +46,23 @@ class Throttling:
             text += (f", every {self.period_ns / 1e9:.2f} s for {self.throttled_ns / 1e6:.1f} ms: a real-time "
                      f"budget of about {self.budget_ns / 1e6:.0f} ms per {self.period_ns / 1e6:.0f} ms period "
                      f"(sched_rt_runtime_us / sched_rt_period_us)")
+        if self.configured:
+            text += (f"; the host had sched_rt_runtime_us {self.configured['sched_rt_runtime_us']} of "
+                     f"sched_rt_period_us {self.configured['sched_rt_period_us']}")
         return text
 
     def to_dict(self) -> dict[str, Any]:
         return {"count": self.intervals.height, "period_ns": self.period_ns, "throttled_ns": self.throttled_ns,
-                "budget_ns": self.budget_ns, "summary": self.describe()}
+                "budget_ns": self.budget_ns, "configured": self.configured, "summary": self.describe()}
 
 
-def rt_throttling(t: EventTables) -> Throttling:
-    """Throttled intervals of real-time tasks, and their period and budget."""
+def rt_throttling(t: EventTables, host: dict[str, Any] | None = None) -> Throttling:
+    """Throttled intervals of real-time tasks, and their period and budget (``host``: capture.json's
+    host facts, which name the configured budget when the recorder saw it)."""
+    keys = ("sched_rt_runtime_us", "sched_rt_period_us")
+    configured = {k: int(host[k]) for k in keys} if host and all(isinstance(host.get(k), int) for k in keys) else None
     if not t.has("sched_switch"):
-        return Throttling(pl.DataFrame(schema=THROTTLE_SCHEMA), None, None)
+        return Throttling(pl.DataFrame(schema=THROTTLE_SCHEMA), None, None, configured)
     sw = t.table("sched_switch")
     out = sw.filter(pl.col("prev_prio") < RT_PRIO_LIMIT, (pl.col("prev_state") & 0xFF) == 0,
                     pl.col("next_prio") >= RT_PRIO_LIMIT)
@@ -67,7 +74,7 @@ def rt_throttling(t: EventTables) -> Throttling:
                                  allow_exact_matches=False, check_sortedness=False))
     last_ts = int(t.events["ts"][-1]) if t.events.height else 0
     df = df.with_columns(pl.col("end_ns").fill_null(last_ts)).select(list(THROTTLE_SCHEMA)).cast(THROTTLE_SCHEMA)  # type: ignore[arg-type]
-    return Throttling(df, *_period(df))
+    return Throttling(df, *_period(df), configured)
 
 
 def _period(df: pl.DataFrame) -> tuple[int | None, int | None]:

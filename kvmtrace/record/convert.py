@@ -18,6 +18,7 @@ from kvmtrace.record.options import RecordOptions
 from kvmtrace.record.tracefs import RecordError
 
 _HOST_KEYS = ("kernel", "uname", "arch", "cpu_model", "cpus", "kvm_mode", "hostname")
+_HOST_INT_KEYS = ("sched_rt_runtime_us", "sched_rt_period_us")
 
 
 def _split(value: str) -> list[str]:
@@ -26,7 +27,8 @@ def _split(value: str) -> list[str]:
 
 def manifest_from_info(info: dict[str, str], raw: str) -> dict[str, Any]:
     """capture.json fields from record.sh's ``raw/info``."""
-    host = {k: info[k] for k in _HOST_KEYS if k in info}
+    host: dict[str, Any] = {k: info[k] for k in _HOST_KEYS if k in info}
+    host.update({k: _int(info.get(k)) for k in _HOST_INT_KEYS if k in info})
     tracing = {"clock": info.get("clock"), "events": _split(info.get("events", "")),
                "missing_events": _split(info.get("missing_events", "")),
                "buffer_size_kb": int(info["buffer_size_kb"]) if info.get("buffer_size_kb", "").isdigit() else None,

@@ -124,4 +124,13 @@ def host_facts() -> dict[str, Any]:
         "virtualized": virtualized(),
         "hostname": u.nodename,
         "cmdline": _read("/proc/cmdline").strip(),
+        "sched_rt_runtime_us": _int(_read("/proc/sys/kernel/sched_rt_runtime_us")),
+        "sched_rt_period_us": _int(_read("/proc/sys/kernel/sched_rt_period_us")),
     }
+
+
+def _int(text: str) -> int | None:
+    try:
+        return int(text.strip())
+    except ValueError:
+        return None

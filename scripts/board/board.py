@@ -543,11 +543,11 @@ def bundle(src: Path, dest: Path, start: float | None, end: float | None) -> Non
         cut = src / "trace.dat"
         if start is not None or end is not None:
             cut = Path(tmp) / "cut.dat"
-            argv = ["trace-cmd", "split", "-i", str(src / "trace.dat"), "-o", str(cut)]
-            if start is not None:
-                argv += ["-s", str(start)]
+            # the times are positional (-s and -e would split into files every N seconds / events)
+            argv = ["trace-cmd", "split", "-i", str(src / "trace.dat"), "-o", str(cut),
+                    str(start if start is not None else 0)]
             if end is not None:
-                argv += ["-e", str(end)]
+                argv.append(str(end))
             sh(argv, 300)
             if not cut.exists():  # trace-cmd split names its output cut.dat.1 with some versions
                 cut = next(Path(tmp).glob("cut.dat*"))
@@ -556,6 +556,13 @@ def bundle(src: Path, dest: Path, start: float | None, end: float | None) -> Non
     for name in ("capture.json", "board.json", "guest-console.txt", "host-dmesg-kvm.txt", "cyclictest.txt"):
         if (src / name).exists():
             shutil.copy(src / name, dest / name)
+    if (src / "guest" / "trace.dat").exists():  # the guest's own recording, whole (it is small), and its -v output
+        (dest / "guest").mkdir(exist_ok=True)
+        sh(["trace-cmd", "convert", "-i", str(src / "guest" / "trace.dat"), "-o", str(dest / "guest" / "trace.dat"),
+            "--file-version", "7", "--compression", "zstd"], 300)
+        for name in ("capture.json", "cyclictest.txt"):
+            if (src / "guest" / name).exists():
+                shutil.copy(src / "guest" / name, dest / "guest" / name)
     if (dest / "board.json").exists():
         info = json.loads((dest / "board.json").read_text())
         info["bundled"] = {"by": "scripts/board/board.py bundle", "cut_s": [start, end],
