@@ -120,3 +120,17 @@ def test_blame_adds_up_to_the_latency() -> None:
     span = pl.col("best_latency_ns") - pl.when(pl.col("timer_ns") < 0).then(-pl.col("timer_ns")).otherwise(0)
     diff = joined.select((pl.col("share_ns") - span).abs().alias("d"))["d"].to_numpy()
     assert np.percentile(diff, 99) == 0
+
+
+@pytest.mark.parametrize("path", [PAIR, THROTTLE, TWO], ids=["pair", "rt-throttle", "2vcpu"])
+def test_blocked_interrupts_woke_a_thread_that_was_off_its_cpu(path: Path) -> None:
+    """A sched_wakeup of a vCPU thread still on its CPU (about to block, halt-polling) wakes nothing:
+    on the pair capture one such wakeup (t=78.865889 s, inside `kvm guest vtimer`, the thread switched
+    in at 78.858 and out only at 79.051) was taken for a 187 ms blocked-path interrupt."""
+    a = analyze(open_capture(path, use_cache=False), "all")
+    blocked = a.table.filter(pl.col("path") == "blocked").select("vcpu_tid", "wakeup_ns").sort("wakeup_ns")
+    states = a.states.sort("start_ns").select("vcpu_tid", "start_ns", "state")
+    at = blocked.join_asof(states, left_on="wakeup_ns", right_on="start_ns", by="vcpu_tid", strategy="backward",
+                           allow_exact_matches=False)
+    assert at.height > 50
+    assert set(at["state"].drop_nulls().to_list()) <= {"blocked", "waking"}  # sched_waking comes just before

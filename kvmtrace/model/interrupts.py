@@ -105,6 +105,17 @@ def blocked_timer_interrupts(t: EventTables, vcpus: pl.Series, irqs: pl.DataFram
     df = _next(wakeups, switch_in, "w_idx", "s")
     df = _next(df, wakeups.select("vcpu_tid", pl.col("w_idx").alias("idx")), "w_idx", "nw")
     df = df.filter(pl.col("s_idx").is_not_null(), pl.col("nw_idx").is_null() | (pl.col("s_idx") < pl.col("nw_idx")))
+    # a wakeup of a thread that is still on its CPU (about to block, or halt-polling) wakes nothing
+    sw = t.table("sched_switch")
+    moves = pl.concat([
+        sw.filter(pl.col("prev_pid").is_in(vcpus.implode())).select(
+            pl.col("prev_pid").alias("vcpu_tid"), pl.col("idx").alias("m_idx"), pl.lit(False).alias("on_cpu")),
+        sw.filter(pl.col("next_pid").is_in(vcpus.implode())).select(
+            pl.col("next_pid").alias("vcpu_tid"), pl.col("idx").alias("m_idx"), pl.lit(True).alias("on_cpu"))]
+    ).sort("m_idx")
+    df = df.sort("w_idx").join_asof(moves, left_on="w_idx", right_on="m_idx", by="vcpu_tid", strategy="backward",
+                                    check_sortedness=False)
+    df = df.filter(~pl.col("on_cpu").fill_null(False)).drop("m_idx", "on_cpu")
     df = _next(df, entry, "s_idx", "e")
     if has_injection_events(t):
         df = _next(df, timer_injections(t, vcpus), "s_idx", "i")
