@@ -84,15 +84,41 @@ def analyze(capture: CaptureArg, window: Window = None,
             blame_out: Annotated[Path | None, typer.Option(
                 "--blame-out", help="write the blame table (per cause, overall and per vCPU): "
                                     ".parquet, .csv or .json")] = None,
+            cyclictest: Annotated[Path | None, typer.Option(
+                "--cyclictest", help="cyclictest's own output (-v, -h, T: lines or --json) to set beside the "
+                                     "trace's figures")] = None,
             no_cache: NoCache = False) -> None:
-    """Every guest interrupt as a timeline of stages, percentiles, blame, and who is to blame for the worst."""
+    """Every guest interrupt (and every wakeup of a real-time thread on the host) as a timeline of stages,
+    percentiles, blame, and who is to blame for the worst."""
     from kvmtrace.analysis.latency import analyze as run
+    from kvmtrace.analysis.latency import choose_window
+    from kvmtrace.analysis.native import native_analysis, native_document
+    from kvmtrace.ingest.cyclictest import read_cyclictest
     from kvmtrace.render.analyze import render_analyze
+    from kvmtrace.render.native import render_native
     from kvmtrace.render.parquet import write_frame
 
     with user_errors():
-        analysis = run(_open(capture, no_cache), window, worst)
+        cap = _open(capture, no_cache)
+        output = read_cyclictest(cyclictest) if cyclictest is not None else None
+        if not cap.tables.has("kvm_entry"):  # a host without guests: its own real-time threads
+            w = choose_window(cap, window)
+            native_analysis(cap, w.start_ns, w.end_ns, worst)  # one clear line when events are missing
+            doc = {"kvmtrace_analyze": 2, "capture": str(cap.path), "window": w.to_dict(),
+                   "native": native_document(cap, w.start_ns, w.end_ns, worst, output),
+                   "cyclictest": cap.cyclictest.to_dicts()}
+            if doc["native"] is None:
+                raise CaptureError(cap.path, None, "no guest (no kvm:kvm_entry) and no real-time thread woken by "
+                                                   "its own timer at least 50 times: nothing to explain")
+            if json_out:
+                sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+            else:
+                render_native(doc, Console())
+            return
+        analysis = run(cap, window, worst)
         doc = analysis.document()
+        doc["native"] = native_document(cap, analysis.window.start_ns, analysis.window.end_ns, worst, output,
+                                        exclude=tuple(analysis.vcpus["vcpu_tid"].to_list()))
         if blame_out is not None:
             import polars as pl
 
@@ -103,6 +129,8 @@ def analyze(capture: CaptureArg, window: Window = None,
         sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
     else:
         render_analyze(doc, Console())
+        if doc["native"] is not None:
+            render_native({**doc, "window": doc["window"]}, Console())
 
 
 @app.command()

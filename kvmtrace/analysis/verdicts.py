@@ -21,8 +21,8 @@ STAGE_WORDS = {
     "exit": "from the injection to the guest exit",
     "entry": "from the injection to guest entry",
 }
-WAITING = {"waking": "while the woken vCPU waited for it", "preempted": "while the runnable vCPU was switched out",
-           "blocked": "while the timer interrupt was due", "host_handling": "on top of the vCPU thread"}
+WAITING = {"waking": "while the woken thread waited for it", "preempted": "while the runnable thread was switched out",
+           "blocked": "while the timer interrupt was due", "host_handling": "on top of the thread"}
 
 
 def fmt_ns(ns: float | None) -> str:

@@ -265,7 +265,7 @@ def find_deadlines(t: EventTables, interrupts: pl.DataFrame, vcpus: pl.Series) -
     mono = mono_clock(t)
     saves = timer_saves(t, vcpus)
     held = held_cvals(t, blocked, saves)
-    bg = timer_wakeups(t, mono, vcpus).rename({"pid": "vcpu_tid"})
+    bg = timer_wakeups(t, mono, vcpus).rename({"pid": "vcpu_tid"}).filter(pl.col("expires_ns").is_not_null())
     counter = calibrate(t, bg, saves) if bg.height and saves.height else None
     fitted = fit_counter(t, blocked, held, saves) if saves.height else None
     from_bg = blocked.select("t_idx", "w_idx").join(bg, on="w_idx")

@@ -2,25 +2,38 @@
 
 cyclictest (or any periodic thread) sleeps with ``clock_nanosleep``: it arms an hrtimer for its next
 deadline (``hrtimer_start`` by the thread itself), the timer's IRQ runs the callback that wakes it
-(``hrtimer_expire_entry``, ``sched_wakeup``), and the scheduler switches it in. Stages, in the
-vocabulary of guest interrupts where they correspond:
+(``hrtimer_expire_entry``, ``sched_wakeup``), the scheduler switches it in, and it returns to user
+space (``sys_exit`` of the sleep, with ``raw_syscalls`` recorded). Stages, in the vocabulary of
+guest interrupts where they correspond:
 
-===========  ==============================================  =========================================
-stage        span                                            meaning
-===========  ==============================================  =========================================
-``timer``    deadline (``expires``) -> IRQ entry             the timer interrupt's delivery
-``host_irq`` IRQ entry -> ``sched_wakeup``                   the handler before the callback woke it
-``wait``     ``sched_wakeup`` -> ``sched_switch`` to it       the scheduler: who held the CPU
-===========  ==============================================  =========================================
+============  ==============================================  ========================================
+stage         span                                            meaning
+============  ==============================================  ========================================
+``timer``     deadline -> timer IRQ entry                     the timer interrupt's delivery
+``host_irq``  IRQ entry -> ``sched_wakeup``                   the handler, up to the callback's wakeup
+``wait``      ``sched_wakeup`` -> ``sched_switch`` to it       the scheduler: who held the CPU
+``user``      switch-in -> ``sys_exit``                       back to user space (where recorded)
+============  ==============================================  ========================================
 
-``latency_ns`` = switch-in - deadline: what the thread measures, less its return to user space. A
-timer that expired before its thread got to sleep wakes it on the CPU it runs on: no switch-in,
-the wakeup is where it goes on. A thread whose next deadline has already passed does not sleep
-at all: that loop has no wakeup here.
+``latency_ns`` = (``sys_exit``, else switch-in) - deadline: what the thread measures. A timer that
+expires while an interrupt that began earlier (for another timer) is still running is handled in
+it: its ``timer`` stage is 0 and ``host_irq`` runs from the deadline. Where the IRQ
+entry is not traced (x86's local APIC timer is not an ``irq_handler_entry``), the callback's
+``hrtimer_expire_entry`` stands for it. A timer that expired before its thread got to sleep wakes
+it on the CPU it runs on: no switch-in, the wakeup is where it goes on.
+
+Deadlines (``deadline_source``): ``hrtimer`` (the ``expires`` of the thread's own start: exact), or,
+without ``hrtimer_start``, ``grid-fit``: an absolute periodic sleep's deadlines lie on a grid of its
+interval, and every expiry's ``now`` lies at or after its grid point; the grid's phase is the k-th
+lowest phase of the ``now`` values (k = max(3, 0.5 %)), so deadlines are the latest the evidence
+allows (the few below it are early for their own grid point, not late for the one before).
 """
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import polars as pl
 
 from kvmtrace.ingest.tables import EventTables
@@ -29,19 +42,21 @@ from kvmtrace.model.hrtimers import timer_wakeups
 from kvmtrace.model.interrupts import irq_context
 
 WAKEUP_SCHEMA = {
-    "tid": pl.Int32(), "cpu": pl.Int32(), "deadline_ns": pl.Int64(), "irq_ns": pl.Int64(), "irq_name": pl.String(),
-    "wakeup_ns": pl.Int64(), "switch_in_ns": pl.Int64(), "timer_ns": pl.Int64(), "host_irq_ns": pl.Int64(),
-    "wait_ns": pl.Int64(), "latency_ns": pl.Int64(), "w_idx": pl.UInt32(), "switch_idx": pl.UInt32(),
+    "tid": pl.Int32(), "cpu": pl.Int32(), "irq_cpu": pl.Int32(), "deadline_ns": pl.Int64(),
+    "deadline_source": pl.String(), "irq_ns": pl.Int64(), "irq_name": pl.String(), "wakeup_ns": pl.Int64(),
+    "switch_in_ns": pl.Int64(), "user_ns": pl.Int64(), "timer_ns": pl.Int64(), "host_irq_ns": pl.Int64(),
+    "wait_ns": pl.Int64(), "user_stage_ns": pl.Int64(), "latency_ns": pl.Int64(), "w_idx": pl.UInt32(),
+    "switch_idx": pl.UInt32(),
 }
+ROBUST_SHARE = 0.005
+MIN_WAKEUPS = 50
+EARLY_SHARE = 0.9  # of an interval: an expiry this far past a grid point is early for the next one
 
 
-def thread_wakeups(t: EventTables, tids: pl.Series | None = None) -> pl.DataFrame:
-    """Every wakeup of a thread by the timer it armed itself (WAKEUP_SCHEMA), in time order."""
-    mono = mono_clock(t)
-    tw = timer_wakeups(t, mono, tids)
-    tw = tw.filter(pl.col("st_pid") == pl.col("pid"))  # its own sleep, not a timer someone else armed
-    if tw.height == 0 or not t.has("sched_switch"):
-        return pl.DataFrame(schema=WAKEUP_SCHEMA)
+def _raw(t: EventTables, tids: pl.Series | None) -> pl.DataFrame:
+    """Timer wakeups with IRQ, switch-in and return to user space (no deadlines yet)."""
+    tw = timer_wakeups(t, mono_clock(t), tids)
+    tw = tw.filter(pl.col("st_pid").is_null() | (pl.col("st_pid") == pl.col("pid")))  # its own sleep
     irqs = irq_context(t).select(pl.col("cpu").alias("ev_cpu"), pl.col("idx").alias("irq_idx"),
                                  pl.col("ts").alias("irq_ns"), pl.col("name").alias("irq_name"),
                                  pl.col("end_idx").alias("irq_end"))
@@ -54,20 +69,91 @@ def thread_wakeups(t: EventTables, tids: pl.Series | None = None) -> pl.DataFram
                                                pl.col("ts").alias("switch_in_ns"), pl.col("cpu").alias("cpu"))
     df = df.sort("w_idx").join_asof(switch_in, left_on="w_idx", right_on="switch_idx", by="pid", strategy="forward",
                                     allow_exact_matches=False, check_sortedness=False)
-    # a timer that expired before its thread got to sleep wakes it where it runs: no switch-in follows
-    # before its next wakeup; it goes on at once
     df = df.with_columns(pl.col("w_idx").shift(-1).over("pid", order_by="w_idx").alias("next_w"))
     ran_on = pl.col("switch_idx").is_null() | (pl.col("next_w").is_not_null()
                                                 & (pl.col("switch_idx") > pl.col("next_w")))
     df = df.with_columns(pl.when(ran_on).then(pl.col("w_ts")).otherwise(pl.col("switch_in_ns")).alias("switch_in_ns"),
                          pl.when(ran_on).then(pl.col("w_idx")).otherwise(pl.col("switch_idx")).alias("switch_idx"),
                          pl.when(ran_on).then(pl.col("ev_cpu")).otherwise(pl.col("cpu")).alias("cpu"))
-    irq_or_callback = pl.coalesce("irq_ns", "x_ts")
-    return (df
-            .select(pl.col("pid").alias("tid"), "cpu", pl.col("expires_ns").alias("deadline_ns"),
-                    irq_or_callback.alias("irq_ns"), "irq_name", pl.col("w_ts").alias("wakeup_ns"), "switch_in_ns",
-                    (irq_or_callback - pl.col("expires_ns")).alias("timer_ns"),
-                    (pl.col("w_ts") - irq_or_callback).alias("host_irq_ns"),
-                    (pl.col("switch_in_ns") - pl.col("w_ts")).alias("wait_ns"),
-                    (pl.col("switch_in_ns") - pl.col("expires_ns")).alias("latency_ns"), "w_idx", "switch_idx")
+    return _with_user_return(t, df)
+
+
+def _with_user_return(t: EventTables, df: pl.DataFrame) -> pl.DataFrame:
+    """Adds user_ns: the thread's first sys_exit after its switch-in, before its next wakeup."""
+    if not t.has("sys_exit"):
+        return df.with_columns(pl.lit(None, pl.Int64).alias("user_ns"))
+    exits = t.table("sys_exit")
+    pid = "common_pid" if "common_pid" in exits.columns else "pid"
+    ex = exits.select(pl.col(pid).alias("pid"), pl.col("idx").alias("u_idx"), pl.col("ts").alias("user_ns"))
+    df = df.sort("switch_idx").join_asof(ex, left_on="switch_idx", right_on="u_idx", by="pid", strategy="forward",
+                                         check_sortedness=False)
+    ok = pl.col("next_w").is_null() | (pl.col("u_idx") < pl.col("next_w"))
+    return df.with_columns(pl.when(ok).then(pl.col("user_ns")).alias("user_ns"))
+
+
+def grid_deadlines(now_ns: np.ndarray, interval_ns: int) -> np.ndarray:
+    """Deadlines of an absolute periodic sleep from its expiries' ``now``: the latest grid the evidence allows."""
+    phase = (now_ns - int(now_ns.min())) % interval_ns
+    # phases lie on a circle: start it after its widest empty arc, so a cluster around 0 does not wrap
+    ring = np.sort(phase)
+    gaps = np.diff(np.append(ring, ring[0] + interval_ns))
+    start = int(ring[(int(np.argmax(gaps)) + 1) % len(ring)])
+    phase = (phase - start) % interval_ns
+    k = min(len(phase), max(3, math.ceil(ROBUST_SHARE * len(phase))))
+    grid = int(np.sort(phase)[k - 1])
+    late = (phase - grid) % interval_ns
+    # the few expiries below the chosen phase belong to the same grid point, a little early
+    late = np.where(late > EARLY_SHARE * interval_ns, late - interval_ns, late)
+    return now_ns - late
+
+
+def period_of(now_ns: np.ndarray) -> int:
+    """A periodic thread's interval: the median spacing of its expiries, to the microsecond."""
+    return int(round(float(np.median(np.diff(np.sort(now_ns)))) / 1000) * 1000)
+
+
+def thread_wakeups(t: EventTables, tids: pl.Series | None = None,
+                   intervals: dict[int, int] | None = None) -> pl.DataFrame:
+    """Every timer wakeup of the threads (WAKEUP_SCHEMA), by deadline; ``intervals`` (tid -> ns, from
+    cyclictest's own output) is used where the deadline has to be fitted."""
+    if not t.has("sched_switch"):
+        return pl.DataFrame(schema=WAKEUP_SCHEMA)
+    df = _raw(t, tids)
+    if df.height == 0:
+        return pl.DataFrame(schema=WAKEUP_SCHEMA)
+    parts = []
+    for (tid,), g in df.group_by("pid", maintain_order=True):  # one fit per thread (a handful of threads)
+        if g["expires_ns"].null_count() == 0:
+            parts.append(g.with_columns(pl.col("expires_ns").alias("deadline_ns"), pl.lit("hrtimer").alias("src")))
+        elif g.height >= MIN_WAKEUPS:
+            now = g["now_ns"].to_numpy()
+            interval = (intervals or {}).get(int(tid)) or period_of(now)
+            parts.append(g.with_columns(pl.Series("deadline_ns", grid_deadlines(now, interval)),
+                                        pl.lit("grid-fit").alias("src")))
+    if not parts:
+        return pl.DataFrame(schema=WAKEUP_SCHEMA)
+    df = pl.concat(parts)
+    irq = pl.coalesce("irq_ns", "x_ts")
+    back = pl.coalesce("user_ns", "switch_in_ns")
+    return (df.select(pl.col("pid").alias("tid"), "cpu", pl.col("ev_cpu").alias("irq_cpu"), "deadline_ns",
+                      pl.col("src").alias("deadline_source"), irq.alias("irq_ns"), "irq_name",
+                      pl.col("w_ts").alias("wakeup_ns"), "switch_in_ns", "user_ns",
+                      (irq - pl.col("deadline_ns")).clip(lower_bound=0).alias("timer_ns"),
+                      (pl.col("w_ts") - pl.max_horizontal(irq, "deadline_ns")).alias("host_irq_ns"),
+                      (pl.col("switch_in_ns") - pl.col("w_ts")).alias("wait_ns"),
+                      (pl.col("user_ns") - pl.col("switch_in_ns")).alias("user_stage_ns"),
+                      (back - pl.col("deadline_ns")).alias("latency_ns"), "w_idx", "switch_idx")
             .cast(WAKEUP_SCHEMA).sort("deadline_ns"))  # type: ignore[arg-type]
+
+
+def measuring_threads(t: EventTables, known: list[int] | None = None) -> pl.Series:
+    """The threads to explain: ``known`` (cyclictest's own tids) when given, else every real-time thread
+    (sched_switch priority < 100) with at least MIN_WAKEUPS timer wakeups."""
+    if known:
+        return pl.Series("tid", known, dtype=pl.Int32)
+    tw = timer_wakeups(t, mono_clock(t))
+    if tw.height == 0 or not t.has("sched_switch"):
+        return pl.Series("tid", [], dtype=pl.Int32)
+    rt = t.table("sched_switch").filter(pl.col("next_prio") < 100).select(pl.col("next_pid").alias("pid")).unique()
+    counts = tw.group_by("pid").len().join(rt, on="pid").filter(pl.col("len") >= MIN_WAKEUPS)
+    return counts.sort("pid")["pid"].cast(pl.Int32).rename("tid")
