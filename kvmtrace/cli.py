@@ -231,6 +231,31 @@ def faults(capture: CaptureArg,
 
 
 @app.command()
+def compare(captures: Annotated[list[str], typer.Argument(help="CAPTURE[=LABEL] ..., the first is the baseline")],
+            study: Annotated[bool, typer.Option("--study", help="add the 2014 study's host/guest figures")] = False,
+            json_out: Annotated[bool, typer.Option("--json", help="print the JSON document")] = False,
+            fail_if: Annotated[list[str] | None, typer.Option(
+                "--fail-if", help="exit 3 when it holds for the last run, e.g. 'p99>+20%' or 'max>500'")] = None,
+            no_cache: NoCache = False) -> None:
+    """The study's table for any set of runs: measures side by side, ratios, and why they differ."""
+    from kvmtrace.analysis.study import check_fail_if, runs_from_args
+    from kvmtrace.analysis.study import compare as run_compare
+    from kvmtrace.render.compare import render_compare
+
+    with user_errors():
+        if len(captures) < 2:
+            raise CaptureError(None, None, "compare needs at least two captures (CAPTURE[=LABEL] ...)")
+        cmp = run_compare(runs_from_args(captures, lambda p: _open(p, no_cache)), study)
+        failed = check_fail_if(cmp, fail_if or [])
+    if json_out:
+        sys.stdout.write(json.dumps(cmp.to_json(), indent=2, default=str) + "\n")
+    else:
+        render_compare(cmp, Console())
+    if failed:
+        raise typer.Exit(3)
+
+
+@app.command()
 def synth(scenario: Annotated[str, typer.Argument(help="preset: study-host, study-guest, hog, rt-vcpu, "
                                                       "boot-faults, arm32")],
           out: Annotated[Path, typer.Option("-o", "--out", help="capture directory to write")],

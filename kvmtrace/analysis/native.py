@@ -6,9 +6,9 @@ stages (timer, host_irq, wait, user), its latency from the deadline, the causes 
 handler, who held the CPU the woken thread waited for) and a verdict, in the same document shape
 as the guest interrupt analysis so that every renderer takes both.
 
-Needs ``sched_switch``, ``sched_wakeup``, ``hrtimer_expire_entry`` and ``hrtimer_expire_exit``
-(``hrtimer_start`` for exact deadlines; ``irq_handler_entry`` and ``raw_syscalls:sys_exit`` for
-the IRQ and user-space stages).
+Needs ``sched_switch``, ``sched_wakeup``, and ``hrtimer_expire_entry``/``exit`` or, failing those,
+``irq_handler_entry``/``exit`` (``hrtimer_start`` for exact deadlines; ``raw_syscalls:sys_exit`` for
+the return to user space).
 """
 
 from __future__ import annotations
@@ -39,7 +39,12 @@ STATE_OF_PIECE = {"timer": "blocked", "host_irq": "blocked", "wait": "waking", "
 
 
 def needed_missing(cap: Capture) -> list[str]:
-    return [n for n in NEEDED if not cap.tables.has(n.split(":", 1)[1])]
+    """The events this analysis lacks: the scheduler's, and either hrtimer expiries or hard IRQs."""
+    t = cap.tables
+    missing = [n for n in NEEDED[:2] if not t.has(n.split(":", 1)[1])]
+    if not (t.has("hrtimer_expire_entry") and t.has("hrtimer_expire_exit")) and not t.has("irq_handler_entry"):
+        missing += NEEDED[2:]
+    return missing
 
 
 @dataclass

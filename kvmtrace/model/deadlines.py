@@ -214,6 +214,8 @@ def host_timer_irq(blocked: pl.DataFrame) -> str | None:
 def fit_counter(t: EventTables, blocked: pl.DataFrame, held: pl.DataFrame, saves: pl.DataFrame) -> CounterMap | None:
     """The vtimer's CVAL -> trace clock map from the physics of the path (module docstring)."""
     timer_irq = host_timer_irq(blocked)
+    if timer_irq is None:
+        return None
     pairs = (held.filter(pl.col("irq") == 27)
              .join(blocked.filter(pl.col("host_irq") == timer_irq).select("t_idx", "t_ns"), on="t_idx"))
     if pairs.height < MIN_PAIRS:

@@ -22,6 +22,9 @@ entry is not traced (x86's local APIC timer is not an ``irq_handler_entry``), th
 ``hrtimer_expire_entry`` stands for it. A timer that expired before its thread got to sleep wakes
 it on the CPU it runs on: no switch-in, the wakeup is where it goes on.
 
+Without hrtimer events (``trace-cmd record -e sched -e irq``) a wakeup made inside a hard-IRQ handler
+stands for a timer wakeup, and the handler's entry for the expiry.
+
 Deadlines (``deadline_source``): ``hrtimer`` (the ``expires`` of the thread's own start: exact), or,
 without ``hrtimer_start``, ``grid-fit``: an absolute periodic sleep's deadlines lie on a grid of its
 interval, and every expiry's ``now`` lies at or after its grid point; the grid's phase is the k-th
@@ -53,9 +56,29 @@ MIN_WAKEUPS = 50
 EARLY_SHARE = 0.9  # of an interval: an expiry this far past a grid point is early for the next one
 
 
+def irq_wakeups(t: EventTables, tids: pl.Series | None) -> pl.DataFrame:
+    """Without hrtimer events: wakeups made inside a hard-IRQ handler stand for timer wakeups, the IRQ's
+    entry for the expiry's ``now`` (TIMER_WAKEUP_SCHEMA, no starts)."""
+    wake = t.table("sched_wakeup")
+    if tids is not None:
+        wake = wake.filter(pl.col("pid").is_in(tids.implode()))
+    cpu = "common_cpu" if "common_cpu" in wake.columns else "cpu"
+    wake = wake.select(pl.col("idx").alias("w_idx"), pl.col("ts").alias("w_ts"), "pid", pl.col(cpu).alias("ev_cpu"))
+    irqs = irq_context(t).select(pl.col("cpu").alias("ev_cpu"), pl.col("idx").alias("x_idx"),
+                                 pl.col("ts").alias("x_ts"), pl.col("end_idx").alias("x_end"))
+    df = wake.sort("w_idx").join_asof(irqs, left_on="w_idx", right_on="x_idx", by="ev_cpu", strategy="backward",
+                                      check_sortedness=False)
+    df = df.filter(pl.col("x_idx").is_not_null(), pl.col("x_end").is_null() | (pl.col("x_end") > pl.col("w_idx")))
+    return df.select(
+        "w_idx", "w_ts", "pid", "ev_cpu", pl.lit(None, pl.UInt64).alias("hrtimer"), "x_idx", "x_ts",
+        pl.col("x_ts").alias("now_ns"), pl.lit(None, pl.UInt32).alias("st_idx"), pl.lit(None, pl.Int64).alias("st_ts"),
+        pl.lit(None, pl.Int32).alias("st_pid"), pl.lit(None, pl.Int64).alias("expires_ns"),
+        pl.lit(None, pl.Boolean).alias("armed_late"))
+
+
 def _raw(t: EventTables, tids: pl.Series | None) -> pl.DataFrame:
     """Timer wakeups with IRQ, switch-in and return to user space (no deadlines yet)."""
-    tw = timer_wakeups(t, mono_clock(t), tids)
+    tw = timer_wakeups(t, mono_clock(t), tids) if t.has("hrtimer_expire_entry") else irq_wakeups(t, tids)
     tw = tw.filter(pl.col("st_pid").is_null() | (pl.col("st_pid") == pl.col("pid")))  # its own sleep
     irqs = irq_context(t).select(pl.col("cpu").alias("ev_cpu"), pl.col("idx").alias("irq_idx"),
                                  pl.col("ts").alias("irq_ns"), pl.col("name").alias("irq_name"),
@@ -151,7 +174,7 @@ def measuring_threads(t: EventTables, known: list[int] | None = None) -> pl.Seri
     (sched_switch priority < 100) with at least MIN_WAKEUPS timer wakeups."""
     if known:
         return pl.Series("tid", known, dtype=pl.Int32)
-    tw = timer_wakeups(t, mono_clock(t))
+    tw = timer_wakeups(t, mono_clock(t)) if t.has("hrtimer_expire_entry") else irq_wakeups(t, None)
     if tw.height == 0 or not t.has("sched_switch"):
         return pl.Series("tid", [], dtype=pl.Int32)
     rt = t.table("sched_switch").filter(pl.col("next_prio") < 100).select(pl.col("next_pid").alias("pid")).unique()
