@@ -81,7 +81,8 @@ def run_of(cap: Capture, label: str) -> Run:
         figures = own.histogram or (own.summary.row(-1, named=True) if own.summary.height else {})
         for key in ("min", "avg", "max"):
             if f"{key}_us" in figures:
-                run.put(f"cyclictest {key} (us)", float(figures[f"{key}_us"]), f"cyclictest's own output ({beside.name})")
+                run.put(f"cyclictest {key} (us)", float(figures[f"{key}_us"]),
+                        f"cyclictest's own output ({beside.name})")
     window = choose_window(cap, None)
     if t.has("kvm_entry"):
         run.kind = "guest"
