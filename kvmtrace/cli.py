@@ -87,6 +87,11 @@ def analyze(capture: CaptureArg, window: Window = None,
             cyclictest: Annotated[Path | None, typer.Option(
                 "--cyclictest", help="cyclictest's own output (-v, -h, T: lines or --json) to set beside the "
                                      "trace's figures")] = None,
+            guest: Annotated[Path | None, typer.Option(
+                "--guest", help="the guest's own capture (default: CAPTURE/guest when it exists): align its clock "
+                                "and explain cyclictest loop by loop on both sides")] = None,
+            loops_out: Annotated[Path | None, typer.Option(
+                "--loops-out", help="with a guest capture: write the loop table (.parquet, .csv, .json)")] = None,
             no_cache: NoCache = False) -> None:
     """Every guest interrupt (and every wakeup of a real-time thread on the host) as a timeline of stages,
     percentiles, blame, and who is to blame for the worst."""
@@ -119,6 +124,7 @@ def analyze(capture: CaptureArg, window: Window = None,
         doc = analysis.document()
         doc["native"] = native_document(cap, analysis.window.start_ns, analysis.window.end_ns, worst, output,
                                         exclude=tuple(analysis.vcpus["vcpu_tid"].to_list()))
+        doc["guest"] = _guest_side(analysis, capture, guest, cyclictest, worst, loops_out, no_cache)
         if blame_out is not None:
             import polars as pl
 
@@ -131,6 +137,34 @@ def analyze(capture: CaptureArg, window: Window = None,
         render_analyze(doc, Console())
         if doc["native"] is not None:
             render_native({**doc, "window": doc["window"]}, Console())
+        if doc["guest"] is not None:
+            from kvmtrace.render.guest import render_guest
+
+            render_guest(doc, Console())
+
+
+def _guest_side(analysis: Any, capture: Path, guest: Path | None, cyclictest: Path | None, worst: int,
+                loops_out: Path | None, no_cache: bool) -> dict[str, Any] | None:
+    """The guest capture's loop table and verdicts (analysis/loops.py), or None without a guest capture."""
+    from kvmtrace.analysis.loops import loop_table, loop_verdicts
+    from kvmtrace.ingest.cyclictest import read_cyclictest
+    from kvmtrace.render.parquet import write_frame
+
+    path = guest if guest is not None else (capture / "guest" if (capture / "guest").is_dir() else None)
+    if path is None:
+        return None
+    gcap = _open(path, no_cache)
+    out_file = cyclictest or next((p for p in (path / "cyclictest.txt", capture / "cyclictest.txt")
+                                   if p.is_file()), None)
+    if out_file is None:
+        raise CaptureError(path, None, "a guest capture needs cyclictest's -v output to compare loop by loop: "
+                                       "give --cyclictest FILE (or put cyclictest.txt beside the guest's trace)")
+    lp = loop_table(analysis, gcap, read_cyclictest(out_file))
+    if loops_out is not None:
+        write_frame(lp.table, loops_out)
+        err.print(f"wrote {lp.table.height:,} loops to {loops_out}")
+    return {"capture": str(path), "alignment": lp.alignment.to_dict(), "summary": lp.summary(),
+            "worst_loops": loop_verdicts(lp, analysis, gcap, worst)}
 
 
 @app.command()

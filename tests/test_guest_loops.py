@@ -134,3 +134,21 @@ def test_blocked_interrupts_woke_a_thread_that_was_off_its_cpu(path: Path) -> No
                            allow_exact_matches=False)
     assert at.height > 50
     assert set(at["state"].drop_nulls().to_list()) <= {"blocked", "waking"}  # sched_waking comes just before
+
+
+def test_analyze_with_the_guest_explains_loops_on_both_sides(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "loops.parquet"
+    proc = subprocess.run([sys.executable, "-m", "kvmtrace", "analyze", str(THROTTLE), "--json", "--worst", "2",
+                           "--loops-out", str(out)], capture_output=True, text=True, check=True)
+    g = json.loads(proc.stdout)["guest"]  # THROTTLE/guest is found by itself
+    assert g["summary"]["host_part_exceeds_measured"] == 0
+    worst = g["worst_loops"][0]
+    assert worst["measured_ns"] == 52_234_000  # cyclictest's Max for this run
+    assert "in the host" in worst["verdict"] and "throttled" in worst["verdict"] and "`sh`" in worst["verdict"]
+    assert "the guest scheduler" in worst["verdict"]
+    loops = pl.read_parquet(out)
+    assert loops.height == g["summary"]["loops"]

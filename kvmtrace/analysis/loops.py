@@ -79,17 +79,19 @@ def loop_table(host: LatencyAnalysis, guest: Capture, cyclictest: CyclictestOutp
                            schema={"cpu": pl.Int32(), "vcpu_tid": pl.Int32()})
     w = w.join(vcpu_of, on="cpu", how="left")
     traced = w.with_row_index("k").select(
-        "vcpu_tid",
+        "vcpu_tid", pl.col("cpu").alias("guest_cpu"),
         (pl.col("k").cast(pl.Int64) - shift + loops["loop"].min()).alias("loop"),
         (pl.col("deadline_ns") + al.offset_ns).alias("guest_deadline_ns"),
         (pl.col("irq_ns") + al.offset_ns).alias("guest_irq_ns"),
+        (pl.col("wakeup_ns") + al.offset_ns).alias("guest_wakeup_ns"),
         (pl.col("switch_in_ns") + al.offset_ns).alias("guest_switch_in_ns"),
         pl.col("latency_ns").alias("traced_ns"))
     rows = loops.select("loop", (pl.col("latency_us") * 1000).alias("measured_ns")).join(traced, on="loop",
                                                                                           how="left")
     ints = host.table.filter(pl.col("kind") == "timer").select(
         "vcpu_tid", pl.col("irq_no").alias("host_irq_no"), pl.col("path").alias("host_path"),
-        pl.col("deadline_ns").alias("host_deadline_ns"), pl.col("entry_at_ns").alias("host_entry_ns"),
+        pl.col("deadline_ns").alias("host_deadline_ns"), pl.col("t_ns").alias("host_t_ns"),
+        pl.col("entry_at_ns").alias("host_entry_ns"),
         pl.col("best_latency_ns").alias("host_best_ns"), "latency_basis", "cause_kind", "cause")
     rows = rows.sort("guest_irq_ns", nulls_last=True).join_asof(
         ints.sort("host_entry_ns"), left_on="guest_irq_ns", right_on="host_entry_ns", by="vcpu_tid",
@@ -103,7 +105,52 @@ def loop_table(host: LatencyAnalysis, guest: Capture, cyclictest: CyclictestOutp
           .alias("host_part_ns"),
         (pl.col("host_entry_ns") - pl.col("guest_deadline_ns")).alias("host_part_true_ns"),
         (pl.col("guest_switch_in_ns") - pl.col("host_entry_ns")).alias("guest_part_ns"))
+    # the guest's stages, from the host's kvm_entry on (or from the deadline when the timer expired
+    # inside the guest's handling of an earlier one)
+    start = pl.max_horizontal("host_entry_ns", "guest_deadline_ns")
+    rows = rows.with_columns(
+        (pl.col("guest_irq_ns") - pl.col("host_entry_ns")).clip(lower_bound=0).alias("guest_entry_ns"),
+        (pl.col("guest_wakeup_ns") - pl.max_horizontal("guest_irq_ns", start)).alias("guest_irq_stage_ns"),
+        (pl.col("guest_switch_in_ns") - pl.col("guest_wakeup_ns")).alias("guest_wait_ns"),
+        (pl.col("measured_ns") - pl.col("traced_ns")).alias("guest_user_ns"))
     return Loops(rows.sort("loop"), al, shift, tid)
+
+
+def loop_verdicts(lp: Loops, host: LatencyAnalysis, guest: Capture, worst_n: int = 5) -> list[dict[str, Any]]:
+    """The slowest loops, each with one sentence covering both sides (host causes, guest scheduler)."""
+    from kvmtrace.analysis.verdicts import cause_phrase, fmt_ns
+    from kvmtrace.model.blockers import cpu_segments, span_shares
+    from kvmtrace.model.stalls import stalls
+
+    slow = lp.table.sort("measured_ns", descending=True).head(worst_n)
+    g = guest.tables
+    spans = slow.select(pl.col("loop").alias("key"), pl.col("guest_cpu").alias("cpu"),
+                        (pl.col("guest_wakeup_ns") - lp.alignment.offset_ns).alias("start_ns"),
+                        (pl.col("guest_switch_in_ns") - lp.alignment.offset_ns).alias("end_ns"))
+    guest_wait = span_shares(spans.drop_nulls(), cpu_segments(g, stalls(g))) if spans.height else spans
+    out = []
+    for r in slow.to_dicts():
+        parts = []
+        # the host interrupt delivered this loop's timer: its deadline is the loop's, or it had none
+        # (running path) and its entry came after the loop's deadline
+        mine = r.get("host_same_timer") or (r["host_deadline_ns"] is None and (r["host_part_true_ns"] or -1) >= 0)
+        if r["host_irq_no"] is not None and mine:
+            causes = host.causes(r["host_irq_no"])
+            part = r["host_part_ns"] if r["host_part_ns"] is not None else r["host_part_true_ns"]
+            late = max(0, r["host_t_ns"] - max(r["guest_deadline_ns"], r["host_deadline_ns"] or 0))
+            before = f"{fmt_ns(late)} until the host took the timer's interrupt, then " if late > 0.1 * part else ""
+            if causes:
+                parts.append(f"{fmt_ns(part)} in the host: {before}" + cause_phrase(causes[0], host.throttling))
+        waits = guest_wait.filter(pl.col("key") == r["loop"]).sort("share_ns", descending=True) \
+            if guest_wait.height else guest_wait
+        if r["guest_wait_ns"]:
+            who = (f", `{waits['owner'][0]}` ran on guest CPU {r['guest_cpu']}" if waits.height else "")
+            parts.append(f"{fmt_ns(r['guest_wait_ns'])} the guest scheduler (wakeup -> switch-in{who})")
+        if r["guest_user_ns"] is not None:
+            parts.append(f"{fmt_ns(r['guest_user_ns'])} back to user space and the clock read")
+        text = f"loop {r['loop']} took {fmt_ns(r['measured_ns'])} (cyclictest): " + "; ".join(parts)
+        out.append({"loop": r["loop"], "measured_ns": r["measured_ns"], "verdict": text})
+    return out
 
 
 def _thread_tid(guest: Capture, cyclictest: CyclictestOutput, thread: int) -> int:

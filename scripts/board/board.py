@@ -67,6 +67,7 @@ class Scenario:
     guest_bench_mb: int = 64
     buffer_kb: int = 16384
     thp: str = ""  # the emulated host's transparent_hugepage/enabled ("" = kernel default)
+    native: bool = False  # first run the same workloads natively on the emulated host (its own capture)
 
 
 SCENARIOS = {s.name: s for s in [
@@ -80,6 +81,9 @@ SCENARIOS = {s.name: s for s in [
     Scenario("vhe-hog-fifo", "as vhe-hog, with the vCPU thread at SCHED_FIFO 10", load="hog-fifo"),
     Scenario("vhe-mem", "VHE host without THP, 1 vCPU guest (512 MB) running lat_mem_rd seq/random and "
              "lat_pagefault (file, anonymous)", workload="mem", guest_mb=512, thp="never"),
+    Scenario("study", "the study: cyclictest, lat_mem_rd (seq, random) and lat_pagefault natively on the VHE "
+             "host (capture native/), then the same in a 1-vCPU guest (512 MB, THP off)", workload="cyclictest,mem",
+             guest_mb=512, guest_bench_mb=32, thp="never", native=True),
     Scenario("vhe-guest-trace", "as vhe-1vcpu, plus a guest-side recording (scripts/record.sh in the guest) "
              "and cyclictest -v", guest_trace=True),
     Scenario("vhe-hog-fifo-guest", "as vhe-hog-fifo (a SCHED_FIFO vCPU beside a SCHED_OTHER hog), plus a "
@@ -343,6 +347,10 @@ def build_guest_initrd(b: Build, work: Path) -> Path:
     copy_with_libs(b.rootfs, "usr/bin/cyclictest", stage)
     env = dict(os.environ, CROSS_COMPILE="aarch64-linux-gnu-", LDFLAGS="-static")
     sh(["sh", str(ROOT / "scripts" / "bench" / "build.sh"), str(stage / "usr" / "local" / "bin")], 120, env=env)
+    bench = work / "in" / "bench"  # the same binaries for the emulated host's native runs
+    bench.mkdir(parents=True, exist_ok=True)
+    for name in ("kvmtrace-lat_mem_rd", "kvmtrace-lat_pagefault"):
+        shutil.copy(stage / "usr" / "local" / "bin" / name, bench / name)
     for mod in (b.vmlinuz.parent / "modules").iterdir():
         shutil.copy(mod, stage / "lib" / "modules" / mod.name)
     for src, dest in (("l2-init.sh", "init"), ("l2-workload.sh", "workload.sh")):
@@ -406,6 +414,7 @@ def qemu_argv(b: Build, sc: Scenario, in_tar: Path, out_img: Path) -> list[str]:
 def guest_timeout(sc: Scenario) -> int:
     """Seconds the guest may take inside the emulated host (boot, workload, power off), generously."""
     per_phase = sc.seconds * (2 if "cyclictest" in sc.workload else 0) + (120 if "mem" in sc.workload else 0)
+    per_phase += (sc.seconds * 2 + 180) if sc.native else 0  # the native run comes first
     # a guest that records itself, or shares its CPU with a hog, runs several times slower under TCG
     return 60 + per_phase + (120 if sc.guest_trace else 0) + (60 if sc.load != "none" else 0)
 
@@ -414,7 +423,7 @@ def scenario_env(sc: Scenario) -> str:
     values = {"SCENARIO": sc.name, "VCPUS": sc.vcpus, "LOAD": sc.load, "WORKLOAD": sc.workload,
               "SECONDS_RUN": sc.seconds, "GUEST_TRACE": int(sc.guest_trace), "GUEST_MB": sc.guest_mb,
               "GUEST_BENCH_MB": sc.guest_bench_mb, "BUFFER_KB": sc.buffer_kb, "GUEST_TIMEOUT": guest_timeout(sc),
-              "THP": sc.thp}
+              "THP": sc.thp, "NATIVE": int(sc.native)}
     return "".join(f"{k}={shlex.quote(str(v))}\n" for k, v in values.items())
 
 
@@ -508,6 +517,11 @@ def collect(b: Build, sc: Scenario, work: Path, dest: Path, argv: list[str]) -> 
     dmesg = (out / "host-dmesg.txt").read_text(errors="replace") if (out / "host-dmesg.txt").exists() else ""
     kvm_lines = [line for line in dmesg.splitlines() if "kvm" in line.lower()]
     (dest / "host-dmesg-kvm.txt").write_text("\n".join(kvm_lines) + "\n")
+    if sc.native:
+        native = out / "native"
+        if not (native / "trace.dat").is_file():
+            raise BoardError("the native run on the emulated host left no capture (native/trace.dat)")
+        shutil.move(str(native), dest / "native")
     guest = None
     raw = out / "guest-raw" / "raw"
     if sc.guest_trace:
