@@ -255,7 +255,8 @@ def faults(capture: CaptureArg,
         gcap = _open(guest, no_cache) if guest is not None else None
         memory = cap.manifest.guest_memory if cap.manifest else None
         rep = faults_report(cap.tables, cap.phases, str(capture), window, memory,
-                            (gcap.tables, gcap.phases) if gcap is not None else None)
+                            (gcap.tables, gcap.phases) if gcap is not None else None,
+                            _guest_offset(cap, gcap) if gcap is not None else None)
         if out is not None:
             write_table(rep.faults, out)
     if json_out:
@@ -287,6 +288,17 @@ def compare(captures: Annotated[list[str], typer.Argument(help="CAPTURE[=LABEL] 
         render_compare(cmp, Console())
     if failed:
         raise typer.Exit(3)
+
+
+def _guest_offset(cap: Any, gcap: Any) -> int | None:
+    """The guest clock's offset on the host's, or None when the two captures cannot be aligned."""
+    from kvmtrace.model.align import align
+    from kvmtrace.model.vcpus import vcpu_threads
+
+    try:
+        return align(cap.tables, gcap.tables, vcpu_threads(cap.tables)["vcpu_tid"]).offset_ns
+    except CaptureError:
+        return None
 
 
 @app.command()

@@ -1,7 +1,7 @@
 #!/bin/sh
 # record.sh - kvmtrace's recorder in POSIX sh with busybox tools, for targets without Python.
 #
-#   record.sh -o DIR [-p PRESET] [-e SYSTEM:EVENT]... [-b KB] [-C CLOCK] [-c CPUMASK_HEX]
+#   record.sh -o DIR [-p PRESET] [-e SYSTEM:EVENT]... [-k FUNCTION]... [-b KB] [-C CLOCK] [-c CPUMASK_HEX]
 #             [-d SECONDS] [-K] [-w cyclictest|cmd] [-l LOOPS] [-i INTERVAL_US] [-P PHASE] [-- ARGS...]
 #
 # Writes DIR/raw/ (per-CPU trace_pipe_raw pages, format files, cmdlines, stats, info) and
@@ -9,21 +9,24 @@
 #   kvmtrace record --from-raw DIR/raw -o CAPTURE_DIR      -> trace.dat + capture.json
 # Uses a private instance (instances/kvmtrace-<pid>) that is removed on every exit path
 # (normal end, Ctrl-C, SIGTERM, a failing workload). Presets must match kvmtrace/record/events.py.
+# -k FUNCTION adds a kprobe event on a kernel function (e.g. handle_mm_fault: a guest's stage-1 page
+# faults, which arm64 has no tracepoint for), removed again on exit.
 set -u
 
 PRESET_LATENCY="kvm:kvm_entry kvm:kvm_exit kvm:kvm_vcpu_wakeup kvm:kvm_wfx_arm64 kvm:kvm_timer_update_irq kvm:kvm_timer_save_state kvm:kvm_timer_restore_state kvm:kvm_timer_hrtimer_expire kvm:kvm_timer_emulate kvm:vgic_update_irq_pending kvm:kvm_irq_line kvm:kvm_set_irq kvm:kvm_inj_virq kvm:kvm_apic_accept_irq kvm:kvm_apicv_accept_irq sched:sched_switch sched:sched_wakeup sched:sched_waking irq:irq_handler_entry irq:irq_handler_exit timer:hrtimer_expire_entry timer:hrtimer_expire_exit timer:hrtimer_start irq:softirq_entry irq:softirq_exit ipi:*"
 PRESET_FAULTS="kvm:kvm_guest_fault kvm:kvm_access_fault kvm:kvm_mmio kvm:kvm_userspace_exit kvm:kvm_exit kvm:kvm_entry kvm:kvm_page_fault exceptions:page_fault_user exceptions:page_fault_kernel"
 PRESET_ALL_KVM="kvm:* kvmmmu:*?"
 
-OUT="" PRESET="latency" EXTRA="" BUF=8192 CLOCK="mono" CPUMASK="" DURATION="" KALLSYMS=1
+OUT="" PRESET="latency" EXTRA="" KPROBES="" BUF=8192 CLOCK="mono" CPUMASK="" DURATION="" KALLSYMS=1
 WORKLOAD="" LOOPS=1000 INTERVAL=30000 PHASE=""
-die() { echo "record.sh: $*" >&2; exit 2; }
+die() { echo "record.sh: $*" >&2; command -v remove_kprobes >/dev/null 2>&1 && remove_kprobes; exit 2; }
 
 while [ $# -gt 0 ]; do
     case "$1" in
         -o) OUT=$2; shift 2 ;;
         -p) PRESET=$2; shift 2 ;;
         -e) EXTRA="$EXTRA $2"; shift 2 ;;
+        -k) KPROBES="$KPROBES $2"; shift 2 ;;
         -b) BUF=$2; shift 2 ;;
         -C) CLOCK=$2; shift 2 ;;
         -c) CPUMASK=$2; shift 2 ;;
@@ -34,7 +37,7 @@ while [ $# -gt 0 ]; do
         -i) INTERVAL=$2; shift 2 ;;
         -P) PHASE=$2; shift 2 ;;
         --) shift; break ;;
-        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
         *) die "unknown option $1 (see -h)" ;;
     esac
 done
@@ -64,6 +67,12 @@ events_for() {  # one spec -> "system:event" lines that exist here
         echo "$sys:$ev"
     fi
 }
+KGROUP="kvmtrace$$"
+for f in $KPROBES; do
+    echo "p:$KGROUP/$f $f" >> "$T/kprobe_events" 2>/dev/null || die "cannot add a kprobe on $f (not probeable?)"
+    EXTRA="$EXTRA $KGROUP:$f"
+done
+remove_kprobes() { for f in $KPROBES; do echo "-:$KGROUP/$f" >> "$T/kprobe_events" 2>/dev/null; done; }
 SPECS=""
 for p in $(echo "$PRESET" | tr ',' ' '); do
     case "$p" in
@@ -133,6 +142,7 @@ cleanup() {
         for c in $(cpus); do cat "$I/per_cpu/cpu$c/stats" > "$RAW/stats/cpu$c"; done
         rmdir "$I" 2>/dev/null || { sleep 1; rmdir "$I"; } || echo "record.sh: could not remove $I" >&2
     fi
+    remove_kprobes
     { cat "$T/saved_cmdlines" 2>/dev/null
       for t in /proc/[0-9]*/task/[0-9]*; do echo "${t##*/} $(cat "$t/comm" 2>/dev/null)"; done; } \
         | awk 'NF >= 2' > "$RAW/saved_cmdlines"

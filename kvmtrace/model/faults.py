@@ -377,13 +377,14 @@ def focus_phase(phases: pl.DataFrame, window: str | None) -> str | None:
     return next((n for n in names if n != "boot"), None)
 
 
-def guest_stage1(t: EventTables, phases: pl.DataFrame) -> tuple[pl.DataFrame, list[str]]:
-    """Stage-1 page faults of a guest-side capture per guest phase: phase, stage1_faults; and the events used."""
+def guest_stage1(t: EventTables, phases: pl.DataFrame, offset_ns: int = 0) -> tuple[pl.DataFrame, list[str]]:
+    """Stage-1 page faults of a guest-side capture per phase: phase, stage1_faults; and the events used.
+    ``offset_ns`` puts guest times on the host clock (then ``phases`` are the host's)."""
     names = [n for n in t.by_event if t.has(n) and (n in GUEST_FAULT_EVENTS or "page_fault" in n
                                                      or n.startswith(("p_do_page_fault", "p_handle_mm_fault")))]
     if not names:
         return pl.DataFrame(schema={"phase": pl.String(), "stage1_faults": pl.UInt32()}), []
-    ts = pl.concat([t.table(n).select("ts") for n in names])
+    ts = pl.concat([t.table(n).select(pl.col("ts") + offset_ns) for n in names])
     out = (ts.select(phase_of(pl.col("ts"), phases).fill_null("(none)").alias("phase"))
            .group_by("phase").agg(pl.len().cast(pl.UInt32).alias("stage1_faults")))
     return out, names
@@ -425,7 +426,8 @@ class FaultsReport:
 
 def faults_report(t: EventTables, phases: pl.DataFrame, capture: str, window: str | None = None,
                   guest_memory: list[dict[str, object]] | None = None,
-                  guest: tuple[EventTables, pl.DataFrame] | None = None) -> FaultsReport:
+                  guest: tuple[EventTables, pl.DataFrame] | None = None,
+                  guest_offset_ns: int | None = None) -> FaultsReport:
     """Stage-2 faults of the capture (or of one phase) with the split around the focus phase and a verdict."""
     table = fault_table(t, phases, guest_memory)
     f = table.faults
@@ -448,12 +450,17 @@ def faults_report(t: EventTables, phases: pl.DataFrame, capture: str, window: st
     report = FaultsReport(capture, window, focus, f, table.regions, phases, sp, timeline(f, start, end), text,
                           table.notes)
     if guest is not None:
-        _add_stage1(report, *guest)
+        _add_stage1(report, *guest, guest_offset_ns)
     return report
 
 
-def _add_stage1(report: FaultsReport, gt: EventTables, gphases: pl.DataFrame) -> None:
-    s1, used = guest_stage1(gt, gphases)
+def _add_stage1(report: FaultsReport, gt: EventTables, gphases: pl.DataFrame, offset_ns: int | None = None) -> None:
+    if offset_ns is not None:  # the guest aligned on the host's clock: the host's phases for both
+        s1, used = guest_stage1(gt, report.phases, offset_ns)
+        report.notes.append(f"guest clock aligned on the host's (guest + {offset_ns / 1e9:.6f} s): stage-1 faults "
+                            "counted in the host's phases")
+    else:
+        s1, used = guest_stage1(gt, gphases)
     report.stage1_events = used
     if not used:
         report.notes.append("the guest capture has no page-fault events (page_fault_user/kernel, kprobes on "
