@@ -75,14 +75,7 @@ def run_of(cap: Capture, label: str) -> Run:
         row = summary.sort("ts").row(-1, named=True)
         for key in ("min", "avg", "max"):
             run.put(f"cyclictest {key} (us)", float(row[f"{key}_us"]), "cyclictest's own T: line")
-    beside = cap.trace_path.parent / "cyclictest.txt"
-    if not summary.height and beside.is_file():
-        own = read_cyclictest(beside)
-        figures = own.histogram or (own.summary.row(-1, named=True) if own.summary.height else {})
-        for key in ("min", "avg", "max"):
-            if f"{key}_us" in figures:
-                run.put(f"cyclictest {key} (us)", float(figures[f"{key}_us"]),
-                        f"cyclictest's own output ({beside.name})")
+    _own_output(run, cap, summary.height > 0)
     window = choose_window(cap, None)
     if t.has("kvm_entry"):
         run.kind = "guest"
@@ -119,6 +112,31 @@ def run_of(cap: Capture, label: str) -> Run:
     return run
 
 
+def _own_output(run: Run, cap: Capture, have_summary: bool) -> None:
+    """cyclictest's own output beside the capture (or its guest's): every loop (-v) gives exact
+    percentiles; else its summary (-h, T:) gives min/avg/max."""
+    folder = cap.trace_path.parent
+    for path in (folder / "cyclictest.txt", folder / "guest" / "cyclictest.txt"):
+        if not path.is_file():
+            continue
+        own = read_cyclictest(path)
+        source = f"cyclictest's own output ({path.relative_to(folder)})"
+        if own.loops.height:
+            us = own.loops["latency_us"].cast(pl.Float64)
+            for q in (0.95, 0.99):
+                run.put(f"cyclictest p{round(q * 100)} (us)", float(us.quantile(q, interpolation="nearest")),  # type: ignore[arg-type]
+                        source + ", every loop")
+            for key, value in (("min", us.min()), ("avg", round(float(us.mean()), 1)), ("max", us.max())):  # type: ignore[arg-type]
+                if not have_summary:
+                    run.put(f"cyclictest {key} (us)", float(value), source + ", every loop")  # type: ignore[arg-type]
+            return
+        figures = own.histogram or (own.summary.row(-1, named=True) if own.summary.height else {})
+        for key in ("min", "avg", "max"):
+            if f"{key}_us" in figures and not have_summary:
+                run.put(f"cyclictest {key} (us)", float(figures[f"{key}_us"]), source)
+        return
+
+
 def _wakeup_latencies(cap: Capture, window: Any) -> list[int]:
     from kvmtrace.analysis.native import NativeAnalysis
 
@@ -130,7 +148,9 @@ def _latency_measures(run: Run, ns: pl.Series, source: str) -> None:
     if s.len() == 0:
         return
     for q in (0.95, 0.99):
-        run.put(f"cyclictest p{round(q * 100)} (us)", round(float(s.quantile(q)) / 1000, 1), source)  # type: ignore[arg-type]
+        name = f"cyclictest p{round(q * 100)} (us)"
+        if name not in run.measures:  # cyclictest's own loops are better than the trace's
+            run.put(name, round(float(s.quantile(q)) / 1000, 1), source)  # type: ignore[arg-type]
     for key, value in (("max", s.max()), ("avg", s.mean()), ("min", s.min())):
         run.put(f"cyclictest {key} (us)", run.measures.get(f"cyclictest {key} (us)",
                                                            round(float(value) / 1000, 1)),  # type: ignore[arg-type]
@@ -201,7 +221,9 @@ def _why(measure: str, base: Run, run: Run) -> str:
             parts.append(f"largest cause `{c['cause']}` ({c['cause_kind']})")
         return (": " + ", ".join(parts)) if parts else ""
     if measure.startswith(("lat_mem_rd", "lat_pagefault")):
-        phase = next((p for p in run.phase_faults if measure.split()[0] in p), None)
+        bench, variant = measure.split()[:2]
+        phase = next((p for p in run.phase_faults if p == f"{bench}_{variant}"),
+                     next((p for p in run.phase_faults if p == bench), None))
         if phase is not None:
             return (f": {run.phase_faults[phase]:,} stage-2 faults during {phase} (first-touch mappings; "
                     "a TLB miss in a guest walks two levels of tables, which the trace cannot show)")

@@ -39,7 +39,7 @@ def _kvmtrace_line(text: str) -> dict[str, object] | None:
         value = float(kv[measure])
     except ValueError:
         return None
-    variant = kv.get("pattern") or kv.get("kind") or ""
+    variant = kv.get("pattern") or kv.get("kind") or ("file" if m[1] == "lat_pagefault" else "")
     return {"bench": m[1], "variant": variant, "measure": measure, "value": value, "unit": UNITS[measure]}
 
 

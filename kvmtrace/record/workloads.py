@@ -181,7 +181,7 @@ def finish(wl: Workload, text: str) -> None:
         m = _PF_RE.search(text)
         if m:
             wl.results = {"us_per_fault": float(m.group(1))}
-            wl.markers.append(f"kvmtrace result lat_pagefault us_per_fault={m.group(1)}")
+            wl.markers.append(f"kvmtrace result lat_pagefault kind=file us_per_fault={m.group(1)}")
     for path in wl.cleanup:
         if os.path.exists(path):
             os.unlink(path)

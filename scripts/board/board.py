@@ -82,8 +82,9 @@ SCENARIOS = {s.name: s for s in [
     Scenario("vhe-mem", "VHE host without THP, 1 vCPU guest (512 MB) running lat_mem_rd seq/random and "
              "lat_pagefault (file, anonymous)", workload="mem", guest_mb=512, thp="never"),
     Scenario("study", "the study: cyclictest, lat_mem_rd (seq, random) and lat_pagefault natively on the VHE "
-             "host (capture native/), then the same in a 1-vCPU guest (512 MB, THP off)", workload="cyclictest,mem",
-             guest_mb=512, guest_bench_mb=32, thp="never", native=True),
+             "host (capture native/), then the same in a 1-vCPU guest (512 MB, THP off) that records itself "
+             "(guest/, cyclictest -v)", workload="cyclictest,mem", guest_mb=512, guest_bench_mb=32, thp="never",
+             native=True, guest_trace=True),
     Scenario("vhe-guest-trace", "as vhe-1vcpu, plus a guest-side recording (scripts/record.sh in the guest) "
              "and cyclictest -v", guest_trace=True),
     Scenario("vhe-hog-fifo-guest", "as vhe-hog-fifo (a SCHED_FIFO vCPU beside a SCHED_OTHER hog), plus a "
