@@ -104,6 +104,12 @@ BASE: dict[str, Any] = {
         "IRQ": {"rate_hz": 250, "handling": ln(4, 0.3, 1, 50)},
     }},
     "lmbench": None,               # {"mb": 64, "guest_ms": 300}: first-touch faults in a benchmark phase
+    "record": {"hrtimer": True},   # False: recorded without the timer events (-e kvm -e sched -e irq)
+    # the kernel's real-time bandwidth (sched_rt_runtime_us / sched_rt_period_us): throttles a FIFO vCPU
+    "rt": {"runtime_us": 950_000, "period_us": 1_000_000},
+    "early_wake": None,            # the VMM wakes the blocked vCPU before its deadline (docs/synth.md)
+    "idle": None,                  # the vCPU's background timer migrates; its CPU exits deep idle late
+    "stalls": None,                # whole-machine stalls: {"rate_hz", "duration", "first_ms"}
 }
 
 
