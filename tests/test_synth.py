@@ -20,7 +20,9 @@ from kvmtrace.synth import PRESETS, apply_override, preset, simulate
 from kvmtrace.synth.run import Result, _loops_for_events
 
 needs_trace_cmd = pytest.mark.skipif(shutil.which("trace-cmd") is None, reason="needs trace-cmd")
-SMALL = {"study-host": 1500, "study-guest": 1500, "hog": 800, "rt-vcpu": 800, "boot-faults": 300, "arm32": 800}
+SMALL = {"study-host": 1500, "study-guest": 1500, "hog": 800, "rt-vcpu": 800, "boot-faults": 300, "arm32": 800,
+         "adversarial": 800, "adversarial-fit": 800, "busy-guest": 800, "rt-throttle": 1500, "idle-wait": 800,
+         "stalls": 1500}
 
 
 def run(name: str, out: Path, seed: int = 7, keep: bool = False, **kw: Any) -> Result:

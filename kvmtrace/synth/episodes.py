@@ -108,15 +108,20 @@ class StallMap:
         from kvmtrace.synth.scenario import sample
         from kvmtrace.synth.sim import stream
 
-        rng = stream(seed, "stalls")
+        gap_rng, dur_rng = stream(seed, "stalls:gap"), stream(seed, "stalls:duration")
         ct = params["cyclictest"]
-        horizon = int(float(spec.get("horizon_s", 0)) * 1e9) or int(ct["loops"]) * int(ct["interval_us"]) * 4 * NS
-        n = int(float(spec["rate_hz"]) * horizon / 1e9) + 2
+        phases_ms = sum(float((params.get(k) or {}).get("guest_ms", 0)) for k in ("boot", "lmbench"))
+        horizon = int(phases_ms * 1e6) + int(ct["loops"]) * int(ct["interval_us"]) * 4 * NS + 10**10
         first = int(float(params["start_s"]) * 1e9) + int(float(spec.get("first_ms", 200)) * 1e6)
-        gaps = rng.exponential(1e9 / float(spec["rate_hz"]), n).astype(np.int64)
-        dur = sample(spec["duration"], rng, n)
-        a = first + np.cumsum(gaps) + np.concatenate(([0], np.cumsum(dur)[:-1]))
-        return cls(a, a + dur)
+        gaps: list[int] = []
+        durs: list[int] = []
+        while sum(gaps) + sum(durs) < horizon:  # in blocks: the stalls do not depend on the run's length
+            gaps += rng_exp(gap_rng, 1e9 / float(spec["rate_hz"]))
+            durs += sample(spec["duration"], dur_rng, 64).tolist()
+        g = np.array(gaps, np.int64)
+        d = np.array(durs, np.int64)
+        a = first + np.cumsum(g) + np.concatenate(([0], np.cumsum(d)[:-1]))
+        return cls(a, a + d)
 
     def trace(self, m: np.ndarray) -> np.ndarray:
         k = np.searchsorted(self.m_start, m, side="right")
@@ -132,6 +137,11 @@ class StallMap:
         if k and t < self._b[k - 1]:
             return int(self._m[k - 1])
         return t - (self._cum[k - 1] if k else 0)
+
+    def inside(self, t: np.ndarray) -> np.ndarray:
+        """Which trace times fall into a stall."""
+        k = np.searchsorted(self.a, t, side="right") - 1
+        return (k >= 0) & (t < self.b[np.maximum(k, 0)])
 
     def overlap(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         """Trace time inside stalls between ``lo`` and ``hi`` (arrays)."""
@@ -180,6 +190,10 @@ class RtBudget:
     def period_end(self, t: int) -> int:
         self._advance(t)
         return self.next_end
+
+
+def rng_exp(rng: np.random.Generator, scale: float) -> list[int]:
+    return list(rng.exponential(scale, 64).astype(np.int64).tolist())
 
 
 def _pool(sim: Simulator, name: str, dist: dict[str, Any]) -> Callable[[], int]:
@@ -238,8 +252,6 @@ class Episodes:
             e = self.early
             self.e_coin, self.e_kind = uniform(sim_stream(sim, "early:coin")), uniform(sim_stream(sim, "early:kind"))
             self.e_lead = _pool(sim, "early:lead", e["lead"])
-            self.e_vmm = _pool(sim, "early:vmm_lead", e["vmm_lead"])
-            self.e_run = _pool(sim, "early:vmm_run", e["vmm_run"])
             self.e_dev = _pool(sim, "early:device_handling", e["device_handling"])
             self.e_rt = _pool(sim, "early:user_rt", e["user_rt"])
         idle = p.get("idle") if self.in_guest else None
@@ -256,6 +268,12 @@ class Episodes:
         net = p["exits"].get("NET")
         self.nest = CLS["NET"] if net and float(net.get("rate_hz", 0)) > 0 else -1
         self.free_cpu = sim.free_cpu
+        dev = p["exits"].get("DEVICE")
+        self.dev_gap = None  # the VMM's device interrupts in wall time (while the vCPU thread is throttled)
+        if dev and float(dev.get("rate_hz", 0)) > 0:
+            from kvmtrace.synth.sim import exp_gaps
+
+            self.dev_gap = exp_gaps(sim_stream(sim, f"device:wall:{self.cpu}"), 1e9 / float(dev["rate_hz"]))
         self.slow_pc = sim_ints(sim, "slow:pc", 6)
         self.tick_d = _pool(sim, "slow:tick", p["stages"]["tick"])
 
@@ -365,20 +383,6 @@ class Episodes:
         return x + 200
 
     # ------------------------------------------------------------------ early wakeups
-    def vmm_episode(self, t_line: int, kick: bool, spi: int) -> None:
-        """The VMM's main thread on the free CPU, woken by a host NIC interrupt (device) or its own timer
-        (kick), injects the SPI with kvm_irq_line (device) or signals the vCPU thread (kick) at ``t_line``."""
-        sim, c = self.sim, self.free_cpu
-        vmm = sim.vmm_task()
-        irq_in = t_line - 14 * NS
-        wake = irq_in + 3 * NS
-        irq_out = wake + 1500
-        sim.vmm_runs.append((c, TIMER_IRQ if kick else NIC_IRQ, irq_in, wake, irq_out, irq_out + 4 * NS,
-                             t_line + self.e_run()))
-        if not kick:
-            self.ev(Ev.IRQLINE, t_line, c, vmm.pid, spi, 1)
-            self.ev(Ev.VGIC, t_line + 1500, c, vmm.pid, spi, 1)
-
     def early_wakeup(self, deadline: int, t0: int) -> int:
         """The blocked vCPU is woken before its deadline (maybe): NO_EPISODE, AGAIN or the latency."""
         e = self.early
@@ -392,9 +396,8 @@ class Episodes:
             return NO_EPISODE
         if self.nmin < t_ipi:
             self.host_runs_until(t_ipi)
-        spi = int(e.get("spi", 79))
-        t_line = t_ipi - self.e_vmm()
-        self.vmm_episode(t_line, kick, spi)
+        spi = int(self.sim.p["vmm"]["spi"])
+        t_line = self.sim.vmm_episode(t_ipi - self.sim.vmm_lead(), kick)
         me, cur, sim = self.me, self.cur, self.sim
         wake = t_ipi + self.host_irq()
         irq_exit = wake + self.irq_tail()
@@ -534,6 +537,11 @@ class Episodes:
         cur = self.cur
         p_in = p_end + self.timer()
         p_out = p_in + self.tick_d()
+        # the VMM injects a device interrupt meanwhile: no kick (the vCPU is not in the guest), delivered at
+        # the next entry; the line stays asserted, so later ones in the window are the same interrupt
+        line = s_out + self.dev_gap() if self.dev_gap is not None else p_in
+        if line < p_in - 30 * NS:
+            self.sim.vmm_episode(line, False)
         self.irq(p_in, p_out, self.cpu, cur.pid, TIMER_IRQ)
         if cur.pid != 0:
             ch.run.extend((self.cur_since, p_in, cur.pid))
@@ -549,21 +557,27 @@ class Episodes:
         ch.xexits.extend((kexit, entry, 0, 0, 0))
         self.cur, self.last_in, self.dirty = back, s_in, True
         self.now = entry
+
+        def throttled_by(start: int) -> list[tuple[Any, ...]]:
+            """Who ran while the vCPU was throttled, from ``start`` on (less a tick's worst case per tick)."""
+            held: dict[str, int] = {}
+            runs = ch.run[n_run:]
+            for a, b, pid in zip(runs[::3], runs[1::3], runs[2::3], strict=True):
+                ns = min(b, p_in) - max(a, start)
+                if ns > 0:
+                    comm = next(t for t in sim.tasks if t.pid == pid).comm
+                    held[comm] = held.get(comm, 0) + ns
+            ticks = (p_in - max(start, s_out)) // sim.tick_ns + 1
+            return [("rt_throttling", comm, ns - ticks * 40 * NS) for comm, ns in held.items()]
+
+        vcpu = ("vcpu", me.comm, entry - s_in)
+        if line < p_in - 30 * NS:
+            self.intr("device", int(sim.p["vmm"]["spi"]), "host", None, line, -1, -1, line, -1, entry, None,
+                      self.cause_of(self.trace_t(line), entry, [*throttled_by(line), vcpu]))
         if not (level and dl == deadline):
             return AGAIN
-        # the hog's (and others') time while the vCPU was throttled and its deadline had passed
-        md = self.machine_t(deadline)
-        held: dict[tuple[str, int], int] = {}
-        runs = ch.run[n_run:]
-        for a, b, pid in zip(runs[::3], runs[1::3], runs[2::3], strict=True):
-            ns = min(b, p_in) - max(a, md)
-            task = next(t for t in sim.tasks if t.pid == pid)
-            if ns > 0:
-                held[(task.comm, pid)] = held.get((task.comm, pid), 0) + ns
-        ticks = (p_in - max(md, s_out)) // sim.tick_ns + 1
-        cands = [("rt_throttling", comm, ns - ticks * 40 * NS) for (comm, _pid), ns in held.items()]
         self.intr("timer", GUEST_VTIMER, "host", deadline, upd, -1, -1, upd, -1, entry, None,
-                  self.cause_of(deadline, entry, [*cands, ("vcpu", me.comm, entry - s_in)]))
+                  self.cause_of(deadline, entry, [*throttled_by(self.machine_t(deadline)), vcpu]))
         return self.delivered(deadline, entry, 2)
 
     # ------------------------------------------------------------------ nested guest timer interrupt

@@ -15,7 +15,7 @@ from kvmtrace.capture import Manifest
 from kvmtrace.model.phases import phases_from_markers
 from kvmtrace.record.tracedat_writer import CallableCompressor, TraceDatWriter
 from kvmtrace.synth.emit import EventSink, comm_bytes, load_formats
-from kvmtrace.synth.episodes import CAUSE_SHARE, HOST_IRQS, NET_RX, NIC_IRQ, Ev, counter, net_split
+from kvmtrace.synth.episodes import CAUSE_SHARE, HOST_IRQS, IPI_IRQ, NET_RX, NIC_IRQ, Ev, counter, net_split
 from kvmtrace.synth.scenario import sample
 from kvmtrace.synth.sim import (
     CLS,
@@ -161,6 +161,8 @@ class Expander:
         t_in = first[rep] + k * tick
         dur = self.take("tick", rep.size)
         free = self._clear_of_handlers(ch, t_in, t_in + dur)  # one handler at a time (the slow paths' irqs)
+        if self.sim.stalls is not None:  # the tick grid of a run that spans a stall skips it
+            free &= ~self.sim.stalls.inside(t_in) & ~self.sim.stalls.inside(t_in + dur)
         self._irq_pair(t_in[free], (t_in + dur)[free], ch.cpu, pid[rep][free])
 
     @staticmethod
@@ -239,6 +241,8 @@ class Expander:
                 self._irq_exits(t, hh, c, p, pc)
             elif name == "NET":
                 self._net_exits(t, hh, c, p, pc)
+            elif name == "DEVICE":
+                self._device_exits(t, hh, c, p, pc, f)
             elif name == "SYS64":
                 self._sys64_exits(t, hh, c, p, pc)
             elif name == "HVC64":
@@ -266,6 +270,24 @@ class Expander:
         self._kvm_exit(kx, c, p, 0, 0, pc)
         self._kvm_entry(t + hh, c, p, pc)
         self.truth.add_exits(kx, t + hh, c, p, 0, 0, "IRQ")
+
+    def _device_exits(self, t: np.ndarray, hh: np.ndarray, c: np.ndarray, p: np.ndarray, pc: np.ndarray,
+                      line: np.ndarray) -> None:
+        """The VMM's device interrupt (its kvm_irq_line at ``line``, on the free CPU) kicks the running guest
+        out: the IPI's handler, kvm_exit, kvm_entry. A device interrupt on the running path."""
+        ipi_out = t + np.maximum(hh * 4 // 10, 1500)
+        kx = t + hh * 6 // 10
+        self.sink.add("irq_handler_entry", t, c, p, order=2, text=HOST_IRQS[IPI_IRQ], irq=IPI_IRQ)
+        self.sink.add("irq_handler_exit", ipi_out, c, p, order=4, irq=IPI_IRQ, ret=1)
+        self._kvm_exit(kx, c, p, 0, 0, pc)
+        self._kvm_entry(t + hh, c, p, pc)
+        self.truth.add_exits(kx, t + hh, c, p, 0, 0, "IRQ")
+        if self.sim.tmap is not None:
+            line = self.sim.tmap(line)
+        spi = int(self.sim.p["vmm"]["spi"])
+        self.truth.add_rows([("device", spi, "running", int(cpu), int(tid), -1, int(ln), -1, -1, int(ln), int(x),
+                              int(e), None, None, None, None, None, 0)
+                             for cpu, tid, ln, x, e in zip(c, p, line, kx, t + hh, strict=True)], None)
 
     def _sys64_exits(self, t: np.ndarray, hh: np.ndarray, c: np.ndarray, p: np.ndarray, pc: np.ndarray) -> None:
         """A trapped system register access: kvm_handle_sys_reg; the entry skips the instruction."""
@@ -392,14 +414,21 @@ class Expander:
         """Each interrupt's top cause (kind, name, a lower bound of its share) where it holds CAUSE_SHARE of
         the latency (docs/synth.md, "Truth"): the vCPU thread's own host work, the waking handler, the
         task that held the CPU, or the idle CPU."""
-        dl, t0, wake, irq_exit, switch, entry = (bl[:, i] for i in (0, 1, 2, 3, 4, 6))
+        dl, t0, wake, irq_exit, switch, entry, sw_out = (bl[:, i] for i in (0, 1, 2, 3, 4, 6, 8))
         holder, code, held = bl[:, 9], bl[:, 11], bl[:, 12]
-        host_irq = wake - t0
+        stalls = self.sim.stalls
+
+        def ran(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+            """Time from lo to hi (0 if negative) in which the machine ran (stalls are their own cause)."""
+            hi = np.maximum(hi, lo)
+            return hi - lo - (stalls.overlap(lo, hi) if stalls is not None else 0)
+
+        gone = np.maximum(dl, sw_out)  # the deadline may pass while the vCPU thread is still blocking
         share = np.column_stack((
-            entry - switch,  # vcpu
-            host_irq + np.where(code == IRQ_BLOCKER, held, 0),  # irq:arch_timer (the rest of it, the ticks)
+            ran(switch, entry) + ran(dl, sw_out),  # vcpu: its own host work
+            ran(t0, wake) + np.where(code == IRQ_BLOCKER, held, 0),  # irq:arch_timer (the rest of it, the ticks)
             np.where(code >= 0, held, 0),  # the task that held the CPU
-            np.where(holder == 0, (switch - irq_exit) + np.maximum(t0 - dl, 0), 0),  # idle
+            np.where(holder == 0, ran(irq_exit, switch) + ran(gone, t0), 0),  # idle
         ))
         best = share.argmax(axis=1)
         ok = share[np.arange(share.shape[0]), best] >= CAUSE_SHARE * (entry - dl)

@@ -26,9 +26,11 @@ from kvmtrace.synth.scenario import sample
 
 NS = 1000  # ns per us in parameters
 EC = {"WFx": 0x01, "SYS64": 0x18, "HVC64": 0x16, "DABT_LOW": 0x24, "IABT_LOW": 0x20}
-EXIT_CLASSES = ("IRQ", "SYS64", "HVC64", "MMIO_UART", "MMIO_VIRTIO", "MMIO_GIC", "RAM", "IABT", "ACCESS", "NET")
+EXIT_CLASSES = ("IRQ", "SYS64", "HVC64", "MMIO_UART", "MMIO_VIRTIO", "MMIO_GIC", "RAM", "IABT", "ACCESS", "NET",
+                "DEVICE")
 CLS = {name: i for i, name in enumerate(EXIT_CLASSES)}
 WFX = 100  # class code of the WFx exit that blocks the vCPU
+DEVICE = CLS["DEVICE"]  # the VMM's device interrupt kicks the guest out (the exit row's fault field: its kvm_irq_line)
 REGIONS = {"MMIO_UART": ("uart", 0x09000000, 0x1000), "MMIO_VIRTIO": ("virtio", 0x0A000000, 0x4000),
            "MMIO_GIC": ("gic", 0x08000000, 0x10000)}
 NICE_WEIGHT = {-10: 9548, -5: 3121, 0: 1024, 5: 335, 10: 110, 19: 15}
@@ -320,6 +322,8 @@ class Simulator:
         self.vmm_runs: list[tuple[int, ...]] = []
         self.vmm: Task | None = None
         self.free_cpu = -1  # a CPU without a measured thread (the VMM's main thread runs there)
+        self.vmm_lead = Pool(stream(seed, "vmm:lead"), params["vmm"]["lead"]).next
+        self.vmm_run = Pool(stream(seed, "vmm:run"), params["vmm"]["run"]).next
         self.cut: tuple[int, int, int] = (0, 0, 0)  # the exit guest_run stopped at: ts, class, handling
         self.stalls = StallMap.draw(params, seed)
         self.tmap = self.stalls.trace if self.stalls is not None else None
@@ -476,16 +480,41 @@ class Simulator:
                 self.cut = (now, cls, handling)
                 ex.pending = ex.next()
                 return need, (CUT if cls == 0 and now >= cut_at else NESTED)
-            self.emit_exit(now, cls, handling, me)
+            self.emit_exit(now, cls, handling, me, now - gap)
             now += handling
             ex.pending = gap, cls, handling = ex.next()
 
-    def emit_exit(self, ts: int, cls: int, handling: int, me: Task) -> None:
+    def emit_exit(self, ts: int, cls: int, handling: int, me: Task, since: int = 0) -> None:
+        """An exit at ``ts`` of a guest that runs since ``since``."""
         fault = -1
         if cls in FAULTING:
             fault = len(self.fault_rows)
             self.fault_rows.append(self.make_fault(ts, EXIT_CLASSES[cls], me.pid))
+        elif cls == DEVICE:  # the VMM injected a device interrupt while the guest ran; its kick (an IPI) exits it
+            fault = self.vmm_episode(max(ts - self.vmm_lead(), since + NS // 2), False)
         self.chunk.exits += (ts, handling, cls, fault)
+
+    def vmm_episode(self, t_line: int, kick: bool) -> int:
+        """The VMM's main thread on the free CPU, woken by a host NIC interrupt (device) or its own timer
+        (kick), injects the device SPI with kvm_irq_line (device) or signals the vCPU thread (kick) at
+        ``t_line``. Returns ``t_line``."""
+        c, vmm, spi = self.free_cpu, self.vmm_task(), int(self.p["vmm"]["spi"])
+        if c < 0:
+            raise ValueError("the VMM's device interrupts and kicks need a CPU without a vCPU (ncpus)")
+        irq_in = t_line - 14 * NS
+        wake = irq_in + 3 * NS
+        irq_out = wake + 1500
+        until = t_line + self.vmm_run()
+        last = self.vmm_runs[-1] if self.vmm_runs else None
+        if last is not None and last[0] == c and irq_in <= last[6] + 4 * NS:  # still running: no wakeup
+            self.vmm_runs[-1] = (*last[:6], max(last[6], until))
+        else:
+            self.vmm_runs.append((c, episodes.TIMER_IRQ if kick else episodes.NIC_IRQ, irq_in, wake, irq_out,
+                                  irq_out + 4 * NS, until))
+        if not kick:
+            self.foreign += (episodes.Ev.IRQLINE, t_line, c, vmm.pid, spi, 1, 0,
+                             episodes.Ev.VGIC, t_line + 1500, c, vmm.pid, spi, 1, 0)
+        return t_line
 
     def make_fault(self, ts: int, name: str, tid: int) -> tuple[int, ...]:
         """(ts, tid, ipa, hsr, hxfar, write, level, kind(0 translation,1 access,2 permission), mmio, mmio_val)."""

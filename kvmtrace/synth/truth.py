@@ -22,8 +22,11 @@ INTERRUPT_SCHEMA: dict[str, pl.DataType] = {
 # while the truth is built: with the top cause's share (a lower bound) and the kvm_entry time
 WORK_SCHEMA: dict[str, pl.DataType] = {**INTERRUPT_SCHEMA, "cause_ns": pl.Int64(), "entry": pl.Int64()}
 # the slow paths' interrupts (episodes.Episodes.intr): stage boundaries as times, -1 where none
-ROW_FIELDS = ("kind", "irq", "path", "cpu", "vcpu_tid", "deadline_ns", "t_ns", "wake", "sw", "upd", "kexit", "entry",
-              "blocker_comm", "blocker_pid", "blocker_ns", "cause_kind", "cause", "cause_ns")
+ROW_SCHEMA: dict[str, pl.DataType] = {
+    "kind": pl.String(), "irq": pl.Int32(), "path": pl.String(), "cpu": pl.Int32(), "vcpu_tid": pl.Int32(),
+    **{c: pl.Int64() for c in ("deadline_ns", "t_ns", "wake", "sw", "upd", "kexit", "entry")},
+    "blocker_comm": pl.String(), "blocker_pid": pl.Int32(), "blocker_ns": pl.Int64(), "cause_kind": pl.String(),
+    "cause": pl.String(), "cause_ns": pl.Int64()}
 ROW_TIMES = ("t_ns", "wake", "sw", "upd", "kexit", "entry")
 CYCLICTEST_SCHEMA: dict[str, pl.DataType] = {"deadline_ns": pl.Int64(), "latency_ns": pl.Int64(),
                                              "tid": pl.Int32(), "cpu": pl.Int32(), "path": pl.String()}
@@ -98,8 +101,8 @@ class TruthBuilder:
         self.intr.append(self._stages(df))
 
     def add_rows(self, rows: list[tuple[Any, ...]], tmap: Any) -> None:
-        """The slow paths' interrupts (ROW_FIELDS; times machine times, put on the trace clock by ``tmap``)."""
-        df = pl.DataFrame(rows, schema=list(ROW_FIELDS), orient="row")
+        """The slow paths' interrupts (ROW_SCHEMA; times machine times, put on the trace clock by ``tmap``)."""
+        df = pl.DataFrame(rows, schema=ROW_SCHEMA, orient="row")
         if tmap is not None:
             df = df.with_columns(pl.Series(c, np.where(df[c].to_numpy() >= 0, tmap(np.maximum(df[c].to_numpy(), 0)),
                                                        -1)) for c in ROW_TIMES)
