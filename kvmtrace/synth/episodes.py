@@ -138,11 +138,6 @@ class StallMap:
             return int(self._m[k - 1])
         return t - (self._cum[k - 1] if k else 0)
 
-    def inside(self, t: np.ndarray) -> np.ndarray:
-        """Which trace times fall into a stall."""
-        k = np.searchsorted(self.a, t, side="right") - 1
-        return (k >= 0) & (t < self.b[np.maximum(k, 0)])
-
     def overlap(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         """Trace time inside stalls between ``lo`` and ``hi`` (arrays)."""
         out = np.zeros(lo.shape[0], np.int64)

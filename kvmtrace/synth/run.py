@@ -82,12 +82,10 @@ class Expander:
         cyc = ch.rows("cyclictest", self._task_tables()[1])
         self.truth.add_cyclictest(cyc[:, 0], cyc[:, 1], ch.tid, ch.cpu, cyc[:, 2])
         self.sim.fault_rows.clear()
-        marks = ch.marks
-        if self.sim.stalls is not None and marks:
-            marks = [(self.sim.stalls.trace1(ts), cpu, text) for ts, cpu, text in marks]
-        self.truth.marks.extend(marks)
-        if marks:
-            self.markers(marks)
+        stalls = self.sim.stalls
+        self.truth.marks.extend(ch.marks if stalls is None else [(stalls.trace1(t), c, x) for t, c, x in ch.marks])
+        if ch.marks:
+            self.markers(ch.marks)
         self.sink.flush()
 
     def take(self, name: str, n: int, spec: tuple[str, Any] | None = None) -> np.ndarray:
@@ -161,8 +159,6 @@ class Expander:
         t_in = first[rep] + k * tick
         dur = self.take("tick", rep.size)
         free = self._clear_of_handlers(ch, t_in, t_in + dur)  # one handler at a time (the slow paths' irqs)
-        if self.sim.stalls is not None:  # the tick grid of a run that spans a stall skips it
-            free &= ~self.sim.stalls.inside(t_in) & ~self.sim.stalls.inside(t_in + dur)
         self._irq_pair(t_in[free], (t_in + dur)[free], ch.cpu, pid[rep][free])
 
     @staticmethod
@@ -192,7 +188,7 @@ class Expander:
             return
         self.sink.add("kvm_wfx_arm64", wfx_ts, cpu, tid, order=1, vcpu_pc=WFI_PC, is_wfe=0)
         # CTL as read from the hardware: ENABLE, and ISTATUS once the counter has reached CVAL
-        ctl = 1 | np.where(self.cval(sw + 3000) >= cval, 4, 0)
+        ctl = 1 | np.where(self.cval(self.trace(sw + 3000)) >= cval, 4, 0)
         self.sink.add("kvm_timer_save_state", sw + 3000, cpu, tid, order=6, ctl=ctl, cval=cval.astype(np.uint64),
                       timer_idx=1)
         self.sink.add("kvm_timer_save_state", sw + 6000, cpu, tid, order=7, ctl=0, cval=0, timer_idx=0)
@@ -201,6 +197,10 @@ class Expander:
             self.sink.add("hrtimer_start", sw + 7000, cpu, tid, order=8,
                           hrtimer=HRTIMER_BASE + tid.astype(np.uint64), function=BG_TIMER_FN, expires=deadline,
                           softexpires=deadline, mode=HRTIMER_MODE_ABS_HARD)
+
+    def trace(self, t: np.ndarray) -> np.ndarray:
+        """Simulated (machine) times on the trace clock, for the fields that hold a time."""
+        return t if self.sim.tmap is None else self.sim.tmap(t)
 
     def cval(self, deadline: np.ndarray) -> np.ndarray:
         """The guest counter's CVAL for a deadline (no int64 overflow for long traces)."""
@@ -282,12 +282,10 @@ class Expander:
         self._kvm_exit(kx, c, p, 0, 0, pc)
         self._kvm_entry(t + hh, c, p, pc)
         self.truth.add_exits(kx, t + hh, c, p, 0, 0, "IRQ")
-        if self.sim.tmap is not None:
-            line = self.sim.tmap(line)
         spi = int(self.sim.p["vmm"]["spi"])
         self.truth.add_rows([("device", spi, "running", int(cpu), int(tid), -1, int(ln), -1, -1, int(ln), int(x),
                               int(e), None, None, None, None, None, 0)
-                             for cpu, tid, ln, x, e in zip(c, p, line, kx, t + hh, strict=True)], None)
+                             for cpu, tid, ln, x, e in zip(c, p, line, kx, t + hh, strict=True)])
 
     def _sys64_exits(self, t: np.ndarray, hh: np.ndarray, c: np.ndarray, p: np.ndarray, pc: np.ndarray) -> None:
         """A trapped system register access: kvm_handle_sys_reg; the entry skips the instruction."""
@@ -382,7 +380,7 @@ class Expander:
                           cval=cval[b].astype(np.uint64), timer_idx=1)
             self.sink.add("kvm_timer_restore_state", u + span * 6 // 10, c, t, order=5, ctl=0, cval=0, timer_idx=0)
             self.sink.add("kvm_vcpu_wakeup", u + span * 8 // 10, c, t, order=6,
-                          ns=(wake[b] - since[b]).astype(np.uint64), waited=1, valid=1)
+                          ns=(self.trace(wake[b]) - self.trace(since[b])).astype(np.uint64), waited=1, valid=1)
             self._kvm_entry(e, c, t, np.uint64(WFI_PC))
             if self.hrtimer:
                 self._bg_timer_expiry(t0[b], wake[b], arr[b, 6], c, t, holder_pid.astype(np.int32))
@@ -416,12 +414,11 @@ class Expander:
         task that held the CPU, or the idle CPU."""
         dl, t0, wake, irq_exit, switch, entry, sw_out = (bl[:, i] for i in (0, 1, 2, 3, 4, 6, 8))
         holder, code, held = bl[:, 9], bl[:, 11], bl[:, 12]
-        stalls = self.sim.stalls
+        if self.sim.stalls is not None:  # machine times (stalls are their own cause: TruthBuilder)
+            dl = np.array([self.sim.stalls.machine1(int(d)) for d in dl.tolist()], np.int64)
 
         def ran(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-            """Time from lo to hi (0 if negative) in which the machine ran (stalls are their own cause)."""
-            hi = np.maximum(hi, lo)
-            return hi - lo - (stalls.overlap(lo, hi) if stalls is not None else 0)
+            return np.maximum(hi - lo, 0)
 
         gone = np.maximum(dl, sw_out)  # the deadline may pass while the vCPU thread is still blocking
         share = np.column_stack((
@@ -431,7 +428,8 @@ class Expander:
             np.where(holder == 0, ran(irq_exit, switch) + ran(gone, t0), 0),  # idle
         ))
         best = share.argmax(axis=1)
-        ok = share[np.arange(share.shape[0]), best] >= CAUSE_SHARE * (entry - dl)
+        lat = (entry if self.sim.tmap is None else self.sim.tmap(entry)) - bl[:, 0]
+        ok = share[np.arange(share.shape[0]), best] >= CAUSE_SHARE * lat
         kind_of = np.array(["vcpu", "irq", "task", "idle"], object)[best]
         name_of = np.array([self.vcpu_comm, "irq:arch_timer", None, "idle"], object)[best]
         name_of[best == 2] = blocker_names[best == 2]
@@ -480,7 +478,7 @@ class Expander:
                 add("kvm_userspace_exit", ts, cpu, pid, order=4, reason=a, errno=b)
             elif c == Ev.HR_IN and self.hrtimer:
                 add("hrtimer_expire_entry", ts, cpu, pid, order=3, hrtimer=HRTIMER_BASE + a.astype(np.uint64),
-                    now=b, function=BG_TIMER_FN)
+                    now=self.trace(b), function=BG_TIMER_FN)
             elif c == Ev.HR_OUT and self.hrtimer:
                 add("hrtimer_expire_exit", ts, cpu, pid, order=4, hrtimer=HRTIMER_BASE + a.astype(np.uint64))
             elif c == Ev.WAKEUP:
@@ -494,7 +492,7 @@ class Expander:
                 self.truth.add_exits(x[sel, 0], x[sel, 1], np.full(n, ch.cpu), np.full(n, ch.tid), int(x[sel][0, 2]),
                                      int(x[sel][0, 3]), "WFx" if cls == WFX else EXIT_CLASSES[cls])
         if ch.intr:
-            self.truth.add_rows(ch.intr, self.sim.tmap)
+            self.truth.add_rows(ch.intr)
 
     @staticmethod
     def _pcs(idx: np.ndarray) -> np.ndarray:
@@ -507,7 +505,7 @@ class Expander:
         wakes the vCPU."""
         at = t0 + (wake - t0) // 2
         self.sink.add("hrtimer_expire_entry", at, cpu, pid, order=3, hrtimer=HRTIMER_BASE + tid.astype(np.uint64),
-                      now=at, function=BG_TIMER_FN)
+                      now=self.trace(at), function=BG_TIMER_FN)
         self.sink.add("hrtimer_expire_exit", wake + np.maximum((irq_exit - wake) // 2, 1), cpu, pid, order=4,
                       hrtimer=HRTIMER_BASE + tid.astype(np.uint64))
 
@@ -556,7 +554,7 @@ def simulate(params: dict[str, Any], seed: int, out: Path | None, *, dry: bool =
     sim = Simulator(params, seed)
     sink = EventSink(writer, formats, keep=keep, pack=not (dry or out is None))
     truth = TruthBuilder(params)
-    truth.stalls = sim.stalls
+    truth.stalls, truth.tmap, sink.tmap = sim.stalls, sim.tmap, sim.tmap
     exp = Expander(sim, sink, truth, arch, params["vcpu_comm"])
     start = int(float(params["start_s"]) * 1e9)
     loops = int(params["cyclictest"]["loops"])

@@ -196,7 +196,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 _EARLY_WAKE: dict[str, Any] = {
     "prob": 0.25,                  # of the blocked waits, the VMM wakes this share before the deadline ...
     "kick_share": 0.35,            # ... by signalling the vCPU thread (KVM_EXIT_INTR), else with a device SPI
-    "lead": {"mix": [[0.6, ln(40, 0.8, 5, 300)], [0.4, ln(300, 0.6, 60, 900)]]},  # wakeup -> deadline
+    "lead": {"mix": [[0.5, ln(40, 0.8, 5, 300)], [0.5, ln(400, 0.5, 80, 950)]]},  # wakeup -> deadline
     "device_handling": ln(25, 0.4, 8, 150),  # the guest's device interrupt handler
     "user_rt": ln(25, 0.4, 10, 120),        # KVM_EXIT_INTR -> back in KVM_RUN (QEMU's signal handling)
     "rewfi_us": 3,                          # kick before the deadline: the guest idles again at once

@@ -165,13 +165,6 @@ class Chunk:
         "ev": ("code", "ts", "cpu", "pid", "a", "b", "c"),
         "xexits": ("t", "entry", "ret", "ec", "cls"),  # exits whose events are in ``ev`` (truth only)
     }
-    # fields that are times (machine time in the simulation, put on the trace clock by ``tmap``); the
-    # deadlines are trace times already, the rest are durations, indexes or codes
-    TIMES: ClassVar[dict[str, tuple[int, ...]]] = {
-        "sw": (0,), "wk": (0,), "ticks": (0, 1), "run": (0, 1), "blocked": (1, 2, 3, 4, 5, 6, 7, 8, 13),
-        "running": (1, 2, 3, 4), "wfi": (0, 1), "ev": (1,), "xexits": (0, 1),
-    }
-
     def __init__(self, cpu: int = 0, tid: int = 0, me: int = 0, back: int = 0,
                  tmap: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         self.cpu, self.tid = cpu, tid
@@ -200,29 +193,13 @@ class Chunk:
                 + (len(self.ticks) // 3 + nb) * 2 + len(self.ev) // 7 + 10 * len(self.intr))
 
     def table(self, name: str) -> np.ndarray:
-        """The rows appended to record ``name``, as an (n, fields) int64 array on the trace clock (cached)."""
+        """The rows appended to record ``name``, as an (n, fields) int64 array (cached). Times are machine
+        times: the trace clock is applied where events and truth are written (EventSink, TruthBuilder)."""
         flat = getattr(self, name)
         hit = self._tables.get(name)
-        if hit is None or hit.shape[0] * len(self.FIELDS[name]) != len(flat):
-            hit = np.array(flat, np.int64).reshape(-1, len(self.FIELDS[name]))
-            if self.tmap is not None and hit.shape[0]:
-                hit = self._to_trace(name, hit)
-            self._tables[name] = hit
+        if hit is None or hit.size != len(flat):
+            hit = self._tables[name] = np.array(flat, np.int64).reshape(-1, len(self.FIELDS[name]))
         return hit
-
-    def _to_trace(self, name: str, arr: np.ndarray) -> np.ndarray:
-        tmap = self.tmap
-        assert tmap is not None
-        if name == "exits":  # (ts, handling): the handling ends at a time too (-1: not known yet)
-            ts, h = arr[:, 0], arr[:, 1]
-            end = np.where(h >= 0, tmap(ts + np.maximum(h, 0)), -1)
-            arr[:, 0] = tmap(ts)
-            arr[:, 1] = np.where(h >= 0, end - arr[:, 0], h)
-            return arr
-        for i in self.TIMES.get(name, ()):
-            col = arr[:, i]
-            arr[:, i] = np.where(col >= 0, tmap(np.maximum(col, 0)), col)
-        return arr
 
     def rows(self, name: str, pid: np.ndarray) -> np.ndarray:
         """Record ``name`` with the rows the interrupt records imply, in time order (``pid``: pid by
@@ -248,9 +225,10 @@ class Chunk:
         elif name == "run":
             held = b[b[:, 9] != 0]  # not while idle
             extra = [np.column_stack((held[:, 13], held[:, 1], pid[held[:, 9]]))]
-        elif name == "cyclictest":
-            extra = [np.column_stack((b[:, 0], entry - b[:, 0] + b[:, 14], np.zeros(nb, np.int64))),
-                     np.column_stack((r[:, 0], r[:, 4] - r[:, 0] + r[:, 5], np.ones(r.shape[0], np.int64)))]
+        elif name == "cyclictest":  # the latency from the deadline (a trace time) to the entry on the trace clock
+            tm = self.tmap if self.tmap is not None else (lambda t: t)
+            extra = [np.column_stack((b[:, 0], tm(entry) - b[:, 0] + b[:, 14], np.zeros(nb, np.int64))),
+                     np.column_stack((r[:, 0], tm(r[:, 4]) - r[:, 0] + r[:, 5], np.ones(r.shape[0], np.int64)))]
         else:
             return base
         out = np.concatenate([base, *extra])
@@ -460,12 +438,18 @@ class Simulator:
 
         Returns (wall time when the guest executes WFI, None) or, when ``irq_at`` falls while the
         guest runs, (guest time still needed, wall time of the interrupt). Stops with (guest time
-        still needed, CUT) at the first host tick (IRQ exit) from ``cut_at`` on, and with (..., NESTED)
-        at an exit of class ``nest`` whose handling ``irq_at`` falls into; ``self.cut`` is that exit."""
+        still needed, CUT) at the host tick ``cut_at`` (an exit in the host delays it to the exit's end),
+        and with (..., NESTED) at an exit of class ``nest`` whose handling ``irq_at`` falls into;
+        ``self.cut`` is (that time, the exit's class, its handling)."""
         if ex.pending is None:
             ex.pending = ex.next()
         gap, cls, handling = ex.pending
         while True:
+            if cut_at <= now + (gap if gap < need else need) and (irq_at is None or cut_at < irq_at):
+                used = cut_at - now if cut_at > now else 0
+                ex.pending = (gap - used, cls, handling)
+                self.cut = (now + used, 0, 0)
+                return need - used, CUT
             if irq_at is not None and irq_at <= now + (gap if gap < need else need):
                 used = irq_at - now if irq_at > now else 0
                 if used < gap:
@@ -476,10 +460,10 @@ class Simulator:
                 return now + need, None
             now += gap
             need -= gap
-            if (cls == 0 and now >= cut_at) or (cls == nest and irq_at is not None and irq_at < now + handling):
+            if cls == nest and irq_at is not None and irq_at < now + handling:
                 self.cut = (now, cls, handling)
                 ex.pending = ex.next()
-                return need, (CUT if cls == 0 and now >= cut_at else NESTED)
+                return need, NESTED
             self.emit_exit(now, cls, handling, me, now - gap)
             now += handling
             ex.pending = gap, cls, handling = ex.next()
@@ -815,7 +799,10 @@ class CyclictestLoop(Episodes):
         executes WFI first (returns None; ``now`` is then); CUT or NESTED: see Simulator.guest_run."""
         ch = self.sim.chunk
         exits = len(ch.exits)
-        cut_at = NEVER if self.rt is None else self.rt.exhausted_at(self.last_in, self.now)
+        cut_at = NEVER
+        if self.rt is not None:  # the first host tick after the real-time budget is spent throttles the vCPU
+            spent, tick, phase = self.rt.exhausted_at(self.last_in, self.now), self.sim.tick_ns, self.sim.tick_phase
+            cut_at = ((spent - phase) // tick + 1) * tick + phase
         left, t_irq = self.sim.guest_run(self.now, self.need, self.ex, self.me, t0, cut_at, self.nest)
         self.sz += 3 * ((len(ch.exits) - exits) >> 2)
         if t_irq is None:

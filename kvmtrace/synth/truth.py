@@ -44,6 +44,11 @@ class TruthBuilder:
         self.cyclictest: list[pl.DataFrame] = []
         self.marks: list[tuple[int, int, str]] = []
         self.stalls: Any = None  # episodes.StallMap of the run, if any
+        self.tmap: Any = None  # its machine time -> trace time (the rows come in machine time)
+
+    def _t(self, t: Any) -> np.ndarray:
+        t = np.asarray(t, np.int64)
+        return t if self.tmap is None or not t.size else np.where(t >= 0, self.tmap(np.maximum(t, 0)), t)
 
     def add_cyclictest(self, deadline: np.ndarray, latency: np.ndarray, tid: int, cpu: int,
                        path: np.ndarray) -> None:
@@ -62,7 +67,7 @@ class TruthBuilder:
             return
         a32 = self.params["arch"] == "arm32"
         self.exits.append(pl.DataFrame({
-            "t_ns": np.asarray(t, np.int64), "entry_ts": np.asarray(entry, np.int64),
+            "t_ns": self._t(t), "entry_ts": np.where(np.asarray(entry) > np.asarray(t), self._t(entry), -1),
             "vcpu_tid": np.asarray(tid, np.int32), "cpu": np.asarray(cpu, np.int32),
             "ret": np.full(n, ret, np.int32), "esr_ec": np.broadcast_to(np.asarray(ec, np.int32), (n,)),
             "exit_class": [cls] * n, "class_inferred": np.full(n, a32),
@@ -72,8 +77,9 @@ class TruthBuilder:
                    name: str) -> None:
         hsr = rows[:, 3].astype(np.int64)
         region = {"MMIO_UART": "uart", "MMIO_VIRTIO": "virtio", "MMIO_GIC": "gic"}.get(name, "ram")
+        exit_ts, entry_ts = self._t(exit_ts), self._t(entry_ts)
         self.faults.append(pl.DataFrame({
-            "t_ns": np.asarray(fault_ts, np.int64), "vcpu_tid": rows[:, 1].astype(np.int32),
+            "t_ns": self._t(fault_ts), "vcpu_tid": rows[:, 1].astype(np.int32),
             "ipa": (rows[:, 2] & ~np.uint64(0xFFF)).astype(np.uint64), "esr": rows[:, 3].astype(np.uint64),
             "ec": (hsr >> 26).astype(np.int32), "kind": [KINDS[int(k)] for k in rows[:, 7]],
             "level": rows[:, 6].astype(np.int8), "write": rows[:, 5].astype(bool),
@@ -85,7 +91,8 @@ class TruthBuilder:
     def add_interrupts(self, arr: np.ndarray, blocker_comm: list[str | None], blocker_pid: list[int | None],
                        blocker_ns: list[int | None], a32: bool, cause_kind: list[str | None],
                        cause: list[str | None], cause_ns: np.ndarray) -> None:
-        path, cpu, tid, dl, t0, wake, _irq_exit, sw, upd, kexit, entry = (arr[:, i] for i in range(11))
+        path, cpu, tid, dl = (arr[:, i] for i in range(4))
+        t0, wake, _irq_exit, sw, upd, kexit, entry = (self._t(arr[:, i]) for i in range(4, 11))
         b = path == 0
         df = pl.DataFrame({
             "vcpu_tid": tid.astype(np.int32), "irq": np.full(len(tid), 27, np.int32),
@@ -100,12 +107,11 @@ class TruthBuilder:
                                  .alias("upd"), pl.lit(True).alias("no_inject"))
         self.intr.append(self._stages(df))
 
-    def add_rows(self, rows: list[tuple[Any, ...]], tmap: Any) -> None:
-        """The slow paths' interrupts (ROW_SCHEMA; times machine times, put on the trace clock by ``tmap``)."""
+    def add_rows(self, rows: list[tuple[Any, ...]]) -> None:
+        """The slow paths' interrupts (ROW_SCHEMA; machine times, -1 for none)."""
         df = pl.DataFrame(rows, schema=ROW_SCHEMA, orient="row")
-        if tmap is not None:
-            df = df.with_columns(pl.Series(c, np.where(df[c].to_numpy() >= 0, tmap(np.maximum(df[c].to_numpy(), 0)),
-                                                       -1)) for c in ROW_TIMES)
+        if self.tmap is not None:
+            df = df.with_columns(pl.Series(c, self._t(df[c].to_numpy())) for c in ROW_TIMES)
         nulls = {c: pl.when(pl.col(c) >= 0).then(pl.col(c)) for c in ("deadline_ns", "wake", "sw", "upd", "kexit")}
         self.intr.append(self._stages(df.with_columns(**nulls)))
 
