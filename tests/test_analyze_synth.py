@@ -28,15 +28,17 @@ DEFECTS = {
         "analysis defect (model/interrupts.py): a timer interrupt injected at the vCPU thread's load, "
         "kvm_timer_update_irq level 1 right after the sched_switch that resumes a runnable (here: "
         "real-time throttled) vCPU thread, with no host IRQ and no wakeup before it, is not reconstructed. "
-        "rt-throttle (seed 7, 3000 loops): the interrupts of the deadlines that passed while the vCPU was "
-        "throttled (latency 41.1 ms and 54.1 ms, the two largest of the capture, top cause rt_throttling / "
-        "stress-ng-cpu) are missing from the table, the worst list and the blame"),
+        "rt-throttle (seed 7, 3000 loops): the two interrupts of deadlines that passed while the vCPU was "
+        "throttled (t_ns 7175815434 and 8175811622, latency 48.1 ms each, the largest timer latencies of "
+        "the capture, top cause rt_throttling / stress-ng-cpu) are missing from the table, the worst list "
+        "and the blame"),
     "fake_stalls": (
         "analysis defect (model/stalls.py): a CPU counts as busy at a silence when its last event has a "
         "non-zero pid, but what KVM traces after a vCPU thread's switch-out to idle (kvm_timer_save_state, "
-        "hrtimer_start, in prepare_task_switch) carries the vCPU's pid: the idle study-guest machine "
-        "(30 ms interval; seed 7, 1500 loops) shows about 1,200 'stalls' of 22-30 ms where nothing stopped, "
-        "and the deadline -> host IRQ delivery of idle-CPU interrupts is blamed on 'stall' instead of 'idle'"),
+        "hrtimer_start, in prepare_task_switch) carries the vCPU's pid: on the idle study-guest machine "
+        "(30 ms interval; seed 7, 1500 loops), where nothing stops, analyze reports 1,206 'stalls' of "
+        "20.1-29.9 ms; the deadline -> host IRQ delivery of 534 of the 1,500 interrupts gets top cause "
+        "'stall' instead of 'idle', and 'stall' takes 29 % of all latency in the blame table"),
 }
 
 
@@ -120,14 +122,20 @@ def test_deadlines_exact_wherever_the_host_can_know_them(case: Case) -> None:
     if case.name == "adversarial-fit":  # fitted: tests/test_synth_adversarial.py checks the bounds
         assert set(known["deadline_source"].unique().to_list()) == {"cval-fit"}
         return
+    # a CVAL holds a deadline to a counter tick (guest timers with different phases on the tick grid);
+    # a background timer's expiry (hrtimer) is exact
+    tick = -(-1_000_000_000 // preset(case.name)["counter_hz"])
+    off = pl.when(pl.col("deadline_source") == "cval").then(tick).otherwise(0)
     for col in DEADLINE:
-        assert known.filter(pl.col(col) != pl.col(f"{col}_ours")).height == 0, col
+        assert known.filter((pl.col(col) - pl.col(f"{col}_ours")).abs() > off).height == 0, col
     blocked = joined.filter(pl.col("path") == "blocked", pl.col("kind") == "timer")
     if case.name == "arm32":  # no hrtimer or timer-state tracepoints in the Linux 3.9 formats
         assert known.height == 0
     elif case.name != "rt-throttle":  # (one blocked interrupt there: its background timer gives it, hrtimer)
-        # the saved CVAL, mapped by KVM's background hrtimers armed ahead of their deadlines
-        assert blocked["deadline_source"].unique().to_list() == ["cval"]
+        # the saved CVAL, mapped by KVM's background hrtimers armed ahead of their deadlines; the guest's
+        # physical timer (irq 30) by its background timer's expiry
+        assert blocked.filter(pl.col("irq") == 27)["deadline_source"].unique().to_list() == ["cval"]
+        assert set(blocked.filter(pl.col("irq") == 30)["deadline_source"].unique().to_list()) <= {"hrtimer"}
     # on the running path the guest programs its timer without exiting: unknown to the host
     running = joined.filter(pl.col("path") == "running")
     assert running["deadline_ns_ours"].null_count() == running.height

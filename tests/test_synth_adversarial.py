@@ -48,17 +48,18 @@ def test_early_wakeups_make_odd_pairs(cases: dict[str, Case]) -> None:
     assert int((between > 0).sum()) >= 20
 
 
-def _naive_error(c: Case) -> np.ndarray:
-    """How early a naive fit puts each deadline: intercept = min over (blocked interrupt, last vtimer save
-    before it) of t_irq - slope * cval, slope the exact counter period."""
+def _naive_error(c: Case, irqs: tuple[int, ...] = (27, 30)) -> np.ndarray:
+    """How early a naive fit puts each deadline: intercept = min over (blocked timer interrupt of ``irqs``,
+    last vtimer save before it) of t_irq - slope * cval, slope the exact counter period."""
     p = _params(c)
     slope = 1e9 / p["counter_hz"]
-    blocked = c.table.filter(pl.col("path") == "blocked", pl.col("kind") == "timer").select("vcpu_tid", "t_ns")
+    blocked = c.table.filter(pl.col("path") == "blocked", pl.col("kind") == "timer", pl.col("irq").is_in(irqs))
+    blocked = blocked.select("vcpu_tid", "t_ns")
     pairs = blocked.sort("t_ns").join_asof(_vtimer_saves(c), left_on="t_ns", right_on="s_ts", by="vcpu_tid",
                                            strategy="backward", check_sortedness=False)
     intercept = float((pairs["t_ns"].to_numpy() - slope * pairs["cval"].to_numpy().astype(float)).min())
-    truth = pairs.join(c.truth.filter(pl.col("kind") == "timer").select("vcpu_tid", "t_ns", "deadline_ns"),
-                       on=["vcpu_tid", "t_ns"])
+    vtimer = c.truth.filter(pl.col("kind") == "timer", pl.col("irq") == 27)  # the CVAL's own interrupts
+    truth = pairs.join(vtimer.select("vcpu_tid", "t_ns", "deadline_ns"), on=["vcpu_tid", "t_ns"])
     naive = slope * truth["cval"].to_numpy().astype(float) + intercept
     return truth["deadline_ns"].to_numpy() - naive  # type: ignore[no-any-return]
 
@@ -67,6 +68,8 @@ def test_naive_fit_fails_the_robust_fit_and_the_calibrated_map_hold(cases: dict[
     fit, cal = cases["adversarial-fit"], cases["adversarial"]
     naive = _naive_error(fit)
     assert naive.min() > 50_000  # every deadline more than 50 us too early
+    early_only = _naive_error(fit, (27,))  # without the physical timer's wakeups: the early (IPI) ones alone
+    assert early_only.min() > 50_000
     # ours, fitted (no hrtimer events): deadlines in [truth, truth + reported uncertainty]
     c = fit.analysis.deadlines.counter
     assert c is not None and c.how == "fitted"
@@ -78,11 +81,16 @@ def test_naive_fit_fails_the_robust_fit_and_the_calibrated_map_hold(cases: dict[
     assert c.uncertainty_ns is not None  # the sim's ISTATUS is right: the bound is two-sided
     assert j["deadline_uncertainty_ns"].unique().to_list() == [c.uncertainty_ns]
     assert err.min() >= -tick and err.max() <= c.uncertainty_ns
-    # ours, calibrated on the background timers: exact
+    # the wrong pairs a naive fit takes: interrupts before their deadline, the physical timer's wakeups
+    assert fit.truth.filter(pl.col("irq") == 30).height >= 20
+    # ours, calibrated on the background timers: exact to a counter tick
     jc = cal.truth.join(cal.table, on=KEY, suffix="_ours").filter(pl.col("deadline_ns_ours").is_not_null())
-    assert (jc["deadline_ns_ours"] == jc["deadline_ns"]).all() and jc.height > 1500
-    print(f"\nnaive fit: deadlines {naive.min() / 1e3:.1f} us early; ours fitted: {err.min()}..{err.max()} ns late, "
-          f"uncertainty {c.uncertainty_ns} ns reported; calibrated: exact on {jc.height} interrupts")
+    cal_err = (jc["deadline_ns_ours"] - jc["deadline_ns"]).abs()
+    assert cal_err.max() < tick and jc.height > 1500  # type: ignore[operator]
+    print(f"\nnaive fit: deadlines {naive.min() / 1e3:.1f} us early ({early_only.min() / 1e3:.1f} us on the virtual "
+          f"timer's interrupts alone); ours fitted: {err.min()}..{err.max()} ns late, "
+          f"uncertainty {c.uncertainty_ns} ns reported; calibrated: within {cal_err.max()} ns on {jc.height} "
+          f"interrupts")
 
 
 def test_saves_read_istatus_and_the_timer_interrupt_comes_after_a_floor(cases: dict[str, Case]) -> None:
@@ -130,16 +138,21 @@ def test_rt_throttling_recognised_and_named(cases: dict[str, Case]) -> None:
     assert ours.height == dev.height
     assert ours["cause_kind_ours"].to_list() == ["rt_throttling"] * dev.height
     assert ours["cause_ours"].to_list() == ["stress-ng-cpu"] * dev.height
-    print(f"\nrt-throttle: {th.describe()}; {dev.height} device interrupts delayed by it, blamed on the hog")
+    # the deadlines that passed while the vCPU thread was throttled: injected at its load (path host),
+    # the largest timer latencies, blamed on the hog
+    timers = c.truth.filter(pl.col("kind") == "timer", pl.col("cause_kind") == "rt_throttling")
+    assert timers.height == th.intervals.height and timers["path"].to_list() == ["host"] * timers.height
+    assert timers["cause"].to_list() == ["stress-ng-cpu"] * timers.height
+    others = c.truth.filter(pl.col("kind") == "timer", pl.col("cause_kind").ne_missing("rt_throttling"))
+    assert timers["latency_ns"].min() > 10 * others["latency_ns"].max()  # type: ignore[operator]
+    print(f"\nrt-throttle: {th.describe()}; {dev.height} device interrupts delayed by it, blamed on the hog; "
+          f"{timers.height} timer interrupts of {timers['latency_ns'].min() / 1e6:.1f} ms and more")
 
 
 @defect("missed_at_load")
 def test_rt_throttled_timer_interrupts_are_found_and_blamed(cases: dict[str, Case]) -> None:
     c = cases["rt-throttle"]
     timers = c.truth.filter(pl.col("kind") == "timer", pl.col("cause_kind") == "rt_throttling")
-    assert timers.height >= 2
-    assert timers["latency_ns"].min() >= c.truth.filter(pl.col("cause_kind") != "rt_throttling")[  # type: ignore[operator]
-        "latency_ns"].max()
     ours = timers.join(c.table, on=KEY, suffix="_ours")
     assert ours.height == timers.height
     assert ours["cause_ours"].to_list() == ["stress-ng-cpu"] * timers.height

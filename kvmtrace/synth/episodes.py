@@ -51,12 +51,13 @@ class Ev:
     HR_IN, HR_OUT = 14, 15  # hrtimer_expire_entry / exit of a vCPU's background timer (a: vCPU tid)
     WAKEUP = 16  # sched_wakeup (a: woken task index, b: target cpu)
     WFX = 17  # kvm_wfx_arm64
+    HR_START = 18  # hrtimer_start of a vCPU's background timer (a: vCPU tid, b: expires, a trace time)
 
 
 IPI_IRQ, VTIMER_IRQ, TIMER_IRQ, NIC_IRQ = 2, 12, 13, 44
 HOST_IRQS = {IPI_IRQ: "IPI", VTIMER_IRQ: "kvm guest vtimer", TIMER_IRQ: "arch_timer", NIC_IRQ: "eth0"}
 NET_RX = 3
-GUEST_VTIMER = 27
+GUEST_VTIMER, GUEST_PTIMER = 27, 30
 KVM_EXIT_INTR, EINTR = 10, -4
 CTL_ENABLE, CTL_ISTATUS = 1, 4
 CAUSE_SHARE = 0.55  # a cause is the truth's top cause when it holds at least this share of the latency
@@ -249,6 +250,11 @@ class Episodes:
             self.e_lead = _pool(sim, "early:lead", e["lead"])
             self.e_dev = _pool(sim, "early:device_handling", e["device_handling"])
             self.e_rt = _pool(sim, "early:user_rt", e["user_rt"])
+        self.extra = p.get("extra_timer") if self.in_guest else None
+        if self.extra:
+            self.x_coin, self.x_kind = uniform(sim_stream(sim, "extra:coin")), uniform(sim_stream(sim, "extra:kind"))
+            self.x_at = uniform(sim_stream(sim, "extra:at"))
+            self.x_handling = _pool(sim, "extra:handling", self.extra["handling"])
         idle = p.get("idle") if self.in_guest else None
         self.migrate = bool(idle and idle.get("migrate"))
         if idle:
@@ -376,6 +382,78 @@ class Episodes:
         self.sim.chunk.xexits.extend((now, x, 2, 0x01, WFX_CLS))
         self.dirty = True
         return x + 200
+
+    # ------------------------------------------------------------------ the guest's other timers
+    def extra_timer(self, deadline: int, t0: int) -> int:
+        """The sleeping guest has another timer due before cyclictest's (maybe): its virtual timer
+        reprogrammed to that earlier deadline (the save's CVAL; cyclictest's is programmed again after
+        it), or its physical timer (PPI 30; the saved virtual CVAL stays cyclictest's). KVM's background
+        timer fires for the earlier one and wakes the vCPU in ``arch_timer``. Returns NO_EPISODE or AGAIN."""
+        x = self.extra
+        assert x is not None
+        if self.x_coin() >= float(x["prob"]):
+            return NO_EPISODE
+        ptimer = self.x_kind() < float(x["ptimer_share"])
+        md = self.machine_t(deadline)
+        lo, hi = self.now + 20 * NS, md - 40 * NS
+        at = self.x_at()
+        if hi <= lo:
+            return NO_EPISODE
+        # the other timer's deadline (trace time): when the counter reaches its CVAL
+        hz, off = self.sim.counter_hz, self.sim.counter_off
+        cval = self.count(self.trace_t(lo + int(at * (hi - lo)))) + 1
+        early = -(-cval * 1_000_000_000 // hz) - off
+        m_early = self.machine_t(early)
+        me, sim, cpu = self.me, self.sim, self.cpu
+        ch = sim.chunk
+        # the block (WFx, switch-out: kvm_wfx_arm64, saves, the background timer) shows the other timer
+        w, sw = self.blocked_at, self.sw_ts
+        self.ev(Ev.WFX, w + (sw - w) // 3, cpu, me.pid)
+        vt = early if not ptimer else deadline
+        self.ev(Ev.SAVE, sw + 3 * NS, cpu, me.pid, self.ctl_at(sw + 3 * NS, vt), self.count(vt), 1)
+        self.ev(Ev.SAVE, sw + 6 * NS, cpu, me.pid, CTL_ENABLE if ptimer else 0, self.count(early) if ptimer else 0, 0)
+        self.ev(Ev.HR_START, sw + 7 * NS, cpu, me.pid, me.pid, early)
+        t1 = m_early + self.timer()
+        if self.nmin < t1:
+            self.host_runs_until(t1)
+        cur = self.cur
+        wake = t1 + self.host_irq()
+        irq_exit = wake + self.irq_tail()
+        switch, prev_state, held, ticks = self.wait_parts(wake, irq_exit, self.sched())
+        upd = switch + self.inject()
+        entry = upd + self.entry()
+        span = entry - upd
+        level_v = int(self.count(self.trace_t(upd)) >= self.count(vt))
+        self.ev(Ev.UPD, upd, cpu, me.pid, GUEST_VTIMER, level_v)
+        self.ev(Ev.VGIC, upd + span // 12, cpu, me.pid, GUEST_VTIMER, level_v)
+        self.ev(Ev.UPD, upd + span * 2 // 12, cpu, me.pid, GUEST_PTIMER, int(ptimer))
+        self.ev(Ev.VGIC, upd + span * 3 // 12, cpu, me.pid, GUEST_PTIMER, int(ptimer))
+        self.ev(Ev.RESTORE, upd + span * 5 // 12, cpu, me.pid, CTL_ENABLE | (CTL_ISTATUS if level_v else 0),
+                self.count(vt), 1)
+        self.ev(Ev.RESTORE, upd + span * 6 // 12, cpu, me.pid, CTL_ENABLE | CTL_ISTATUS if ptimer else 0,
+                self.count(early) if ptimer else 0, 0)
+        self.ev(Ev.VWAKE, upd + span * 9 // 12, cpu, me.pid, wake - w, 1)
+        self.ev(Ev.ENTRY, entry, cpu, me.pid, -1)
+        self.irq(t1, irq_exit, cpu, cur.pid, TIMER_IRQ)
+        self.ev(Ev.HR_IN, t1 + (wake - t1) // 2, cpu, cur.pid, me.pid, t1 + (wake - t1) // 2)
+        self.ev(Ev.HR_OUT, wake + (irq_exit - wake) // 2, cpu, cur.pid, me.pid)
+        ch.exits.extend((w, entry - w, 100, -1))
+        ch.sw.extend((sw, me.idx, 1, self.back.idx, switch, cur.idx, prev_state, me.idx))
+        ch.wk.extend((wake, cur.pid, me.idx))
+        if cur.pid != 0:
+            ch.run.extend((self.cur_since, t1, cur.pid))
+        inj = upd if not ptimer else upd + span * 2 // 12
+        owners = self.wait_owners("irq:arch_timer", irq_exit - wake, held, ticks)
+        waited = ("task", cur.comm, held) if cur.pid != 0 else ("idle", "idle", switch - irq_exit)
+        self.intr("timer", GUEST_PTIMER if ptimer else GUEST_VTIMER, "blocked", early, t1, wake, switch, inj, -1,
+                  entry, top_share(owners),
+                  self.cause_of(early, entry, [("vcpu", me.comm, entry - switch), waited,
+                                               ("irq", "irq:arch_timer", (wake - t1) + (irq_exit - wake) + ticks)]))
+        # the guest runs its timer's handler, programs cyclictest's deadline again (or stops the physical
+        # timer) and sleeps again: a new save
+        self.cur, self.last_in, self.dirty = self.back, switch, True
+        self.now, self.need = entry, self.x_handling()
+        return AGAIN
 
     # ------------------------------------------------------------------ early wakeups
     def early_wakeup(self, deadline: int, t0: int) -> int:

@@ -479,6 +479,9 @@ class Expander:
             elif c == Ev.HR_IN and self.hrtimer:
                 add("hrtimer_expire_entry", ts, cpu, pid, order=3, hrtimer=HRTIMER_BASE + a.astype(np.uint64),
                     now=self.trace(b), function=BG_TIMER_FN)
+            elif c == Ev.HR_START and self.hrtimer:
+                add("hrtimer_start", ts, cpu, pid, order=8, hrtimer=HRTIMER_BASE + a.astype(np.uint64),
+                    function=BG_TIMER_FN, expires=b, softexpires=b, mode=HRTIMER_MODE_ABS_HARD)
             elif c == Ev.HR_OUT and self.hrtimer:
                 add("hrtimer_expire_exit", ts, cpu, pid, order=4, hrtimer=HRTIMER_BASE + a.astype(np.uint64))
             elif c == Ev.WAKEUP:

@@ -112,6 +112,7 @@ BASE: dict[str, Any] = {
     # while the guest runs (and, in wall time, while the vCPU thread is throttled)
     "vmm": {"spi": 79, "lead": ln(8, 0.3, 4, 30), "run": ln(20, 0.4, 6, 80)},
     "early_wake": None,            # the VMM wakes the blocked vCPU before its deadline (docs/synth.md)
+    "extra_timer": None,           # the sleeping guest's other timers (docs/synth.md)
     "idle": None,                  # the vCPU's background timer migrates; its CPU exits deep idle late
     "stalls": None,                # whole-machine stalls: {"rate_hz", "duration", "first_ms"}
 }
@@ -209,6 +210,9 @@ PRESETS["adversarial"] = _merge(PRESETS["hog"], {
     "guest": {"busy_prob": 0.3, "busy": ln(500, 0.5, 100, 2000)},
     "cyclictest": {"loops": 2000},
     "early_wake": _EARLY_WAKE,
+    # the sleeping guest's other timers, due before cyclictest's: its virtual timer reprogrammed to an
+    # earlier deadline (a driver's timeout), or its physical timer (PPI 30)
+    "extra_timer": {"prob": 0.06, "ptimer_share": 0.5, "handling": ln(8, 0.4, 2, 60)},
 })
 PRESETS["adversarial-fit"] = _merge(PRESETS["adversarial"], {
     "description": "'adversarial' recorded without the timer events (trace-cmd record -e kvm -e sched -e irq): "

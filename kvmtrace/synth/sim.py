@@ -829,9 +829,11 @@ class CyclictestLoop(Episodes):
         the latency (AGAIN: woken early, the guest runs again)."""
         if self.in_guest:
             t0 = self.vcpu_blocks(t0)
-            if self.early is not None and not self.early_done:
-                self.early_done = True
-                lat = self.early_wakeup(deadline, t0)
+            if not self.early_done:
+                self.early_done = True  # one of these per deadline
+                lat = self.extra_timer(deadline, t0) if self.extra is not None else NO_EPISODE
+                if lat == NO_EPISODE and self.early is not None:
+                    lat = self.early_wakeup(deadline, t0)
                 if lat != NO_EPISODE:
                     return lat
             if self.migrate and self.cur is IDLE:
