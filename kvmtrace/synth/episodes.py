@@ -465,12 +465,14 @@ class Episodes:
         md = self.machine_t(deadline)
         t_ipi = md - self.e_lead()
         kick = self.e_kind() < float(e["kick_share"])
-        if t_ipi <= self.now + 3 * NS or t_ipi >= t0 - NS:
+        lead = self.sim.vmm_lead()
+        # after the vCPU thread committed to sleep (else kvm_vcpu_check_block sees the interrupt pending)
+        if t_ipi - lead <= self.sw_ts or t_ipi <= self.now + 3 * NS or t_ipi >= t0 - NS:
             return NO_EPISODE
         if self.nmin < t_ipi:
             self.host_runs_until(t_ipi)
         spi = int(self.sim.p["vmm"]["spi"])
-        t_line = self.sim.vmm_episode(t_ipi - self.sim.vmm_lead(), kick)
+        t_line = self.sim.vmm_episode(t_ipi - lead, kick)
         me, cur, sim = self.me, self.cur, self.sim
         wake = t_ipi + self.host_irq()
         irq_exit = wake + self.irq_tail()

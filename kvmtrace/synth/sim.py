@@ -165,6 +165,7 @@ class Chunk:
         "ev": ("code", "ts", "cpu", "pid", "a", "b", "c"),
         "xexits": ("t", "entry", "ret", "ec", "cls"),  # exits whose events are in ``ev`` (truth only)
     }
+
     def __init__(self, cpu: int = 0, tid: int = 0, me: int = 0, back: int = 0,
                  tmap: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         self.cpu, self.tid = cpu, tid
