@@ -303,7 +303,7 @@ def _guest_offset(cap: Any, gcap: Any) -> int | None:
 
 @app.command()
 def synth(scenario: Annotated[str, typer.Argument(help="preset: study-host, study-guest, hog, rt-vcpu, "
-                                                      "boot-faults, arm32")],
+          "boot-faults, arm32, adversarial, adversarial-fit, busy-guest, rt-throttle, idle-wait, stalls")],
           out: Annotated[Path, typer.Option("-o", "--out", help="capture directory to write")],
           seed: Annotated[int, typer.Option("--seed", help="random seed (same seed, same bytes)")] = 1,
           events: Annotated[int | None, typer.Option("--events", help="scale the run to about N events")] = None,

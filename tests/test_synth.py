@@ -20,7 +20,9 @@ from kvmtrace.synth import PRESETS, apply_override, preset, simulate
 from kvmtrace.synth.run import Result, _loops_for_events
 
 needs_trace_cmd = pytest.mark.skipif(shutil.which("trace-cmd") is None, reason="needs trace-cmd")
-SMALL = {"study-host": 1500, "study-guest": 1500, "hog": 800, "rt-vcpu": 800, "boot-faults": 300, "arm32": 800}
+SMALL = {"study-host": 1500, "study-guest": 1500, "hog": 800, "rt-vcpu": 800, "boot-faults": 300, "arm32": 800,
+         "adversarial": 800, "adversarial-fit": 800, "busy-guest": 800, "rt-throttle": 1500, "idle-wait": 800,
+         "stalls": 1500}
 
 
 def run(name: str, out: Path, seed: int = 7, keep: bool = False, **kw: Any) -> Result:
@@ -58,7 +60,7 @@ def test_trace_cmd_reads_every_preset(captures: dict[str, tuple[Path, Result]], 
         assert "name=kvm guest vtimer" in proc.stdout or result.counts.get("kvm_timer_update_irq")
 
 
-@pytest.mark.parametrize("name", ["hog", "boot-faults", "arm32", "study-host"])
+@pytest.mark.parametrize("name", ["hog", "boot-faults", "arm32", "study-host", "adversarial", "stalls"])
 def test_round_trip_equals_emitted(captures: dict[str, tuple[Path, Result]], name: str) -> None:
     out, result = captures[name]
     tables = read_tracedat(out / "trace.dat")
@@ -95,43 +97,48 @@ def _string_field(columns: list[str], ev: str) -> str | None:
     return None
 
 
-def test_truth_boundaries_fall_on_events(captures: dict[str, tuple[Path, Result]]) -> None:
-    for name in ("hog", "rt-vcpu", "study-guest", "arm32", "boot-faults"):
-        out, _result = captures[name]
-        t = read_tracedat(out / "trace.dat")
-        ev = t.events
-        stamps = {
-            e: set(ev.filter(pl.col("event") == e)["ts"].to_list())
-            for e in ("irq_handler_entry", "sched_wakeup", "sched_switch", "kvm_timer_update_irq",
-                      "kvm_exit", "kvm_entry", "irq_handler_exit", "kvm_guest_fault")
-        }
-        intr = pl.read_parquet(out / "truth" / "interrupts.parquet")
-        assert intr.height > 0
-        a32 = name == "arm32"
-        inject_event = "irq_handler_exit" if a32 else "kvm_timer_update_irq"
-        for row in intr.iter_rows(named=True):
-            t0 = row["t_ns"]
-            assert t0 in stamps["irq_handler_entry"]
-            assert t0 + row["total_ns"] in stamps["kvm_entry"]
-            assert row["total_ns"] == sum(row[f"{s}_ns"] or 0 for s in
-                                          ("host_irq", "vcpu_wait", "inject", "exit", "entry"))
-            if row["path"] == "blocked":
-                wake = t0 + row["host_irq_ns"]
-                assert wake in stamps["sched_wakeup"]
-                assert wake + row["vcpu_wait_ns"] in stamps["sched_switch"]
-                if not a32:
-                    assert wake + row["vcpu_wait_ns"] + row["inject_ns"] in stamps["kvm_timer_update_irq"]
-            else:
-                inj = t0 + row["host_irq_ns"]
-                assert inj in stamps[inject_event]
-                assert inj + row["exit_ns"] in stamps["kvm_exit"]
-        exits = pl.read_parquet(out / "truth" / "exits.parquet")
-        assert exits.height == t.table("kvm_exit").height
-        assert set(exits["t_ns"].to_list()) <= stamps["kvm_exit"]
-        assert set((exits["t_ns"] + exits["handling_ns"]).drop_nulls().to_list()) <= stamps["kvm_entry"]
-        faults = pl.read_parquet(out / "truth" / "faults.parquet")
-        assert faults.height == t.table("kvm_guest_fault").height
-        assert set(faults["t_ns"].to_list()) <= stamps["kvm_guest_fault"]
+@pytest.mark.parametrize("name", ["hog", "rt-vcpu", "study-guest", "arm32", "boot-faults", "adversarial",
+                                  "busy-guest", "rt-throttle", "idle-wait", "stalls"])
+def test_truth_boundaries_fall_on_events(captures: dict[str, tuple[Path, Result]], name: str) -> None:
+    """Every stage boundary of the truth is an event of the trace: the interrupt's start (a host
+    irq_handler_entry; kvm_irq_line for a device interrupt; the injection at the vCPU's load on the
+    host path), the wakeup, the switch-in, the injection, kvm_exit, kvm_entry."""
+    out, _result = captures[name]
+    t = read_tracedat(out / "trace.dat")
+    ev = t.events
+    stamps = {
+        e: set(ev.filter(pl.col("event") == e)["ts"].to_list())
+        for e in ("irq_handler_entry", "sched_wakeup", "sched_switch", "kvm_timer_update_irq",
+                  "kvm_exit", "kvm_entry", "irq_handler_exit", "kvm_guest_fault", "kvm_irq_line")
+    }
+    intr = pl.read_parquet(out / "truth" / "interrupts.parquet")
+    assert intr.height > 0
+    a32 = name == "arm32"
+    inject_event = "irq_handler_exit" if a32 else "kvm_timer_update_irq"
+    for row in intr.iter_rows(named=True):
+        t0, device = row["t_ns"], row["kind"] == "device"
+        start = "kvm_irq_line" if device else "kvm_timer_update_irq" if row["path"] == "host" else "irq_handler_entry"
+        assert t0 in stamps[start]
+        assert t0 + row["total_ns"] in stamps["kvm_entry"]
+        assert row["total_ns"] == sum(row[f"{s}_ns"] or 0 for s in
+                                      ("host_irq", "vcpu_wait", "inject", "exit", "entry"))
+        if row["path"] == "blocked":
+            wake = t0 + row["host_irq_ns"]
+            assert wake in stamps["sched_wakeup"]
+            assert wake + row["vcpu_wait_ns"] in stamps["sched_switch"]
+            if not a32 and not device:
+                assert wake + row["vcpu_wait_ns"] + row["inject_ns"] in stamps["kvm_timer_update_irq"]
+        elif row["path"] == "running":
+            inj = t0 + (row["host_irq_ns"] or 0)
+            assert device or inj in stamps[inject_event]
+            assert inj + row["exit_ns"] in stamps["kvm_exit"]
+    exits = pl.read_parquet(out / "truth" / "exits.parquet")
+    assert exits.height == t.table("kvm_exit").height
+    assert set(exits["t_ns"].to_list()) <= stamps["kvm_exit"]
+    assert set((exits["t_ns"] + exits["handling_ns"]).drop_nulls().to_list()) <= stamps["kvm_entry"]
+    faults = pl.read_parquet(out / "truth" / "faults.parquet")
+    assert faults.height == t.table("kvm_guest_fault").height
+    assert set(faults["t_ns"].to_list()) <= stamps["kvm_guest_fault"]
 
 
 def test_faults_truth(captures: dict[str, tuple[Path, Result]]) -> None:
@@ -147,12 +154,13 @@ def test_faults_truth(captures: dict[str, tuple[Path, Result]]) -> None:
     assert f.filter(pl.col("phase") == "lmbench").height > 1000
 
 
-def test_same_seed_same_bytes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["hog", "adversarial"])
+def test_same_seed_same_bytes(tmp_path: Path, name: str) -> None:
     digests = []
     for i in range(2):
-        run("hog", tmp_path / f"a{i}", seed=3)
+        run(name, tmp_path / f"a{i}", seed=3)
         digests.append(hashlib.sha256((tmp_path / f"a{i}" / "trace.dat").read_bytes()).hexdigest())
-    run("hog", tmp_path / "b", seed=4)
+    run(name, tmp_path / "b", seed=4)
     assert digests[0] == digests[1]
     assert hashlib.sha256((tmp_path / "b" / "trace.dat").read_bytes()).hexdigest() != digests[0]
     for table in ("interrupts", "exits", "faults"):
@@ -161,7 +169,8 @@ def test_same_seed_same_bytes(tmp_path: Path) -> None:
         assert a.equals(b)
 
 
-@pytest.mark.parametrize("name", ["hog", "boot-faults", "study-host"])
+@pytest.mark.parametrize("name", ["hog", "boot-faults", "study-host", "adversarial", "rt-throttle", "idle-wait",
+                                  "stalls", "busy-guest"])
 def test_chunking_does_not_change_the_capture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     """The simulation hands its results over in chunks; how they are cut changes the page layout of
     trace.dat, never an event or the truth (every random stream is independent of the chunking)."""

@@ -84,6 +84,7 @@ class EventSink:
         self.keep = keep
         self.pack = pack  # False: only count the events (a dry run)
         self.kept: list[dict[str, Any]] = []  # with keep=True: what was emitted, for tests
+        self.tmap: Any = None  # simulated (machine) time -> trace time, when the run has stalls
 
     # -- input
     def add(self, name: str, ts: Any, cpu: Any, common_pid: Any, order: int = 0, text: str | None = None,
@@ -95,6 +96,8 @@ class EventSink:
         ts = np.broadcast_to(ts, (n,))
         if n == 0:
             return
+        if self.tmap is not None:
+            ts = self.tmap(ts)
         fmt = self.formats[name]
         cpus = np.broadcast_to(np.asarray(cpu, dtype=np.int64), (n,))
         prefix, size, loc_at = self._variant(name, text or "")

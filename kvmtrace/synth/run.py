@@ -15,6 +15,7 @@ from kvmtrace.capture import Manifest
 from kvmtrace.model.phases import phases_from_markers
 from kvmtrace.record.tracedat_writer import CallableCompressor, TraceDatWriter
 from kvmtrace.synth.emit import EventSink, comm_bytes, load_formats
+from kvmtrace.synth.episodes import CAUSE_SHARE, HOST_IRQS, IPI_IRQ, NET_RX, NIC_IRQ, Ev, counter, net_split
 from kvmtrace.synth.scenario import sample
 from kvmtrace.synth.sim import (
     CLS,
@@ -67,6 +68,7 @@ class Expander:
         self._draw_spec: dict[str, tuple[str, Any]] = {"tick": ("dist", tick), "pc": ("int", len(PCS)),
                                                        "pc_running": ("int", len(PCS)), "iss": ("int", 1 << 22)}
         self.vcpu_comm = vcpu_comm
+        self.hrtimer = bool(sim.p["record"]["hrtimer"])  # False: recorded without the timer events
         self._tables: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def __call__(self, ch: Chunk) -> None:
@@ -76,10 +78,12 @@ class Expander:
         self.wfi(ch)
         self.exits(ch)
         self.interrupts(ch)
+        self.generic(ch)
         cyc = ch.rows("cyclictest", self._task_tables()[1])
         self.truth.add_cyclictest(cyc[:, 0], cyc[:, 1], ch.tid, ch.cpu, cyc[:, 2])
         self.sim.fault_rows.clear()
-        self.truth.marks.extend(ch.marks)
+        stalls = self.sim.stalls
+        self.truth.marks.extend(ch.marks if stalls is None else [(stalls.trace1(t), c, x) for t, c, x in ch.marks])
         if ch.marks:
             self.markers(ch.marks)
         self.sink.flush()
@@ -154,7 +158,22 @@ class Expander:
         k = np.arange(rep.size) - np.repeat(np.cumsum(count) - count, count)
         t_in = first[rep] + k * tick
         dur = self.take("tick", rep.size)
-        self._irq_pair(t_in, t_in + dur, ch.cpu, pid[rep])
+        free = self._clear_of_handlers(ch, t_in, t_in + dur)  # one handler at a time (the slow paths' irqs)
+        self._irq_pair(t_in[free], (t_in + dur)[free], ch.cpu, pid[rep][free])
+
+    @staticmethod
+    def _clear_of_handlers(ch: Chunk, t_in: np.ndarray, t_out: np.ndarray) -> np.ndarray:
+        """Which of these intervals keep 2 us clear of the interrupt handlers of ``ch.ev``."""
+        ev = ch.table("ev")
+        if not ev.shape[0]:
+            return np.ones(t_in.shape[0], bool)
+        ev = ev[ev[:, 2] == ch.cpu]
+        starts = np.sort(ev[ev[:, 0] == Ev.IRQ_IN, 1])
+        ends = np.sort(ev[ev[:, 0] == Ev.IRQ_OUT, 1])
+        if not starts.shape[0]:
+            return np.ones(t_in.shape[0], bool)
+        j = np.searchsorted(starts, t_out + 2000) - 1
+        return ~((j >= 0) & (ends[np.maximum(j, 0)] > t_in - 2000))
 
     # -- the vCPU
     def wfi(self, ch: Chunk) -> None:
@@ -168,17 +187,24 @@ class Expander:
             self.sink.add("kvm_wfi", wfx_ts, cpu, tid, order=1, vcpu_pc=WFI_PC & 0xFFFFFFFF)
             return
         self.sink.add("kvm_wfx_arm64", wfx_ts, cpu, tid, order=1, vcpu_pc=WFI_PC, is_wfe=0)
-        self.sink.add("kvm_timer_save_state", sw + 3000, cpu, tid, order=6, ctl=1, cval=cval.astype(np.uint64),
+        # CTL as read from the hardware: ENABLE, and ISTATUS once the counter has reached CVAL
+        ctl = 1 | np.where(self.cval(self.trace(sw + 3000)) >= cval, 4, 0)
+        self.sink.add("kvm_timer_save_state", sw + 3000, cpu, tid, order=6, ctl=ctl, cval=cval.astype(np.uint64),
                       timer_idx=1)
         self.sink.add("kvm_timer_save_state", sw + 6000, cpu, tid, order=7, ctl=0, cval=0, timer_idx=0)
         # KVM arms a host hrtimer (its background timer) for the blocked vCPU's deadline
-        self.sink.add("hrtimer_start", sw + 7000, cpu, tid, order=8, hrtimer=HRTIMER_BASE + tid.astype(np.uint64),
-                      function=BG_TIMER_FN, expires=deadline, softexpires=deadline, mode=HRTIMER_MODE_ABS_HARD)
+        if self.hrtimer:
+            self.sink.add("hrtimer_start", sw + 7000, cpu, tid, order=8,
+                          hrtimer=HRTIMER_BASE + tid.astype(np.uint64), function=BG_TIMER_FN, expires=deadline,
+                          softexpires=deadline, mode=HRTIMER_MODE_ABS_HARD)
+
+    def trace(self, t: np.ndarray) -> np.ndarray:
+        """Simulated (machine) times on the trace clock, for the fields that hold a time."""
+        return t if self.sim.tmap is None else self.sim.tmap(t)
 
     def cval(self, deadline: np.ndarray) -> np.ndarray:
         """The guest counter's CVAL for a deadline (no int64 overflow for long traces)."""
-        q, r = np.divmod(deadline + self.sim.counter_off, 1_000_000_000)
-        return q * self.sim.counter_hz + r * self.sim.counter_hz // 1_000_000_000
+        return np.asarray(counter(deadline, self.sim.counter_hz, self.sim.counter_off))
 
     def _kvm_exit(self, ts: np.ndarray, cpu: int | np.ndarray, tid: np.ndarray, ret: int, ec: int | np.ndarray,
                   pc: Any) -> None:
@@ -213,6 +239,10 @@ class Expander:
             t, hh, c, p, pc, f = ts[sel], h[sel], cpu[sel], tid[sel], pcs[sel], fault[sel]
             if name == "IRQ":
                 self._irq_exits(t, hh, c, p, pc)
+            elif name == "NET":
+                self._net_exits(t, hh, c, p, pc)
+            elif name == "DEVICE":
+                self._device_exits(t, hh, c, p, pc, f)
             elif name == "SYS64":
                 self._sys64_exits(t, hh, c, p, pc)
             elif name == "HVC64":
@@ -227,6 +257,35 @@ class Expander:
         self._kvm_exit(kx, c, p, 0, 0, pc)
         self._kvm_entry(t + hh, c, p, pc)
         self.truth.add_exits(kx, t + hh, c, p, 0, 0, "IRQ")
+
+    def _net_exits(self, t: np.ndarray, hh: np.ndarray, c: np.ndarray, p: np.ndarray, pc: np.ndarray) -> None:
+        """A host NIC interrupt while the guest runs: its handler raises NET_RX, the softirq runs before
+        kvm_exit is traced (interrupts are taken before it), then kvm_entry."""
+        irq_out, soft_in, soft_out, kx = net_split(t, hh)
+        self.sink.add("irq_handler_entry", t, c, p, order=2, text=HOST_IRQS[NIC_IRQ], irq=NIC_IRQ)
+        self.sink.add("softirq_raise", t + (irq_out - t) // 2, c, p, order=3, vec=NET_RX)
+        self.sink.add("irq_handler_exit", irq_out, c, p, order=4, irq=NIC_IRQ, ret=1)
+        self.sink.add("softirq_entry", soft_in, c, p, order=5, vec=NET_RX)
+        self.sink.add("softirq_exit", soft_out, c, p, order=5, vec=NET_RX)
+        self._kvm_exit(kx, c, p, 0, 0, pc)
+        self._kvm_entry(t + hh, c, p, pc)
+        self.truth.add_exits(kx, t + hh, c, p, 0, 0, "IRQ")
+
+    def _device_exits(self, t: np.ndarray, hh: np.ndarray, c: np.ndarray, p: np.ndarray, pc: np.ndarray,
+                      line: np.ndarray) -> None:
+        """The VMM's device interrupt (its kvm_irq_line at ``line``, on the free CPU) kicks the running guest
+        out: the IPI's handler, kvm_exit, kvm_entry. A device interrupt on the running path."""
+        ipi_out = t + np.maximum(hh * 4 // 10, 1500)
+        kx = t + hh * 6 // 10
+        self.sink.add("irq_handler_entry", t, c, p, order=2, text=HOST_IRQS[IPI_IRQ], irq=IPI_IRQ)
+        self.sink.add("irq_handler_exit", ipi_out, c, p, order=4, irq=IPI_IRQ, ret=1)
+        self._kvm_exit(kx, c, p, 0, 0, pc)
+        self._kvm_entry(t + hh, c, p, pc)
+        self.truth.add_exits(kx, t + hh, c, p, 0, 0, "IRQ")
+        spi = int(self.sim.p["vmm"]["spi"])
+        self.truth.add_rows([("device", spi, "running", int(cpu), int(tid), -1, int(ln), -1, -1, int(ln), int(x),
+                              int(e), None, None, None, None, None, 0)
+                             for cpu, tid, ln, x, e in zip(c, p, line, kx, t + hh, strict=True)])
 
     def _sys64_exits(self, t: np.ndarray, hh: np.ndarray, c: np.ndarray, p: np.ndarray, pc: np.ndarray) -> None:
         """A trapped system register access: kvm_handle_sys_reg; the entry skips the instruction."""
@@ -321,9 +380,10 @@ class Expander:
                           cval=cval[b].astype(np.uint64), timer_idx=1)
             self.sink.add("kvm_timer_restore_state", u + span * 6 // 10, c, t, order=5, ctl=0, cval=0, timer_idx=0)
             self.sink.add("kvm_vcpu_wakeup", u + span * 8 // 10, c, t, order=6,
-                          ns=(wake[b] - since[b]).astype(np.uint64), waited=1, valid=1)
+                          ns=(self.trace(wake[b]) - self.trace(since[b])).astype(np.uint64), waited=1, valid=1)
             self._kvm_entry(e, c, t, np.uint64(WFI_PC))
-            self._bg_timer_expiry(t0[b], wake[b], arr[b, 6], c, t, holder_pid.astype(np.int32))
+            if self.hrtimer:
+                self._bg_timer_expiry(t0[b], wake[b], arr[b, 6], c, t, holder_pid.astype(np.int32))
             u, x, e, c, t = upd[r], kexit[r], entry[r], cpu[r], tid[r]
             pcs = PCS[self.take("pc_running", int(r.sum()))]
             self.sink.add("irq_handler_entry", t0[r], c, t, order=1, text="kvm guest vtimer", irq=12)
@@ -343,8 +403,104 @@ class Expander:
         held_ns = held.astype(object)
         held_ns[code == NO_BLOCKER] = None
         none = [None] * nr
+        kinds, causes, cause_ns = self._causes(bl, rn, names)
         self.truth.add_interrupts(arr, names.tolist() + none, pids.tolist() + none, held_ns.tolist() + none,
-                                  self.a32)
+                                  self.a32, kinds, causes, cause_ns)
+
+    def _causes(self, bl: np.ndarray, rn: np.ndarray, blocker_names: np.ndarray) -> tuple[list[Any], list[Any],
+                                                                                           np.ndarray]:
+        """Each interrupt's top cause (kind, name, a lower bound of its share) where it holds CAUSE_SHARE of
+        the latency (docs/synth.md, "Truth"): the vCPU thread's own host work, the waking handler, the
+        task that held the CPU, or the idle CPU."""
+        dl, t0, wake, irq_exit, switch, entry, sw_out = (bl[:, i] for i in (0, 1, 2, 3, 4, 6, 8))
+        holder, code, held = bl[:, 9], bl[:, 11], bl[:, 12]
+        if self.sim.stalls is not None:  # machine times (stalls are their own cause: TruthBuilder)
+            dl = np.array([self.sim.stalls.machine1(int(d)) for d in dl.tolist()], np.int64)
+
+        def ran(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+            return np.maximum(hi - lo, 0)
+
+        gone = np.maximum(dl, sw_out)  # the deadline may pass while the vCPU thread is still blocking
+        share = np.column_stack((
+            ran(switch, entry) + ran(dl, sw_out),  # vcpu: its own host work
+            ran(t0, wake) + np.where(code == IRQ_BLOCKER, held, 0),  # irq:arch_timer (the rest of it, the ticks)
+            np.where(code >= 0, held, 0),  # the task that held the CPU
+            np.where(holder == 0, ran(irq_exit, switch) + ran(gone, t0), 0),  # idle
+        ))
+        best = share.argmax(axis=1)
+        lat = (entry if self.sim.tmap is None else self.sim.tmap(entry)) - bl[:, 0]
+        ok = share[np.arange(share.shape[0]), best] >= CAUSE_SHARE * lat
+        kind_of = np.array(["vcpu", "irq", "task", "idle"], object)[best]
+        name_of = np.array([self.vcpu_comm, "irq:arch_timer", None, "idle"], object)[best]
+        name_of[best == 2] = blocker_names[best == 2]
+        keep = ok.tolist()
+        kinds = [k if o else None for k, o in zip(kind_of.tolist(), keep, strict=True)] + [None] * rn.shape[0]
+        names = [k if o else None for k, o in zip(name_of.tolist(), keep, strict=True)] + [None] * rn.shape[0]
+        ns = np.concatenate((np.where(ok, share.max(axis=1), 0), np.zeros(rn.shape[0], np.int64)))
+        return kinds, names, ns
+
+    def generic(self, ch: Chunk) -> None:
+        """The slow paths' events (``Chunk.ev``, codes ``episodes.Ev``), their interrupts and exits."""
+        ev = ch.table("ev")
+        _comm, tpid, tprio = self._task_tables()
+        comms = np.array([t.comm for t in self.sim.tasks], object)
+        add = self.sink.add
+        for c in np.unique(ev[:, 0]).tolist() if ev.shape[0] else []:
+            r = ev[ev[:, 0] == c]
+            ts, cpu, pid, a, b, cc = r[:, 1], r[:, 2], r[:, 3].astype(np.int32), r[:, 4], r[:, 5], r[:, 6]
+            if c == Ev.IRQ_IN:
+                for irq in np.unique(a).tolist():
+                    sel = a == irq
+                    add("irq_handler_entry", ts[sel], cpu[sel], pid[sel], order=2, text=HOST_IRQS[irq], irq=irq)
+            elif c == Ev.IRQ_OUT:
+                add("irq_handler_exit", ts, cpu, pid, order=4, irq=a, ret=1)
+            elif c in (Ev.SOFT_RAISE, Ev.SOFT_IN, Ev.SOFT_OUT):
+                name = {Ev.SOFT_RAISE: "softirq_raise", Ev.SOFT_IN: "softirq_entry", Ev.SOFT_OUT: "softirq_exit"}[c]
+                add(name, ts, cpu, pid, order=3 if c == Ev.SOFT_RAISE else 5, vec=a)
+            elif c == Ev.UPD:
+                add("kvm_timer_update_irq", ts, cpu, pid, order=2, vcpu_id=0, irq=a, level=b)
+            elif c == Ev.VGIC:
+                add("vgic_update_irq_pending", ts, cpu, pid, order=3, vcpu_id=0, irq=a, level=b)
+            elif c in (Ev.SAVE, Ev.RESTORE):
+                add("kvm_timer_save_state" if c == Ev.SAVE else "kvm_timer_restore_state", ts, cpu, pid,
+                    order=6 if c == Ev.SAVE else 4, ctl=a, cval=b.astype(np.uint64), timer_idx=cc)
+            elif c == Ev.VWAKE:
+                add("kvm_vcpu_wakeup", ts, cpu, pid, order=6, ns=a.astype(np.uint64), waited=b, valid=1)
+            elif c == Ev.WFX:
+                add("kvm_wfx_arm64", ts, cpu, pid, order=1, vcpu_pc=WFI_PC, is_wfe=0)
+            elif c == Ev.ENTRY:
+                self._kvm_entry(ts, cpu, pid, self._pcs(a))
+            elif c == Ev.KEXIT:
+                self._kvm_exit(ts, cpu, pid, a, b, self._pcs(cc))
+            elif c == Ev.IRQLINE:
+                add("kvm_irq_line", ts, cpu, pid, order=2, type=1, vcpu_idx=0, irq_num=a, level=b)
+            elif c == Ev.UEXIT:
+                add("kvm_userspace_exit", ts, cpu, pid, order=4, reason=a, errno=b)
+            elif c == Ev.HR_IN and self.hrtimer:
+                add("hrtimer_expire_entry", ts, cpu, pid, order=3, hrtimer=HRTIMER_BASE + a.astype(np.uint64),
+                    now=self.trace(b), function=BG_TIMER_FN)
+            elif c == Ev.HR_START and self.hrtimer:
+                add("hrtimer_start", ts, cpu, pid, order=8, hrtimer=HRTIMER_BASE + a.astype(np.uint64),
+                    function=BG_TIMER_FN, expires=b, softexpires=b, mode=HRTIMER_MODE_ABS_HARD)
+            elif c == Ev.HR_OUT and self.hrtimer:
+                add("hrtimer_expire_exit", ts, cpu, pid, order=4, hrtimer=HRTIMER_BASE + a.astype(np.uint64))
+            elif c == Ev.WAKEUP:
+                add("sched_wakeup", ts, cpu, pid, order=3, comm=np.array([comm_bytes(x) for x in comms[a]], "S16"),
+                    pid=tpid[a], prio=tprio[a], target_cpu=b)
+        x = ch.table("xexits")
+        if x.shape[0]:
+            for cls in np.unique(x[:, 4]).tolist():
+                sel = x[:, 4] == cls
+                n = int(sel.sum())
+                self.truth.add_exits(x[sel, 0], x[sel, 1], np.full(n, ch.cpu), np.full(n, ch.tid), int(x[sel][0, 2]),
+                                     int(x[sel][0, 3]), "WFx" if cls == WFX else EXIT_CLASSES[cls])
+        if ch.intr:
+            self.truth.add_rows(ch.intr)
+
+    @staticmethod
+    def _pcs(idx: np.ndarray) -> np.ndarray:
+        """Guest PCs by index (-1: the WFI instruction's)."""
+        return np.where(idx < 0, np.uint64(WFI_PC), PCS[np.maximum(idx, 0)])
 
     def _bg_timer_expiry(self, t0: np.ndarray, wake: np.ndarray, irq_exit: np.ndarray, cpu: int | np.ndarray,
                          tid: np.ndarray, pid: np.ndarray) -> None:
@@ -352,7 +508,7 @@ class Expander:
         wakes the vCPU."""
         at = t0 + (wake - t0) // 2
         self.sink.add("hrtimer_expire_entry", at, cpu, pid, order=3, hrtimer=HRTIMER_BASE + tid.astype(np.uint64),
-                      now=at, function=BG_TIMER_FN)
+                      now=self.trace(at), function=BG_TIMER_FN)
         self.sink.add("hrtimer_expire_exit", wake + np.maximum((irq_exit - wake) // 2, 1), cpu, pid, order=4,
                       hrtimer=HRTIMER_BASE + tid.astype(np.uint64))
 
@@ -391,6 +547,8 @@ def simulate(params: dict[str, Any], seed: int, out: Path | None, *, dry: bool =
     writer = TraceDatWriter(version=7 if zstd else 6, long_size=long_size, trace_clock="mono",
                             compression=zstd_compressor() if zstd else None)
     formats = load_formats(arch)
+    if not params["record"]["hrtimer"]:  # trace-cmd record -e kvm -e sched -e irq: no timer events
+        formats = {name: f for name, f in formats.items() if f[0] != "timer"}
     for _name, (system, fmt_text) in formats.items():
         if system == "ftrace":
             writer.add_ftrace_format(fmt_text)
@@ -399,10 +557,13 @@ def simulate(params: dict[str, Any], seed: int, out: Path | None, *, dry: bool =
     sim = Simulator(params, seed)
     sink = EventSink(writer, formats, keep=keep, pack=not (dry or out is None))
     truth = TruthBuilder(params)
+    truth.stalls, truth.tmap, sink.tmap = sim.stalls, sim.tmap, sim.tmap
     exp = Expander(sim, sink, truth, arch, params["vcpu_comm"])
     start = int(float(params["start_s"]) * 1e9)
     loops = int(params["cyclictest"]["loops"])
     end = _run_cpus(params, sim, exp, start, loops)
+    if sim.stalls is not None:
+        end = sim.stalls.trace1(end)
     _describe_trace(writer, params, long_size)
     events = sum(sink.counts.values())
     result = Result(out=out or Path("."), events=events, counts=dict(sink.counts), seconds=0.0, loops=loops,
@@ -425,6 +586,7 @@ def _run_cpus(params: dict[str, Any], sim: Simulator, exp: Expander, start: int,
     end = start
     runs = params["vcpus"] if params["side"] == "guest" else [{"cpu": 0, "tid": params["cyclictest"]["tid"]}]
     sim.tick_phases = {}
+    sim.free_cpu = free[-1] if free else -1
 
     def sink_chunk(ch: Chunk) -> None:
         if free:
@@ -435,10 +597,10 @@ def _run_cpus(params: dict[str, Any], sim: Simulator, exp: Expander, start: int,
     for v in runs:
         end = max(end, sim.run_cpu(v, loops, start, marks_cpu, FLUSH_ITEMS, sink_chunk))
         last = sim.chunk
-        sim.chunk = Chunk()
+        sim.chunk = sim.new_chunk()
         sink_chunk(last)
     for c in free:  # events of CPUs without a measured thread
-        late = Chunk(c, 0)
+        late = sim.new_chunk(c, 0)
         sim.background_only(c, start, end, late)
         if c == marks_cpu:
             late.marks = late_marks

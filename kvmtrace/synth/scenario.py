@@ -104,6 +104,17 @@ BASE: dict[str, Any] = {
         "IRQ": {"rate_hz": 250, "handling": ln(4, 0.3, 1, 50)},
     }},
     "lmbench": None,               # {"mb": 64, "guest_ms": 300}: first-touch faults in a benchmark phase
+    "record": {"hrtimer": True},   # False: recorded without the timer events (-e kvm -e sched -e irq)
+    # the kernel's real-time bandwidth (sched_rt_runtime_us / sched_rt_period_us): throttles a FIFO vCPU
+    "rt": {"runtime_us": 950_000, "period_us": 1_000_000},
+    # the VMM's main thread (on a CPU without a vCPU): its device interrupt (kvm_irq_line), how long before
+    # the vCPU's CPU sees its IPI (its kick) it injects, how long it runs; exits.DEVICE: how often it does
+    # while the guest runs (and, in wall time, while the vCPU thread is throttled)
+    "vmm": {"spi": 79, "lead": ln(8, 0.3, 4, 30), "run": ln(20, 0.4, 6, 80)},
+    "early_wake": None,            # the VMM wakes the blocked vCPU before its deadline (docs/synth.md)
+    "extra_timer": None,           # the sleeping guest's other timers (docs/synth.md)
+    "idle": None,                  # the vCPU's background timer migrates; its CPU exits deep idle late
+    "stalls": None,                # whole-machine stalls: {"rate_hz", "duration", "first_ms"}
 }
 
 
@@ -181,6 +192,73 @@ PRESETS: dict[str, dict[str, Any]] = {
         "cyclictest": {"loops": 2000},
     }),
 }
+# the adversarial presets (docs/synth.md, "Adversarial mechanisms"): captures that disagree with the
+# easy assumptions an analysis might make
+_EARLY_WAKE: dict[str, Any] = {
+    "prob": 0.25,                  # of the blocked waits, the VMM wakes this share before the deadline ...
+    "kick_share": 0.35,            # ... by signalling the vCPU thread (KVM_EXIT_INTR), else with a device SPI
+    "lead": {"mix": [[0.5, ln(40, 0.8, 5, 300)], [0.5, ln(400, 0.5, 80, 950)]]},  # wakeup -> deadline
+    "device_handling": ln(25, 0.4, 8, 150),  # the guest's device interrupt handler
+    "user_rt": ln(25, 0.4, 10, 120),        # KVM_EXIT_INTR -> back in KVM_RUN (QEMU's signal handling)
+    "rewfi_us": 3,                          # kick before the deadline: the guest idles again at once
+}
+PRESETS["adversarial"] = _merge(PRESETS["hog"], {
+    "description": "As 'hog', with the VMM waking the blocked vCPU before its deadline (device interrupts "
+                   "through kvm_irq_line, kicks through KVM_EXIT_INTR, relayed by an IPI), timer interrupts "
+                   "2-10 us after the deadline, saves that read ISTATUS.",
+    "stages": {"timer": ln(4, 0.4, 2, 10)},
+    "guest": {"busy_prob": 0.3, "busy": ln(500, 0.5, 100, 2000)},
+    "cyclictest": {"loops": 2000},
+    "early_wake": _EARLY_WAKE,
+    # the sleeping guest's other timers, due before cyclictest's: its virtual timer reprogrammed to an
+    # earlier deadline (a driver's timeout), or its physical timer (PPI 30)
+    "extra_timer": {"prob": 0.06, "ptimer_share": 0.5, "handling": ln(8, 0.4, 2, 60)},
+})
+PRESETS["adversarial-fit"] = _merge(PRESETS["adversarial"], {
+    "description": "'adversarial' recorded without the timer events (trace-cmd record -e kvm -e sched -e irq): "
+                   "deadlines only from the saved CVALs, fitted.",
+    "record": {"hrtimer": False},
+})
+PRESETS["busy-guest"] = _merge(BASE, {
+    "description": "A busy guest: most timer interrupts arrive while it runs (their deadline is unknown on the "
+                   "host). Host NIC interrupts taken in guest mode run NET_RX softirqs, some long, before the "
+                   "exit; a threaded IRQ handler (SCHED_FIFO 50) holds the vCPU's CPU now and then while it sleeps.",
+    "guest": {"busy_prob": 0.8, "busy": ln(900, 0.4, 200, 3000)},
+    "cyclictest": {"loops": 2000},
+    "exits": {"NET": {"rate_hz": 150, "handling": {"mix": [[0.9, ln(40, 0.6, 15, 300)],
+                                                           [0.1, ln(1500, 0.6, 400, 5000)]]}}},
+    "background": [
+        {"comm": "irq/48-mmc0", "pid": 77, "cpu": 0, "policy": "fifo", "prio": 50, "rate_hz": 8,
+         "burst": ln(300, 0.5, 60, 900)},
+        *BASE["background"],
+    ],
+})
+_HOG_CPU1 = {"comm": "stress-ng-cpu", "pid": 900, "cpu": 1, "policy": "other", "prio": 0, "nice": 0}
+PRESETS["idle-wait"] = _merge(BASE, {
+    "description": "The vCPU's CPU is otherwise idle, a CPU hog keeps the other one busy: KVM arms the blocked "
+                   "vCPU's background timer on the busy CPU (timer migration), it wakes the vCPU there, and the "
+                   "vCPU's CPU, deep in idle, answers the reschedule IPI late.",
+    "hog": _HOG_CPU1,
+    "idle": {"migrate": True, "ipi": ln(3, 0.3, 1, 10),  # the wakeup -> the IPI reaches an awake CPU
+             "exit": {"mix": [[0.7, ln(5, 0.4, 2, 20)], [0.3, ln(500, 0.7, 150, 3000)]]}},  # idle exit latency
+    "cyclictest": {"loops": 2000},
+})
+PRESETS["stalls"] = _merge(BASE, {
+    "description": "The whole machine stops now and then (an emulator or a hypervisor that does not run it): "
+                   "every CPU silent for tens of ms while a CPU hog keeps the other CPU busy; a deadline inside "
+                   "a stall comes due when it ends.",
+    "hog": _HOG_CPU1,
+    "stalls": {"rate_hz": 2, "duration": ln(40_000, 0.35, 22_000, 90_000), "first_ms": 200},
+    "cyclictest": {"loops": 2000},
+})
+PRESETS["rt-throttle"] = _merge(PRESETS["rt-vcpu"], {
+    "description": "A CPU-bound guest (cyclictest beside a busy loop) on a SCHED_FIFO vCPU thread that never "
+                   "sleeps, beside a SCHED_OTHER hog: the kernel's real-time budget (950 ms of every second) "
+                   "throttles the vCPU thread for the rest of each period. The VMM injects device interrupts.",
+    "guest": {"busy_prob": 1.0, "busy": {"const_us": 5000}},
+    "cyclictest": {"loops": 3000},
+    "exits": {"DEVICE": {"rate_hz": 40, "handling": ln(6, 0.3, 2, 40)}},
+})
 PRESETS["arm32"] = _merge(PRESETS["study-guest"], {
     "arch": "arm32",
     "description": "The study's guest run recorded with the 32-bit ARM (Linux 3.9) event formats: "

@@ -20,13 +20,17 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from kvmtrace.synth import episodes
+from kvmtrace.synth.episodes import NO_EPISODE, Episodes, StallMap, chunk_foreign
 from kvmtrace.synth.scenario import sample
 
 NS = 1000  # ns per us in parameters
 EC = {"WFx": 0x01, "SYS64": 0x18, "HVC64": 0x16, "DABT_LOW": 0x24, "IABT_LOW": 0x20}
-EXIT_CLASSES = ("IRQ", "SYS64", "HVC64", "MMIO_UART", "MMIO_VIRTIO", "MMIO_GIC", "RAM", "IABT", "ACCESS")
+EXIT_CLASSES = ("IRQ", "SYS64", "HVC64", "MMIO_UART", "MMIO_VIRTIO", "MMIO_GIC", "RAM", "IABT", "ACCESS", "NET",
+                "DEVICE")
 CLS = {name: i for i, name in enumerate(EXIT_CLASSES)}
 WFX = 100  # class code of the WFx exit that blocks the vCPU
+DEVICE = CLS["DEVICE"]  # the VMM's device interrupt kicks the guest out (the exit row's fault field: its kvm_irq_line)
 REGIONS = {"MMIO_UART": ("uart", 0x09000000, 0x1000), "MMIO_VIRTIO": ("virtio", 0x0A000000, 0x4000),
            "MMIO_GIC": ("gic", 0x08000000, 0x10000)}
 NICE_WEIGHT = {-10: 9548, -5: 3121, 0: 1024, 5: 335, 10: 110, 19: 15}
@@ -35,6 +39,9 @@ NEVER = 1 << 62
 # blocker codes in the interrupt rows (else a task index)
 NO_BLOCKER, IRQ_BLOCKER = -1, -2
 PATHS = ("blocked", "running", "host")
+# what guest_run returns instead of an interrupt time when it stops at an exit: the tick that finds
+# the real-time budget spent (CUT), an exit whose handling the guest timer's interrupt falls into (NESTED)
+CUT, NESTED = -1, -2
 
 
 def stream(seed: int, name: str) -> np.random.Generator:
@@ -154,11 +161,16 @@ class Chunk:
         "running": ("deadline", "t0", "upd", "kexit", "entry", "gh"),  # running-path interrupts
         "wfi": ("w", "switch", "deadline"),  # WFx: exit, switch-out, the deadline KVM arms a hrtimer for
         "cyclictest": ("deadline", "latency", "path"),  # path: index in PATHS
+        # the slow paths' events, one by one (code: Ev in episodes.py; pid -1: whoever runs on cpu then)
+        "ev": ("code", "ts", "cpu", "pid", "a", "b", "c"),
+        "xexits": ("t", "entry", "ret", "ec", "cls"),  # exits whose events are in ``ev`` (truth only)
     }
 
-    def __init__(self, cpu: int = 0, tid: int = 0, me: int = 0, back: int = 0) -> None:
+    def __init__(self, cpu: int = 0, tid: int = 0, me: int = 0, back: int = 0,
+                 tmap: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         self.cpu, self.tid = cpu, tid
         self.me, self.back = me, back  # task indexes: the measured thread, who runs when it sleeps
+        self.tmap = tmap  # machine time -> trace time (whole-machine stalls), None: the same
         self.sw: list[int] = []
         self.wk: list[int] = []
         self.ticks: list[int] = []
@@ -168,6 +180,10 @@ class Chunk:
         self.running: list[int] = []
         self.wfi: list[int] = []
         self.cyclictest: list[int] = []
+        self.ev: list[int] = []
+        self.xexits: list[int] = []
+        # interrupts of the slow paths, with their stage boundaries (times): see TruthBuilder.add_rows
+        self.intr: list[tuple[Any, ...]] = []
         self.marks: list[tuple[int, int, str]] = []  # ts, cpu, text
         self._tables: dict[str, np.ndarray] = {}
 
@@ -175,10 +191,11 @@ class Chunk:
         """Weighted row count (switches, exits x3, interrupts x10, ticks x2), the flush criterion."""
         nb, nr = len(self.blocked) // 15, len(self.running) // 6
         return (len(self.sw) // 4 + 2 * nb + (len(self.exits) // 4 + nb + nr) * 3 + (nb + nr) * 10
-                + (len(self.ticks) // 3 + nb) * 2)
+                + (len(self.ticks) // 3 + nb) * 2 + len(self.ev) // 7 + 10 * len(self.intr))
 
     def table(self, name: str) -> np.ndarray:
-        """The rows appended to record ``name``, as an (n, fields) int64 array (cached)."""
+        """The rows appended to record ``name``, as an (n, fields) int64 array (cached). Times are machine
+        times: the trace clock is applied where events and truth are written (EventSink, TruthBuilder)."""
         flat = getattr(self, name)
         hit = self._tables.get(name)
         if hit is None or hit.size != len(flat):
@@ -209,9 +226,10 @@ class Chunk:
         elif name == "run":
             held = b[b[:, 9] != 0]  # not while idle
             extra = [np.column_stack((held[:, 13], held[:, 1], pid[held[:, 9]]))]
-        elif name == "cyclictest":
-            extra = [np.column_stack((b[:, 0], entry - b[:, 0] + b[:, 14], np.zeros(nb, np.int64))),
-                     np.column_stack((r[:, 0], r[:, 4] - r[:, 0] + r[:, 5], np.ones(r.shape[0], np.int64)))]
+        elif name == "cyclictest":  # the latency from the deadline (a trace time) to the entry on the trace clock
+            tm = self.tmap if self.tmap is not None else (lambda t: t)
+            extra = [np.column_stack((b[:, 0], tm(entry) - b[:, 0] + b[:, 14], np.zeros(nb, np.int64))),
+                     np.column_stack((r[:, 0], tm(r[:, 4]) - r[:, 0] + r[:, 5], np.ones(r.shape[0], np.int64)))]
         else:
             return base
         out = np.concatenate([base, *extra])
@@ -267,7 +285,6 @@ class Simulator:
         self.cfs = {k: int(v) * NS for k, v in params["cfs"].items()}
         self.counter_hz = int(params["counter_hz"])
         self.counter_off = int(float(params["counter_offset_s"]) * 1e9)
-        self.chunk = Chunk()
         self.tasks: list[Task] = [IDLE]
         self.fault_rows: list[tuple[int, ...]] = []  # ts, tid, ipa, hsr, class, write, level, kind
         self.ram_cursor = int(params["guest_ram"]["start"])
@@ -277,6 +294,28 @@ class Simulator:
         self.bg_end = -1
         self.min_vr = 0.0
         self.lm_fresh = False
+        # events the measured CPUs cause on CPUs without a measured thread (Chunk "ev" rows), and the
+        # VMM thread's runs there (cpu, waker irq, irq entry, wakeup, irq exit, switch in, switch out):
+        # they are written with that CPU's own events, at the end
+        self.foreign: list[int] = []
+        self.vmm_runs: list[tuple[int, ...]] = []
+        self.vmm: Task | None = None
+        self.free_cpu = -1  # a CPU without a measured thread (the VMM's main thread runs there)
+        self.vmm_lead = Pool(stream(seed, "vmm:lead"), params["vmm"]["lead"]).next
+        self.vmm_run = Pool(stream(seed, "vmm:run"), params["vmm"]["run"]).next
+        self.cut: tuple[int, int, int] = (0, 0, 0)  # the exit guest_run stopped at: ts, class, handling
+        self.stalls = StallMap.draw(params, seed)
+        self.tmap = self.stalls.trace if self.stalls is not None else None
+        self.chunk = self.new_chunk()
+
+    def new_chunk(self, cpu: int = 0, tid: int = 0, me: int = 0, back: int = 0) -> Chunk:
+        return Chunk(cpu, tid, me, back, self.tmap)
+
+    def vmm_task(self) -> Task:
+        """The VMM's main thread (QEMU's I/O loop): it injects device interrupts and kicks vCPUs."""
+        if self.vmm is None:
+            self.vmm = self.task(self.p["vcpu_comm"], int(self.p["vmm_pid"]))
+        return self.vmm
 
     def task(self, comm: str, pid: int, policy: str = "other", prio: int = 0, nice: int = 0) -> Task:
         t = Task(comm, pid, policy, prio, nice)
@@ -295,7 +334,7 @@ class Simulator:
         self.tick_phase = int(stream(self.seed, f"tick_phase:{cpu}").integers(0, self.tick_ns))
         self.tick_phases[cpu] = self.tick_phase  # the host tick grid of this CPU, for every chunk
         self.min_vr = 0.0
-        self.chunk = Chunk(cpu, tasks.me.pid, tasks.me.idx, tasks.back.idx)
+        self.chunk = self.new_chunk(cpu, tasks.me.pid, tasks.me.idx, tasks.back.idx)
         now = start
         if self.p["side"] == "guest":
             now = self.guest_phases(tasks, cpu, start, marks_cpu)
@@ -394,16 +433,24 @@ class Simulator:
                 f"Avg:{stats.sum // loops // NS:5d} Max:{stats.max // NS:9d}")
 
     # ------------------------------------------------------------------ pieces
-    def guest_run(self, now: int, need: int, ex: ExitStream, me: Task,
-                  irq_at: int | None) -> tuple[int, int | None]:
+    def guest_run(self, now: int, need: int, ex: ExitStream, me: Task, irq_at: int | None,
+                  cut_at: int = NEVER, nest: int = -1) -> tuple[int, int | None]:
         """Run the guest from ``now`` for ``need`` ns of guest time, taking exits.
 
         Returns (wall time when the guest executes WFI, None) or, when ``irq_at`` falls while the
-        guest runs, (guest time still needed, wall time of the interrupt)."""
+        guest runs, (guest time still needed, wall time of the interrupt). Stops with (guest time
+        still needed, CUT) at the host tick ``cut_at`` (an exit in the host delays it to the exit's end),
+        and with (..., NESTED) at an exit of class ``nest`` whose handling ``irq_at`` falls into;
+        ``self.cut`` is (that time, the exit's class, its handling)."""
         if ex.pending is None:
             ex.pending = ex.next()
         gap, cls, handling = ex.pending
         while True:
+            if cut_at <= now + (gap if gap < need else need) and (irq_at is None or cut_at < irq_at):
+                used = cut_at - now if cut_at > now else 0
+                ex.pending = (gap - used, cls, handling)
+                self.cut = (now + used, 0, 0)
+                return need - used, CUT
             if irq_at is not None and irq_at <= now + (gap if gap < need else need):
                 used = irq_at - now if irq_at > now else 0
                 if used < gap:
@@ -414,16 +461,45 @@ class Simulator:
                 return now + need, None
             now += gap
             need -= gap
-            self.emit_exit(now, cls, handling, me)
+            if cls == nest and irq_at is not None and irq_at < now + handling:
+                self.cut = (now, cls, handling)
+                ex.pending = ex.next()
+                return need, NESTED
+            self.emit_exit(now, cls, handling, me, now - gap)
             now += handling
             ex.pending = gap, cls, handling = ex.next()
 
-    def emit_exit(self, ts: int, cls: int, handling: int, me: Task) -> None:
+    def emit_exit(self, ts: int, cls: int, handling: int, me: Task, since: int = 0) -> None:
+        """An exit at ``ts`` of a guest that runs since ``since``."""
         fault = -1
         if cls in FAULTING:
             fault = len(self.fault_rows)
             self.fault_rows.append(self.make_fault(ts, EXIT_CLASSES[cls], me.pid))
+        elif cls == DEVICE:  # the VMM injected a device interrupt while the guest ran; its kick (an IPI) exits it
+            fault = self.vmm_episode(max(ts - self.vmm_lead(), since + NS // 2), False)
         self.chunk.exits += (ts, handling, cls, fault)
+
+    def vmm_episode(self, t_line: int, kick: bool) -> int:
+        """The VMM's main thread on the free CPU, woken by a host NIC interrupt (device) or its own timer
+        (kick), injects the device SPI with kvm_irq_line (device) or signals the vCPU thread (kick) at
+        ``t_line``. Returns ``t_line``."""
+        c, vmm, spi = self.free_cpu, self.vmm_task(), int(self.p["vmm"]["spi"])
+        if c < 0:
+            raise ValueError("the VMM's device interrupts and kicks need a CPU without a vCPU (ncpus)")
+        irq_in = t_line - 14 * NS
+        wake = irq_in + 3 * NS
+        irq_out = wake + 1500
+        until = t_line + self.vmm_run()
+        last = self.vmm_runs[-1] if self.vmm_runs else None
+        if last is not None and last[0] == c and irq_in <= last[6] + 4 * NS:  # still running: no wakeup
+            self.vmm_runs[-1] = (*last[:6], max(last[6], until))
+        else:
+            self.vmm_runs.append((c, episodes.TIMER_IRQ if kick else episodes.NIC_IRQ, irq_in, wake, irq_out,
+                                  irq_out + 4 * NS, until))
+        if not kick:
+            self.foreign += (episodes.Ev.IRQLINE, t_line, c, vmm.pid, spi, 1, 0,
+                             episodes.Ev.VGIC, t_line + 1500, c, vmm.pid, spi, 1, 0)
+        return t_line
 
     def make_fault(self, ts: int, name: str, tid: int) -> tuple[int, ...]:
         """(ts, tid, ipa, hsr, hxfar, write, level, kind(0 translation,1 access,2 permission), mmio, mmio_val)."""
@@ -504,13 +580,11 @@ class Simulator:
 
     def wait(self, me: Task, cur: Task, cur_since: int, wake: int, irq_exit: int,
              hog: Task | None, sched: int) -> tuple[int, int, int, int]:
-        """When the woken thread gets the CPU (``sched`` after it may), who held it meanwhile
-        (blocker code, ns), and the holder's prev_state."""
-        tail = irq_exit - wake  # the rest of the waking interrupt's handler: its own blocker (docs/stages.md)
+        """When the woken thread gets the CPU (``sched`` after it may): (switch, the holder's prev_state,
+        the holder's share of the wait, the host ticks' share). The rest of the waking interrupt's handler
+        (``irq_exit - wake``) is the waking handler's (docs/stages.md)."""
         if cur is IDLE:
-            if tail > 0:
-                return irq_exit + sched, IRQ_BLOCKER, tail, 0
-            return irq_exit + sched, NO_BLOCKER, -1, 0
+            return irq_exit + sched, 0, 0, 0
         cfs = self.cfs
         me.vr = max(me.vr, self.min_vr - cfs["latency_us"] / 2)
         finite = cur is not hog
@@ -556,12 +630,11 @@ class Simulator:
         if cur.policy == "other":
             cur.vr += (switch - cur_since) * 1024 / cur.weight
         self.min_vr = max(self.min_vr, min(cur.vr, me.vr))
-        if tail + tick_ns >= held:  # ties go to the handler, as the analysis orders owners by name
-            return switch, IRQ_BLOCKER, tail + tick_ns, state
-        return switch, cur.idx, held, state
+        return switch, state, held, tick_ns
 
     def background_only(self, cpu: int, start: int, end: int, out: Chunk) -> None:
-        """A CPU without a measured thread: its background bursts on an otherwise idle CPU."""
+        """A CPU without a measured thread: its background bursts, the VMM thread's runs and the events the
+        measured CPUs caused here (``foreign``), on an otherwise idle CPU or around its hog."""
         rng = stream(self.seed, f"background_only:{cpu}")
         self.tick_phases[cpu] = int(rng.integers(0, self.tick_ns))
         tasks = [(self.task(b["comm"], int(b["pid"]), b.get("policy", "other"), int(b.get("prio", 0))),
@@ -574,19 +647,54 @@ class Simulator:
             arrivals += [(int(x), i) for x in times[times < end - 1_000_000]]
         arrivals.sort()
         durs = {i: sample(d, rng, len(arrivals) + 1).tolist() for i, (_t, _r, d) in enumerate(tasks)}
-        t = start
+        hog_p = self.p.get("hog")
+        hog = (self.task(hog_p["comm"], int(hog_p["pid"]), hog_p.get("policy", "other"), int(hog_p.get("prio", 0)),
+                         int(hog_p.get("nice", 0))) if hog_p and int(hog_p["cpu"]) == cpu else None)
+        back = hog if hog is not None else IDLE
+        vmm = sorted(r for r in self.vmm_runs if r[0] == cpu)  # (cpu, irq, irq in, wakeup, irq out, in, out)
+        busy = [(r[2] - 2 * NS, r[6] + 2 * NS) for r in vmm]  # a burst does not run into a VMM run
+        runs: list[tuple[int, int, Task]] = [(r[5], r[6], self.vmm_task()) for r in vmm]
+        t, k = start, 0
         for j, (arrive, i) in enumerate(arrivals):
-            task = tasks[i][0]
             a = max(arrive, t + 2 * NS)
             e = a + durs[i][j]
-            out.wk += (a - NS, 0, task.idx)
-            out.sw += (a, 0, 0, task.idx)
-            out.sw += (e, task.idx, 1, 0)
-            out.run += (a, e, task.pid)
+            while k < len(busy) and busy[k][1] <= a - NS:
+                k += 1
+            while k < len(busy) and busy[k][0] < e:  # wait for the VMM's run to end
+                a = busy[k][1] + 2 * NS
+                e = a + durs[i][j]
+                k += 1
+            runs.append((a, e, tasks[i][0]))
+            out.wk += (a - NS, back.pid, tasks[i][0].idx)
             t = e
+        runs.sort(key=lambda r: r[0])
+        for r in vmm:
+            out.ev += (episodes.Ev.IRQ_IN, r[2], cpu, back.pid, r[1], 0, 0, episodes.Ev.IRQ_OUT, r[4], cpu, back.pid,
+                       r[1], 0, 0)
+            out.wk += (r[3], back.pid, self.vmm_task().idx)
+        prev = start
+        for a, e, task in runs:
+            out.sw += (a, back.idx, 0, task.idx)
+            out.sw += (e, task.idx, 1, back.idx)
+            out.run += (a, e, task.pid)
+            if hog is not None and a > prev:
+                out.run += (prev, a, hog.pid)
+            prev = e
+        if hog is not None and end > prev:
+            out.run += (prev, end, hog.pid)
+        starts = np.array([r[0] for r in runs], np.int64)
+        ends = np.array([r[1] for r in runs], np.int64)
+        pids = np.array([r[2].pid for r in runs], np.int64)
+
+        def pid_at(ts: np.ndarray) -> np.ndarray:
+            i = np.searchsorted(starts, ts, side="right") - 1
+            inside = (i >= 0) & (ts < ends[np.maximum(i, 0)])
+            return np.where(inside, pids[np.maximum(i, 0)], back.pid)
+
+        chunk_foreign(self, out, pid_at)
 
 
-class CyclictestLoop:
+class CyclictestLoop(Episodes):
     """cyclictest's loops on one measured CPU. Each deadline's timer interrupt takes the running path
     (it fires while the guest runs) or the blocked path (the measured thread sleeps, host tasks run
     until the interrupt wakes it). Rows go to ``sim.chunk``; full chunks go to ``sink``.
@@ -615,8 +723,14 @@ class CyclictestLoop:
         self.last_in = now
         self.blocked_at, self.sw_ts = now, 0  # the vCPU's last WFx exit and switch away
         self.nmin = min(self.nxt) if self.nxt else NEVER  # the next background arrival
+        # whole-machine stalls: deadlines are trace times, the simulation runs on machine time
+        self.tr = sim.stalls.trace1 if sim.stalls is not None else None
+        self.m_of = sim.stalls.machine1 if sim.stalls is not None else None
+        self.prev_dl = self.reprog_at = 0  # the guest timer's previous deadline, until it was reprogrammed
+        self.early_done = False
         self._streams(sim)
         self._wakeup_rules(sim)
+        self._episodes(sim)
         if not self.in_guest:
             sim.chunk.sw += (now, self.me.idx, 1, self.cur.idx)
         self.sz = sim.chunk.size()
@@ -644,13 +758,15 @@ class CyclictestLoop:
 
     def run(self, loops: int) -> None:
         """Run ``loops`` loops: a deadline each, its interrupt, the latency cyclictest measures."""
-        interval, timer, in_guest, flush_every = self.interval, self.timer, self.in_guest, self.flush_every
-        deadline_at = self.now + interval
+        interval, timer, flush_every, m_of = self.interval, self.timer, self.flush_every, self.m_of
+        deadline_at = (self.now if self.tr is None else self.tr(self.now)) + interval
         for _ in range(loops):
             deadline = deadline_at
-            t0 = deadline + timer()
-            t_irq = self.guest_until(t0) if in_guest else None
-            lat = self.running_path(deadline, t_irq) if t_irq is not None else self.blocked_path(deadline, t0)
+            t0 = (deadline if m_of is None else m_of(deadline)) + timer()
+            lat = self.deliver(deadline, t0)
+            if self.dirty:
+                self.sz = self.sim.chunk.size()
+                self.dirty = False
             # like cyclictest: the next deadline is one interval on, skipping periods already missed
             deadline_at = deadline + interval
             if deadline_at < deadline + lat:
@@ -658,12 +774,37 @@ class CyclictestLoop:
             if self.sz >= flush_every:
                 self.flush()
 
+    def deliver(self, deadline: int, t0: int) -> int:
+        """The interrupt of ``deadline`` (its host interrupt due at ``t0``) reaches cyclictest: by the
+        running or the blocked path, or a slow path (episodes.py). Returns the latency."""
+        if not self.in_guest:
+            return self.blocked_path(deadline, t0)
+        self.early_done = False
+        while True:
+            t_irq = self.guest_until(t0)
+            if t_irq is None:
+                if self.expired(self.now, deadline):  # WFI with the timer pending: KVM does not block
+                    return self.running_path(deadline, self.wfx_no_block())
+                lat = self.blocked_path(deadline, t0)
+            elif t_irq >= 0:
+                return self.running_path(deadline, t_irq)
+            elif t_irq == NESTED:
+                return self.nested_softirq(deadline, t0)
+            else:
+                lat = self.throttled(deadline)
+            if lat >= 0:
+                return lat
+
     def guest_until(self, t0: int) -> int | None:
         """The guest runs until the interrupt due at ``t0`` (returns when the host takes it) or until it
-        executes WFI first (returns None; ``now`` is then)."""
+        executes WFI first (returns None; ``now`` is then); CUT or NESTED: see Simulator.guest_run."""
         ch = self.sim.chunk
         exits = len(ch.exits)
-        left, t_irq = self.sim.guest_run(self.now, self.need, self.ex, self.me, t0)
+        cut_at = NEVER
+        if self.rt is not None:  # the first host tick after the real-time budget is spent throttles the vCPU
+            spent, tick, phase = self.rt.exhausted_at(self.last_in, self.now), self.sim.tick_ns, self.sim.tick_phase
+            cut_at = ((spent - phase) // tick + 1) * tick + phase
+        left, t_irq = self.sim.guest_run(self.now, self.need, self.ex, self.me, t0, cut_at, self.nest)
         self.sz += 3 * ((len(ch.exits) - exits) >> 2)
         if t_irq is None:
             self.now = left
@@ -679,15 +820,25 @@ class CyclictestLoop:
         gh = self.guest_handling()
         self.sim.chunk.running += (deadline, t_irq, upd, kexit, entry, gh)
         self.now = entry
+        self.prev_dl, self.reprog_at = deadline, entry + gh
         self.need += gh + self.post() + (self.busy() if self.coin() < self.busy_prob else 0)
         self.sz += 13
-        return entry - deadline + gh
+        return (entry if self.tr is None else self.tr(entry)) - deadline + gh
 
     def blocked_path(self, deadline: int, t0: int) -> int:
         """The measured thread sleeps; host tasks run until the interrupt at ``t0`` wakes it. Returns
-        the latency."""
+        the latency (AGAIN: woken early, the guest runs again)."""
         if self.in_guest:
             t0 = self.vcpu_blocks(t0)
+            if not self.early_done:
+                self.early_done = True  # one of these per deadline
+                lat = self.extra_timer(deadline, t0) if self.extra is not None else NO_EPISODE
+                if lat == NO_EPISODE and self.early is not None:
+                    lat = self.early_wakeup(deadline, t0)
+                if lat != NO_EPISODE:
+                    return lat
+            if self.migrate and self.cur is IDLE:
+                return self.migrated_wakeup(deadline, t0)
         if self.nmin < t0:
             self.host_runs_until(t0)
         wake = t0 + self.host_irq()
@@ -716,6 +867,8 @@ class CyclictestLoop:
         ran = sw_ts - self.last_in
         me = self.me
         me.vr += (ran if ran > 0 else 0) * 1024 / me.weight
+        if self.rt is not None:
+            self.rt.run(self.last_in, sw_ts)
         return t0 if t0 > now + 2 * NS else now + 2 * NS
 
     def host_runs_until(self, t0: int) -> None:
@@ -726,19 +879,31 @@ class CyclictestLoop:
         self.dirty = True
 
     def wakeup(self, wake: int, irq_exit: int, sched: int) -> tuple[int, int, int, int]:
-        """When the woken thread gets the CPU: (switch, the holder's prev_state, blocker code, ns).
-        Inline when the CPU is idle or the hog yields at once, else ``Simulator.wait``."""
+        """When the woken thread gets the CPU: (switch, the holder's prev_state, blocker code, ns): the
+        waking handler (with the ticks) or the holder, whichever had more of the wait (ties: the handler)."""
         cur = self.cur
         if cur is IDLE:
             if irq_exit > wake:
                 return irq_exit + sched, 0, IRQ_BLOCKER, irq_exit - wake
             return irq_exit + sched, 0, NO_BLOCKER, -1
+        switch, prev_state, held, ticks = self.wait_parts(wake, irq_exit, sched)
+        irq_ns = irq_exit - wake + ticks
+        if irq_ns >= held:
+            return switch, prev_state, IRQ_BLOCKER, irq_ns
+        return switch, prev_state, cur.idx, held
+
+    def wait_parts(self, wake: int, irq_exit: int, sched: int) -> tuple[int, int, int, int]:
+        """When the woken thread gets the CPU: (switch, the holder's prev_state, the holder's share of the
+        wait after the waking handler, the host ticks' share). Inline when the CPU is idle or the hog
+        yields at once, else ``Simulator.wait``."""
+        cur = self.cur
+        if cur is IDLE:
+            return irq_exit + sched, 0, 0, 0
         if cur is self.hog and self.hog_yields(wake):
-            return self.hog_yields_at(wake, irq_exit, sched)
-        switch, blocker, blocker_ns, prev_state = self.sim.wait(self.me, cur, self.cur_since, wake, irq_exit,
-                                                                self.hog, sched)
+            switch = self.hog_yields_at(wake, irq_exit, sched)
+            return switch, 0, switch - irq_exit, 0
         self.dirty = True
-        return switch, prev_state, blocker, blocker_ns
+        return self.sim.wait(self.me, cur, self.cur_since, wake, irq_exit, self.hog, sched)
 
     def hog_yields(self, wake: int) -> bool:
         """Whether the hog yields at once (FIFO priority, or CFS wakeup preemption)."""
@@ -751,23 +916,19 @@ class CyclictestLoop:
             me.vr = floor
         return self.me_first or hog.vr + (wake - self.cur_since) * 1024 / hog.weight - me.vr > self.gran
 
-    def hog_yields_at(self, wake: int, irq_exit: int, sched: int) -> tuple[int, int, int, int]:
-        """The hog yields to the woken thread: (switch, prev_state, blocker code, ns) as ``wakeup``."""
+    def hog_yields_at(self, wake: int, irq_exit: int, sched: int) -> int:
+        """The hog yields to the woken thread: when it switches."""
         me, hog, sim = self.me, self.hog, self.sim
         assert hog is not None
         switch = irq_exit + sched
         if switch < irq_exit + NS:
             switch = irq_exit + NS
-        held = switch - irq_exit
         if self.hog_other:
             hog.vr += (switch - self.cur_since) * 1024 / hog.weight
         lo = hog.vr if hog.vr <= me.vr else me.vr
         if lo > sim.min_vr:
             sim.min_vr = lo
-        tail = irq_exit - wake
-        if tail >= held:
-            return switch, 0, IRQ_BLOCKER, tail
-        return switch, 0, hog.idx, held
+        return switch
 
     def vcpu_resumes(self, deadline: int, t0: int, wake: int, irq_exit: int, switch: int, prev_state: int,
                      blocker: int, blocker_ns: int) -> int:
@@ -779,9 +940,10 @@ class CyclictestLoop:
         self.sim.chunk.blocked += (deadline, t0, wake, irq_exit, switch, upd, entry, self.blocked_at, self.sw_ts,
                                    self.cur.idx, prev_state, blocker, blocker_ns, self.cur_since, gh)
         self.now = entry
+        self.prev_dl, self.reprog_at = deadline, entry + gh
         self.need = gh + self.post() + (self.busy() if self.coin() < self.busy_prob else 0)
         self.sz += 17
-        return entry - deadline + gh
+        return (entry if self.tr is None else self.tr(entry)) - deadline + gh
 
     def cyclictest_resumes(self, deadline: int, t0: int, wake: int, irq_exit: int, switch: int,
                            prev_state: int) -> int:
@@ -807,5 +969,5 @@ class CyclictestLoop:
         self.stats.add(ch)
         self.sink(ch)
         me = self.me
-        self.sim.chunk = Chunk(self.cpu, me.pid, me.idx, self.back.idx)
+        self.sim.chunk = self.sim.new_chunk(self.cpu, me.pid, me.idx, self.back.idx)
         self.sz = 0
