@@ -102,7 +102,8 @@ def _string_field(columns: list[str], ev: str) -> str | None:
 def test_truth_boundaries_fall_on_events(captures: dict[str, tuple[Path, Result]], name: str) -> None:
     """Every stage boundary of the truth is an event of the trace: the interrupt's start (a host
     irq_handler_entry; kvm_irq_line for a device interrupt; the injection at the vCPU's load on the
-    host path), the wakeup, the switch-in, the injection, kvm_exit, kvm_entry."""
+    host path; the switch-in that injects it on the preempted path), the wakeup, the switch-in, the
+    injection, kvm_exit, kvm_entry."""
     out, _result = captures[name]
     t = read_tracedat(out / "trace.dat")
     ev = t.events
@@ -117,7 +118,8 @@ def test_truth_boundaries_fall_on_events(captures: dict[str, tuple[Path, Result]
     inject_event = "irq_handler_exit" if a32 else "kvm_timer_update_irq"
     for row in intr.iter_rows(named=True):
         t0, device = row["t_ns"], row["kind"] == "device"
-        start = "kvm_irq_line" if device else "kvm_timer_update_irq" if row["path"] == "host" else "irq_handler_entry"
+        start = ("kvm_irq_line" if device else "kvm_timer_update_irq" if row["path"] == "host"
+                 else "sched_switch" if row["path"] == "preempted" else "irq_handler_entry")
         assert t0 in stamps[start]
         assert t0 + row["total_ns"] in stamps["kvm_entry"]
         assert row["total_ns"] == sum(row[f"{s}_ns"] or 0 for s in

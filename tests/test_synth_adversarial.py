@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from kvmtrace.synth.episodes import CTL_ISTATUS, StallMap, counter
-from tests.test_analyze_synth import KEY, Case, case_of, defect
+from tests.test_analyze_synth import KEY, Case, case_of
 
 
 @pytest.fixture(scope="module")
@@ -138,10 +138,10 @@ def test_rt_throttling_recognised_and_named(cases: dict[str, Case]) -> None:
     assert ours.height == dev.height
     assert ours["cause_kind_ours"].to_list() == ["rt_throttling"] * dev.height
     assert ours["cause_ours"].to_list() == ["stress-ng-cpu"] * dev.height
-    # the deadlines that passed while the vCPU thread was throttled: injected at its load (path host),
+    # the deadlines that passed while the vCPU thread was throttled: injected at its load (path preempted),
     # the largest timer latencies, blamed on the hog
     timers = c.truth.filter(pl.col("kind") == "timer", pl.col("cause_kind") == "rt_throttling")
-    assert timers.height == th.intervals.height and timers["path"].to_list() == ["host"] * timers.height
+    assert timers.height == th.intervals.height and timers["path"].to_list() == ["preempted"] * timers.height
     assert timers["cause"].to_list() == ["stress-ng-cpu"] * timers.height
     others = c.truth.filter(pl.col("kind") == "timer", pl.col("cause_kind").ne_missing("rt_throttling"))
     assert timers["latency_ns"].min() > 10 * others["latency_ns"].max()  # type: ignore[operator]
@@ -149,7 +149,6 @@ def test_rt_throttling_recognised_and_named(cases: dict[str, Case]) -> None:
           f"{timers.height} timer interrupts of {timers['latency_ns'].min() / 1e6:.1f} ms and more")
 
 
-@defect("missed_at_load")
 def test_rt_throttled_timer_interrupts_are_found_and_blamed(cases: dict[str, Case]) -> None:
     c = cases["rt-throttle"]
     timers = c.truth.filter(pl.col("kind") == "timer", pl.col("cause_kind") == "rt_throttling")
@@ -189,6 +188,5 @@ def test_whole_machine_stalls_found_and_blamed(cases: dict[str, Case]) -> None:
     assert ours["cause_kind_ours"].to_list() == ["stall"] * blamed.height
 
 
-@defect("fake_stalls")
 def test_an_idle_machine_does_not_stall(cases: dict[str, Case]) -> None:
     assert cases["study-guest"].analysis.stalls.height == 0

@@ -9,7 +9,8 @@ verdict in the spirit of ``rtla timerlat -a``.
 Every interrupt has a *best known latency* (``best_latency_ns``): from the guest's deadline where
 the host can know it (``latency_basis`` ``deadline``), else from the host interrupt
 (``host_irq``: a lower bound; on the running path the host IRQ is the guest timer firing, so the
-bound is tight). The worst list ranks by it, so no large delay is hidden.
+bound is tight), or, for a timer that expired while the vCPU was preempted, from the switch-out
+(``preemption``: an upper bound). The worst list ranks by it, so no large delay is hidden.
 """
 
 from __future__ import annotations
@@ -123,18 +124,28 @@ class LatencyAnalysis:
         df, self._deadlines = with_deadlines(t, df, self.vcpus["vcpu_tid"])
         self.notes.extend(self._deadlines.notes)
         # a timer injected at a switch-in is an interrupt of the preemption only if its deadline fell
-        # inside it; otherwise it was already pending (docs/stages.md, preempted path)
+        # inside it (or, the deadline unknown, the save at the switch-out found it still ahead: ISTATUS
+        # clear); otherwise it was already pending (docs/stages.md, preempted path)
+        ahead = self._deadlines.held.select("t_idx", (~pl.col("istatus")).alias("ahead_at_save"))
+        df = df.join(ahead, on="t_idx", how="left")
+        known = pl.col("deadline_ns").is_not_null()
+        fell_inside = pl.when(known).then(pl.col("deadline_ns") >= pl.col("preempted_at_ns"))
         df = df.filter((pl.col("path") != "preempted")
-                       | (pl.col("deadline_ns") >= pl.col("preempted_at_ns")).fill_null(False))
+                       | fell_inside.otherwise(pl.col("ahead_at_save")).fill_null(False)).drop("ahead_at_save")
         df = df.filter(pl.col("t_ns").is_between(self.window.start_ns, self.window.end_ns))
         unknown = df.filter(pl.col("deadline_ns").is_null(), pl.col("kind") == "timer").height
         if unknown:
             self.notes.append(f"{unknown:,} timer interrupts have no known deadline: their latency is counted from "
                               "the host interrupt (a lower bound; on the running path the guest programs its timer "
                               "without exiting, and the host interrupt is that timer firing)")
+        # preempted path without a deadline: it expired during the preemption, so from the switch-out is
+        # an upper bound (the host cannot tell how early in it)
+        from_preemption = pl.col("latency_ns").is_null() & pl.col("preempted_at_ns").is_not_null()
         df = df.with_columns(
-            pl.coalesce("latency_ns", "total_ns").alias("best_latency_ns"),
-            pl.when(pl.col("latency_ns").is_not_null()).then(pl.lit("deadline")).otherwise(pl.lit("host_irq"))
+            pl.when(from_preemption).then(pl.col("entry_at_ns") - pl.col("preempted_at_ns"))
+              .otherwise(pl.coalesce("latency_ns", "total_ns")).alias("best_latency_ns"),
+            pl.when(pl.col("latency_ns").is_not_null()).then(pl.lit("deadline"))
+              .when(from_preemption).then(pl.lit("preemption")).otherwise(pl.lit("host_irq"))
               .alias("latency_basis"),
             t.at(pl.col("t_idx"), "cpu").alias("irq_cpu"),
         ).sort("t_ns", "vcpu_tid").with_row_index("irq_no")

@@ -66,8 +66,9 @@ def cause_phrase(c: dict[str, Any], throttling: Throttling | None) -> str:
 def verdict(row: dict[str, Any], causes: list[dict[str, Any]], throttling: Throttling | None) -> str:
     """``12.3 ms from the deadline (blocked path, mostly waiting for a CPU): <largest cause> (73 %); then ...``."""
     best = row.get("best_latency_ns") or row.get("total_ns") or 0
-    basis = ("from the deadline" if row.get("latency_basis") == "deadline"
-             else "from the host interrupt (the deadline is unknown: a lower bound)")
+    basis = {"deadline": "from the deadline",
+             "preemption": "from the vCPU's preemption (its deadline fell inside; an upper bound)"}.get(
+        row.get("latency_basis") or "", "from the host interrupt (the deadline is unknown: a lower bound)")
     stage = dominant_stage(row)
     where = f"{row['path']} path" + (f", mostly {STAGE_WORDS[stage]}" if stage else "")
     head = f"{fmt_ns(best)} {basis} ({where})"

@@ -38,13 +38,14 @@ SHARE_SCHEMA = {"irq_no": pl.UInt32(), "vcpu_tid": pl.Int32(), "state": pl.Strin
 def pieces(interrupts: pl.DataFrame, states: pl.DataFrame, throttling: Throttling) -> pl.DataFrame:
     """Each interrupt's span cut by its vCPU's states: irq_no, vcpu_tid, state, cpu, start_ns, end_ns, throttled.
 
-    ``interrupts`` needs irq_no, vcpu_tid, t_ns, deadline_ns, entry_at_ns, irq_cpu."""
+    ``interrupts`` needs irq_no, vcpu_tid, t_ns, deadline_ns, preempted_at_ns, entry_at_ns, irq_cpu (the span
+    starts at the deadline, else at the preemption, else at the host event)."""
     st = (states.sort("vcpu_tid", "start_ns")
           .with_columns(pl.col("cpu").shift(-1).over("vcpu_tid").alias("next_cpu"))
           .with_row_index("st_no"))
     spans = interrupts.select(
         "irq_no", "vcpu_tid", "irq_cpu",
-        pl.min_horizontal(pl.coalesce("deadline_ns", "t_ns"), "t_ns").alias("span_start"),
+        pl.min_horizontal(pl.coalesce("deadline_ns", "preempted_at_ns", "t_ns"), "t_ns").alias("span_start"),
         pl.col("entry_at_ns").alias("span_end"))
     keys = st.select("vcpu_tid", "start_ns", "st_no")
     spans = spans.sort("span_start").join_asof(

@@ -52,6 +52,8 @@ ROBUST_SHARE = 0.005  # bounds ignore their most extreme 0.5 %: bad pairs below 
 CALIBRATION_OUTLIER_NS = 10_000  # a calibration pair further than this from the median is not the same map
 LOWER_BOUND_CONTRADICTIONS = 0.01  # more lower bounds above the upper bound than this: ISTATUS unreliable
 
+HELD_SCHEMA = {"t_idx": pl.UInt32(), "vcpu_tid": pl.Int32(), "irq": pl.Int32(), "cval": pl.UInt64(),
+               "istatus": pl.Boolean()}
 DEADLINE_SCHEMA = {"t_idx": pl.UInt32(), "deadline_ns": pl.Int64(), "deadline_source": pl.String(),
                    "deadline_uncertainty_ns": pl.Int64()}
 
@@ -100,6 +102,7 @@ class Deadlines:
     mono: MonoClock | None
     checks: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    held: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=HELD_SCHEMA))  # the CVAL behind each
 
     def to_dict(self) -> dict[str, Any]:
         sources = self.table.group_by("deadline_source").len().sort("deadline_source")
@@ -134,10 +137,6 @@ def _last_entry_before(t: EventTables, df: pl.DataFrame, at: str) -> pl.DataFram
     e = entries.select(pl.col(pid).alias("vcpu_tid"), pl.col("idx").alias("last_entry_idx"))
     return df.sort(at).join_asof(e, left_on=at, right_on="last_entry_idx", by="vcpu_tid", strategy="backward",
                                  check_sortedness=False)
-
-
-HELD_SCHEMA = {"t_idx": pl.UInt32(), "vcpu_tid": pl.Int32(), "irq": pl.Int32(), "cval": pl.UInt64(),
-               "istatus": pl.Boolean()}
 
 
 def held_cvals(t: EventTables, blocked: pl.DataFrame, saves: pl.DataFrame) -> pl.DataFrame:
@@ -305,7 +304,7 @@ def find_deadlines(t: EventTables, interrupts: pl.DataFrame, vcpus: pl.Series) -
     if table.height == 0 and blocked.height:
         notes.append("guest deadlines unknown: record kvm:kvm_timer_save_state, or timer:hrtimer_start, "
                      "hrtimer_expire_entry and hrtimer_expire_exit")
-    return Deadlines(table, counter, mono, [c for c in checks if c], notes)
+    return Deadlines(table, counter, mono, [c for c in checks if c], notes, held)
 
 
 def with_deadlines(t: EventTables, df: pl.DataFrame, vcpus: pl.Series) -> tuple[pl.DataFrame, Deadlines]:

@@ -4,7 +4,8 @@ A CPU running a task takes its scheduler tick (every 1-10 ms) and records its in
 silence of every CPU while at least one was not idle means the whole machine stopped: an
 emulator or hypervisor that did not run it, an SMI, a firmware call. Interrupts being off on one
 CPU does not silence the others. A gap counts when it lasts at least ``STALL_MIN_NS`` (five
-ticks at HZ=250) and some CPU's current task at its start was not the idle task.
+ticks at HZ=250) and some CPU's current task at its start (its last ``sched_switch``) was not the
+idle task.
 """
 
 from __future__ import annotations
@@ -26,8 +27,13 @@ def stalls(t: EventTables, min_ns: int = STALL_MIN_NS) -> pl.DataFrame:
             .filter((pl.col("end_ns") - pl.col("ts")) >= min_ns))
     if gaps.height == 0:
         return pl.DataFrame(schema=STALL_SCHEMA)
-    # each CPU's current task at the gap: the pid of its last event before it
-    last = ev.select("idx", "cpu", "pid").sort("idx")
+    # each CPU's current task at the gap: the next_pid of its last sched_switch before it (an event's own
+    # pid can be a thread that already switched to idle: a vCPU's saves follow its switch-out), else the
+    # pid of its last event when the capture has no sched_switch
+    if t.has("sched_switch"):
+        last = t.table("sched_switch").select("idx", "cpu", pl.col("next_pid").alias("pid")).sort("idx")
+    else:
+        last = ev.select("idx", "cpu", "pid").sort("idx")
     rows = []
     for cpu in last["cpu"].unique().sort().to_list():  # one asof join per CPU (a handful), not per event
         per_cpu = last.filter(pl.col("cpu") == cpu).select(pl.col("idx").alias("at"), "pid")

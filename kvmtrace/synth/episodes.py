@@ -651,7 +651,8 @@ class Episodes:
                       self.cause_of(self.trace_t(line), entry, [*throttled_by(line), vcpu]))
         if not (level and dl == deadline):
             return AGAIN
-        self.intr("timer", GUEST_VTIMER, "host", deadline, upd, -1, -1, upd, -1, entry, None,
+        # the analysis's "preempted" path (docs/stages.md): from the switch-in that injects it at the load
+        self.intr("timer", GUEST_VTIMER, "preempted", deadline, s_in, -1, s_in, upd, -1, entry, None,
                   self.cause_of(deadline, entry, [*throttled_by(self.machine_t(deadline)), vcpu]))
         return self.delivered(deadline, entry, 2)
 

@@ -121,12 +121,14 @@ class TruthBuilder:
         none), kexit, entry."""
         null = pl.lit(None, dtype=pl.Int64)
         blocked, running = pl.col("path") == "blocked", pl.col("path") == "running"
+        preempted = pl.col("path") == "preempted"  # injected at the switch-in of a preempted vCPU (t_ns)
         inj = pl.col("upd")
-        inj_stage = null if "no_inject" in df.columns else pl.when(blocked).then(inj - pl.col("sw")).otherwise(null)
+        inj_stage = null if "no_inject" in df.columns else (
+            pl.when(blocked | preempted).then(inj - pl.col("sw")).otherwise(null))
         df = df.with_columns(
             (pl.col("t_ns") - pl.col("deadline_ns")).alias("timer_ns"),
             pl.when(blocked).then(pl.col("wake") - pl.col("t_ns")).when(pl.col("kind") == "device").then(null)
-            .otherwise(inj - pl.col("t_ns")).alias("host_irq_ns"),
+            .when(preempted).then(null).otherwise(inj - pl.col("t_ns")).alias("host_irq_ns"),
             pl.when(blocked).then(pl.col("sw") - pl.col("wake")).otherwise(null).alias("vcpu_wait_ns"),
             inj_stage.alias("inject_ns"),
             pl.when(running).then(pl.col("kexit") - inj).otherwise(null).alias("exit_ns"),
