@@ -203,6 +203,24 @@ def faults(capture: CaptureArg,
 
 
 @app.command()
+def export(capture: CaptureArg,
+           to: Annotated[str, typer.Option("--to", help="perfetto (native TrackEvent protobuf) or chrome-json")],
+           out: Annotated[Path, typer.Option("-o", "--out", help="file to write (.pftrace, .json)")],
+           window: Window = None,
+           guest: Annotated[Path | None, typer.Option(
+               "--guest", help="the guest's own capture: its CPUs and markers on the host clock")] = None,
+           no_cache: NoCache = False) -> None:
+    """A timeline for Perfetto or chrome://tracing: CPUs, vCPU states, interrupts and stages, exits, faults."""
+    from kvmtrace.analysis.latency import analyze as run
+    from kvmtrace.render.export import export as write
+
+    with user_errors():
+        analysis = run(_open(capture, no_cache), window)
+        line = write(analysis, to, out, _open(guest, no_cache) if guest is not None else None)
+    err.print(line, highlight=False, soft_wrap=True)
+
+
+@app.command()
 def synth(scenario: Annotated[str, typer.Argument(help="preset: study-host, study-guest, hog, rt-vcpu, "
                                                       "boot-faults, arm32")],
           out: Annotated[Path, typer.Option("-o", "--out", help="capture directory to write")],
