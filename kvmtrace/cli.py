@@ -221,6 +221,32 @@ def export(capture: CaptureArg,
 
 
 @app.command()
+def report(captures: Annotated[list[Path], typer.Argument(help="one or more captures (several: side by side)")],
+           out: Annotated[Path | None, typer.Option(
+               "-o", "--out", help="HTML file to write (default report.html unless --png/--svg)")] = None,
+           png: Annotated[Path | None, typer.Option("--png", help="also write every figure as PNG here")] = None,
+           svg: Annotated[Path | None, typer.Option("--svg", help="also write every figure as SVG here")] = None,
+           window: Window = None,
+           worst: Annotated[int, typer.Option("--worst", help="how many worst interrupts to show")] = 5,
+           no_cache: NoCache = False) -> None:
+    """One self-contained HTML report (works offline): latency figures, stages, worst interrupts, blame, exits."""
+    from kvmtrace.render.report import capture_report, write_figures
+    from kvmtrace.render.report_html import comparison_figures, report_html
+
+    with user_errors():
+        reports = [capture_report(_open(c, no_cache), window, worst) for c in captures]
+        if out is None and png is None and svg is None:
+            out = Path("report.html")
+        extra = comparison_figures(reports) if len(reports) > 1 else {}
+        for fmt, directory in (("png", png), ("svg", svg)):
+            if directory is not None:
+                err.print(f"wrote {len(write_figures(reports, directory, fmt, extra))} figures to {directory}")
+        if out is not None:
+            out.write_text(report_html(reports))
+            err.print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+
+
+@app.command()
 def synth(scenario: Annotated[str, typer.Argument(help="preset: study-host, study-guest, hog, rt-vcpu, "
                                                       "boot-faults, arm32")],
           out: Annotated[Path, typer.Option("-o", "--out", help="capture directory to write")],

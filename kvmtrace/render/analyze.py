@@ -19,6 +19,7 @@ STAGE_SPAN = {"timer": "deadline -> host IRQ", "host_irq": "host IRQ -> wakeup /
               "exit": "injection -> kvm_exit", "entry": "injection / exit -> kvm_entry"}
 STAGE_STYLE = {"timer": "magenta", "host_irq": "red", "vcpu_wait": "yellow", "inject": "cyan",
                "exit": "blue", "entry": "green"}
+STAGE_LETTER = {"timer": "T", "host_irq": "H", "vcpu_wait": "W", "inject": "I", "exit": "X", "entry": "E"}
 BAR_WIDTH = 50
 HIST_WIDTH = 36
 
@@ -42,6 +43,12 @@ def render_analyze(doc: dict[str, Any], console: Console) -> None:
 
 
 def _facts(doc: dict[str, Any]) -> Table:
+    return facts_table(f"kvmtrace analyze {doc['capture']}", facts_rows(doc))
+
+
+def facts_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    """The facts of an analysis document as (name, text) rows: window, vCPU threads, interrupts, deadlines,
+    RT throttling, stalls, cyclictest's own summary."""
     w = doc["window"]
     rows = [("window", f"{w['name']}: {w['start_ns'] / 1e9:.6f} .. {w['end_ns'] / 1e9:.6f} s "
                        f"({w['duration_ns'] / 1e9:.3f} s)")]
@@ -71,7 +78,7 @@ def _facts(doc: dict[str, Any]) -> Table:
     for c in doc["cyclictest"]:
         rows.append(("cyclictest", f"{c['loops']:,} loops, interval {c['interval_us']} us, "
                                    f"min {c['min_us']} / avg {c['avg_us']} / max {c['max_us']} us (its own figures)"))
-    return facts_table(f"kvmtrace analyze {doc['capture']}", rows)
+    return rows
 
 
 def _percentiles(irqs: dict[str, Any]) -> Table:

@@ -215,19 +215,28 @@ def _cpus(tl: Timeline, a: LatencyAnalysis) -> tuple[dict[int, int], Layer]:
     group = tl.add_track("CPUs", "group", description="who ran on each host CPU: task, hard-IRQ or softirq handler")
     cpus = sorted(a.segments["cpu"].unique().to_list())
     tracks = {cpu: tl.add_track(f"CPU {cpu}", "slices", group) for cpu in cpus}
-    vcpus = a.vcpus["vcpu_tid"].implode()
     seg = clip(a.segments.filter(pl.col("owner_pid").fill_null(-1) != 0), tl.start_ns, tl.end_ns)
-    kind = (pl.when(pl.col("owner") == "stall").then(pl.lit("stall"))
-            .when(pl.col("owner").str.starts_with("irq:")).then(pl.lit("irq"))
-            .when(pl.col("owner").str.starts_with("softirq:")).then(pl.lit("softirq"))
-            .when(pl.col("owner_pid").is_in(vcpus)).then(pl.lit("vcpu")).otherwise(pl.lit("task")))
-    name = (pl.when(pl.col("owner_pid").is_not_null())
-            .then(pl.format("{} ({})", "owner", "owner_pid")).otherwise(pl.col("owner")))
     frame = seg.select(_track_of("cpu", tracks), "start_ns", "end_ns", pl.lit(0, pl.Int8).alias("depth"),
-                       name.alias("name"), pl.col("owner_pid").alias("pid"), kind.alias("owner_kind"))
+                       owner_name().alias("name"), pl.col("owner_pid").alias("pid"),
+                       owner_kind(a.vcpus["vcpu_tid"]).alias("owner_kind"))
     layer = Layer("cpu", frame, ("pid", "owner_kind"))
     tl.slices.append(layer)
     return tracks, layer
+
+
+def owner_kind(vcpus: pl.Series) -> pl.Expr:
+    """What owned a CPU segment (``LatencyAnalysis.segments``): idle, stall, irq, softirq, vcpu or task."""
+    return (pl.when(pl.col("owner_pid") == 0).then(pl.lit("idle"))
+            .when(pl.col("owner") == "stall").then(pl.lit("stall"))
+            .when(pl.col("owner").str.starts_with("irq:")).then(pl.lit("irq"))
+            .when(pl.col("owner").str.starts_with("softirq:")).then(pl.lit("softirq"))
+            .when(pl.col("owner_pid").is_in(vcpus.implode())).then(pl.lit("vcpu")).otherwise(pl.lit("task")))
+
+
+def owner_name() -> pl.Expr:
+    """A segment owner as shown: ``comm (pid)`` for tasks, the handler name for interrupts."""
+    return (pl.when(pl.col("owner_pid").is_not_null())
+            .then(pl.format("{} ({})", "owner", "owner_pid")).otherwise(pl.col("owner")))
 
 
 def _track_of(column: str, tracks: dict[int, int]) -> pl.Expr:
@@ -384,10 +393,8 @@ def _guest(tl: Timeline, a: LatencyAnalysis, guest: Capture) -> None:
     tracks = {c: tl.add_track(f"guest CPU {c}" + (f" (vCPU {al.vcpu_of_cpu[c]})" if c in al.vcpu_of_cpu else ""),
                               "slices", group) for c in cpus}
     seg = clip(seg.filter(pl.col("owner_pid").fill_null(-1) != 0), tl.start_ns, tl.end_ns)
-    name = (pl.when(pl.col("owner_pid").is_not_null())
-            .then(pl.format("{} ({})", "owner", "owner_pid")).otherwise(pl.col("owner")))
     tl.slices.append(Layer("guest_cpu", seg.select(_track_of("cpu", tracks), "start_ns", "end_ns",
-                                                   pl.lit(0, pl.Int8).alias("depth"), name.alias("name"),
+                                                   pl.lit(0, pl.Int8).alias("depth"), owner_name().alias("name"),
                                                    pl.col("owner_pid").alias("pid")), ("pid",)))
     _markers(tl, guest.markers, tl.add_track("guest markers", "instants", group), al.offset_ns)
     tl.notes.append(f"guest clock aligned: host = guest + {al.offset_ns} ns (+/- {al.uncertainty_ns} ns, "
