@@ -73,6 +73,8 @@ def convert(capture: CaptureArg,
     err.print(f"wrote {len(written)} files to {outdir}")
 
 
+Format = Annotated[str, typer.Option("--format", help="table, csv, md or json (csv and md: every table, raw "
+                                                     "values in ns)")]
 Window = Annotated[str | None, typer.Option("--window", help="phase name, 'all' or START:END seconds "
                                             "(default: the cyclictest phase if markers show one)")]
 
@@ -84,13 +86,16 @@ def analyze(capture: CaptureArg, window: Window = None,
             blame_out: Annotated[Path | None, typer.Option(
                 "--blame-out", help="write the blame table (per cause, overall and per vCPU): "
                                     ".parquet, .csv or .json")] = None,
-            no_cache: NoCache = False) -> None:
+            no_cache: NoCache = False, fmt: Format = "table") -> None:
     """Every guest interrupt as a timeline of stages, percentiles, blame, and who is to blame for the worst."""
     from kvmtrace.analysis.latency import analyze as run
     from kvmtrace.render.analyze import render_analyze
     from kvmtrace.render.parquet import write_frame
+    from kvmtrace.render.sections import analyze_sections
+    from kvmtrace.render.tables import output_format, sections_text, table_console
 
     with user_errors():
+        fmt = output_format(fmt, json_out)
         analysis = run(_open(capture, no_cache), window, worst)
         doc = analysis.document()
         if blame_out is not None:
@@ -99,10 +104,12 @@ def analyze(capture: CaptureArg, window: Window = None,
             overall = analysis.blame.with_columns(pl.lit(None, pl.Int32).alias("vcpu_tid"))
             write_frame(pl.concat([overall, analysis.blame_by_vcpu], how="diagonal_relaxed"), blame_out)
             err.print(f"wrote the blame table to {blame_out}")
-    if json_out:
+    if fmt == "json":
         sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+    elif fmt == "table":
+        render_analyze(doc, table_console())
     else:
-        render_analyze(doc, Console())
+        sys.stdout.write(sections_text(analyze_sections(doc), fmt))
 
 
 @app.command()
@@ -122,7 +129,7 @@ def irqs(capture: CaptureArg,
 @app.command()
 def vcpus(capture: CaptureArg,
           out: Annotated[Path | None, typer.Option("--out", help="state timeline: FILE.parquet, .csv, .json")] = None,
-          no_cache: NoCache = False) -> None:
+          no_cache: NoCache = False, fmt: Format = "table") -> None:
     """vCPU threads and the time each spent in guest, host_handling, blocked, preempted and waking."""
     from kvmtrace.model.blame import waiting_holders
     from kvmtrace.model.blockers import cpu_segments
@@ -130,9 +137,11 @@ def vcpus(capture: CaptureArg,
     from kvmtrace.model.throttling import rt_throttling
     from kvmtrace.model.vcpus import state_summary, state_timeline, vcpu_threads
     from kvmtrace.render.parquet import write_frame
-    from kvmtrace.render.tables import frame_table
+    from kvmtrace.render.sections import vcpus_sections
+    from kvmtrace.render.tables import frame_table, output_format, sections_text, table_console
 
     with user_errors():
+        fmt = output_format(fmt)
         cap = _open(capture, no_cache)
         tables = cap.tables
         threads = vcpu_threads(tables)
@@ -141,7 +150,16 @@ def vcpus(capture: CaptureArg,
             write_frame(timeline, out)
         throttling = rt_throttling(tables, cap.manifest.host if cap.manifest else None)
         holders = waiting_holders(timeline, cpu_segments(tables, stalls(tables)), throttling)
-    console = Console()
+    sections = vcpus_sections(threads, state_summary(timeline), holders)
+    if fmt == "json":
+        doc = {"kvmtrace_vcpus": 1, "vcpus": threads.to_dicts(), "time_per_state": sections[1][1].to_dicts(),
+               "waiting_holders": holders.to_dicts(), "rt_throttling": throttling.to_dict()}
+        sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+        return
+    if fmt != "table":
+        sys.stdout.write(sections_text(sections, fmt))
+        return
+    console = table_console()
     console.print(frame_table(threads, "vCPU threads"))
     console.print(frame_table(state_summary(timeline), "Time per state"))
     console.print(frame_table(holders.group_by("vcpu_tid", maintain_order=True).head(8),
@@ -157,21 +175,26 @@ def exits(capture: CaptureArg,
               "--out", help="write the per-exit table (.parquet, .csv, .json)")] = None,
           window: Annotated[str | None, typer.Option("--window", help="only exits inside this phase")] = None,
           by_thread: Annotated[bool, typer.Option("--by-thread", help="also show each vCPU thread")] = False,
-          no_cache: NoCache = False) -> None:
+          no_cache: NoCache = False, fmt: Format = "table") -> None:
     """Exit profile per class, vCPU thread and phase: handling and guest-run intervals, what happened inside."""
     from kvmtrace.model.exits import exits_report
     from kvmtrace.render.exits import render_exits
     from kvmtrace.render.parquet import write_frame as write_table
+    from kvmtrace.render.sections import exits_sections
+    from kvmtrace.render.tables import output_format, sections_text, table_console
 
     with user_errors():
+        fmt = output_format(fmt, json_out)
         cap = _open(capture, no_cache)
         rep = exits_report(cap.tables, cap.phases, str(capture), window)
         if out is not None:
             write_table(rep.exits, out)
-    if json_out:
+    if fmt == "json":
         sys.stdout.write(json.dumps(rep.to_json(), indent=2, default=str) + "\n")
+    elif fmt == "table":
+        render_exits(rep, table_console(), by_thread)
     else:
-        render_exits(rep, Console(), by_thread)
+        sys.stdout.write(sections_text(exits_sections(rep), fmt))
 
 
 @app.command()
@@ -182,13 +205,16 @@ def faults(capture: CaptureArg,
            window: Annotated[str | None, typer.Option("--window", help="only faults inside this phase")] = None,
            guest: Annotated[Path | None, typer.Option(
                "--guest", help="guest-side capture: count stage-1 faults")] = None,
-           no_cache: NoCache = False) -> None:
+           no_cache: NoCache = False, fmt: Format = "table") -> None:
     """Stage-2 faults: decoded ESR, RAM or MMIO, region, phase, handling cost, and when they happened."""
     from kvmtrace.model.faults import faults_report
     from kvmtrace.render.faults import render_faults
     from kvmtrace.render.parquet import write_frame as write_table
+    from kvmtrace.render.sections import faults_sections
+    from kvmtrace.render.tables import output_format, sections_text, table_console
 
     with user_errors():
+        fmt = output_format(fmt, json_out)
         cap = _open(capture, no_cache)
         gcap = _open(guest, no_cache) if guest is not None else None
         memory = cap.manifest.guest_memory if cap.manifest else None
@@ -196,10 +222,12 @@ def faults(capture: CaptureArg,
                             (gcap.tables, gcap.phases) if gcap is not None else None)
         if out is not None:
             write_table(rep.faults, out)
-    if json_out:
+    if fmt == "json":
         sys.stdout.write(json.dumps(rep.to_json(), indent=2, default=str) + "\n")
+    elif fmt == "table":
+        render_faults(rep, table_console())
     else:
-        render_faults(rep, Console())
+        sys.stdout.write(sections_text(faults_sections(rep), fmt))
 
 
 @app.command()

@@ -41,14 +41,22 @@ class Cell:
 
 
 def lookup(doc: dict[str, Any], key: str) -> Any:
-    """The value at a dotted key (list indices as numbers), None when any part is missing."""
+    """The value at a dotted key, None when any part is missing. In a list, a part is an index (``worst.0``) or
+    selects the first record whose field has a value (``by_class[exit_class=IRQ]``: rows whose order may tie)."""
     node: Any = doc
     for part in key.split("."):
-        if isinstance(node, list):
-            node = node[int(part)] if part.isdigit() and int(part) < len(node) else None
-        elif isinstance(node, dict):
-            node = node.get(part)
-        else:
+        name, _, select = part.partition("[")
+        if isinstance(node, list) and name.isdigit():
+            node = node[int(name)] if int(name) < len(node) else None
+        elif isinstance(node, dict) and name:
+            node = node.get(name)
+        elif name:
+            return None
+        if select:
+            field, _, value = select.rstrip("]").partition("=")
+            rows = node if isinstance(node, list) else []
+            node = next((r for r in rows if isinstance(r, dict) and str(r.get(field)) == value), None)
+        if node is None:
             return None
     return node
 

@@ -318,8 +318,8 @@ def _exits(page: Page, i: int, rep: CaptureReport, figs: dict[str, Any]) -> None
         return
     page.add("<h3>Exits in the analysis window</h3>")
     rows = []
-    for n, r in enumerate(rep.exits.to_dicts()):
-        key = f"by_class.{n}"
+    for r in rep.exits.to_dicts():
+        key = f"by_class[exit_class={r['exit_class']}]"  # rows of equal count have no fixed order
         rows.append([_e(r["exit_class"]), page.v(i, "exits", f"{key}.count", r["count"], "count"),
                      page.v(i, "exits", f"{key}.rate_per_s", r["rate_per_s"], "rate"),
                      *[page.v(i, "exits", f"{key}.{c}", r[c], "ns") for c in
