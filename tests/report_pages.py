@@ -14,22 +14,15 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-from typer.testing import CliRunner
-
-from kvmtrace.cli import app
 from kvmtrace.render.comparison import lookup
 from kvmtrace.render.report_html import show
 from tests.browser import ARTIFACTS
+from tests.cli_runner import cli
 from tests.report_oracle import CAPTURES
 
 PAIR = (CAPTURES / "board-vhe-guest-pair", CAPTURES / "board-vhe-guest-pair" / "guest")
 SINGLE = CAPTURES / "board-vhe-rt-throttle"
 
-
-def cli(*args: str) -> str:
-    res = CliRunner().invoke(app, list(args))
-    assert res.exit_code == 0, res.output
-    return res.output
 
 
 @dataclass

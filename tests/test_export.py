@@ -20,17 +20,13 @@ from kvmtrace.model.interrupts import STAGES
 from kvmtrace.render.chrome_json import read_chrome_json
 from kvmtrace.render.perfetto import read_perfetto
 from kvmtrace.render.timeline import lanes, rate_bin_ns
+from tests.cli_runner import cli
 from tests.report_oracle import CAPTURES
 
 PAIR = CAPTURES / "board-vhe-guest-pair"
 THROTTLE = CAPTURES / "board-vhe-rt-throttle"
 DEVICE = Path(__file__).parent / "fixtures" / "board-device-irq"
 
-
-def cli(*args: str) -> str:
-    res = CliRunner().invoke(app, list(args))
-    assert res.exit_code == 0, res.output
-    return res.output
 
 
 @dataclass
