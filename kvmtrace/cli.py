@@ -73,6 +73,8 @@ def convert(capture: CaptureArg,
     err.print(f"wrote {len(written)} files to {outdir}")
 
 
+Format = Annotated[str, typer.Option("--format", help="table, csv, md or json (csv and md: every table, raw "
+                                                     "values in ns)")]
 Window = Annotated[str | None, typer.Option("--window", help="phase name, 'all' or START:END seconds "
                                             "(default: the cyclictest phase if markers show one)")]
 
@@ -92,7 +94,7 @@ def analyze(capture: CaptureArg, window: Window = None,
                                 "and explain cyclictest loop by loop on both sides")] = None,
             loops_out: Annotated[Path | None, typer.Option(
                 "--loops-out", help="with a guest capture: write the loop table (.parquet, .csv, .json)")] = None,
-            no_cache: NoCache = False) -> None:
+            no_cache: NoCache = False, fmt: Format = "table") -> None:
     """Every guest interrupt (and every wakeup of a real-time thread on the host) as a timeline of stages,
     percentiles, blame, and who is to blame for the worst."""
     from kvmtrace.analysis.latency import analyze as run
@@ -102,8 +104,11 @@ def analyze(capture: CaptureArg, window: Window = None,
     from kvmtrace.render.analyze import render_analyze
     from kvmtrace.render.native import render_native
     from kvmtrace.render.parquet import write_frame
+    from kvmtrace.render.sections import analyze_sections
+    from kvmtrace.render.tables import output_format, sections_text, table_console
 
     with user_errors():
+        fmt = output_format(fmt, json_out)
         cap = _open(capture, no_cache)
         output = read_cyclictest(cyclictest) if cyclictest is not None else None
         if not cap.tables.has("kvm_entry"):  # a host without guests: its own real-time threads
@@ -115,10 +120,10 @@ def analyze(capture: CaptureArg, window: Window = None,
             if doc["native"] is None:
                 raise CaptureError(cap.path, None, "no guest (no kvm:kvm_entry) and no real-time thread woken by "
                                                    "its own timer at least 50 times: nothing to explain")
-            if json_out:
+            if fmt == "json":
                 sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
             else:
-                render_native(doc, Console())
+                render_native(doc, table_console())
             return
         analysis = run(cap, window, worst)
         doc = analysis.document()
@@ -131,16 +136,18 @@ def analyze(capture: CaptureArg, window: Window = None,
             overall = analysis.blame.with_columns(pl.lit(None, pl.Int32).alias("vcpu_tid"))
             write_frame(pl.concat([overall, analysis.blame_by_vcpu], how="diagonal_relaxed"), blame_out)
             err.print(f"wrote the blame table to {blame_out}")
-    if json_out:
+    if fmt == "json":
         sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
-    else:
-        render_analyze(doc, Console())
+    elif fmt == "table":
+        render_analyze(doc, table_console())
         if doc["native"] is not None:
-            render_native({**doc, "window": doc["window"]}, Console())
+            render_native(doc, table_console())
         if doc["guest"] is not None:
             from kvmtrace.render.guest import render_guest
 
-            render_guest(doc, Console())
+            render_guest(doc, table_console())
+    else:
+        sys.stdout.write(sections_text(analyze_sections(doc), fmt))
 
 
 def _guest_side(analysis: Any, capture: Path, guest: Path | None, cyclictest: Path | None, worst: int,
@@ -184,7 +191,7 @@ def irqs(capture: CaptureArg,
 @app.command()
 def vcpus(capture: CaptureArg,
           out: Annotated[Path | None, typer.Option("--out", help="state timeline: FILE.parquet, .csv, .json")] = None,
-          no_cache: NoCache = False) -> None:
+          no_cache: NoCache = False, fmt: Format = "table") -> None:
     """vCPU threads and the time each spent in guest, host_handling, blocked, preempted and waking."""
     from kvmtrace.model.blame import waiting_holders
     from kvmtrace.model.blockers import cpu_segments
@@ -192,9 +199,11 @@ def vcpus(capture: CaptureArg,
     from kvmtrace.model.throttling import rt_throttling
     from kvmtrace.model.vcpus import state_summary, state_timeline, vcpu_threads
     from kvmtrace.render.parquet import write_frame
-    from kvmtrace.render.tables import frame_table
+    from kvmtrace.render.sections import vcpus_sections
+    from kvmtrace.render.tables import frame_table, output_format, sections_text, table_console
 
     with user_errors():
+        fmt = output_format(fmt)
         cap = _open(capture, no_cache)
         tables = cap.tables
         threads = vcpu_threads(tables)
@@ -203,7 +212,16 @@ def vcpus(capture: CaptureArg,
             write_frame(timeline, out)
         throttling = rt_throttling(tables, cap.manifest.host if cap.manifest else None)
         holders = waiting_holders(timeline, cpu_segments(tables, stalls(tables)), throttling)
-    console = Console()
+    sections = vcpus_sections(threads, state_summary(timeline), holders)
+    if fmt == "json":
+        doc = {"kvmtrace_vcpus": 1, "vcpus": threads.to_dicts(), "time_per_state": sections[1][1].to_dicts(),
+               "waiting_holders": holders.to_dicts(), "rt_throttling": throttling.to_dict()}
+        sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+        return
+    if fmt != "table":
+        sys.stdout.write(sections_text(sections, fmt))
+        return
+    console = table_console()
     console.print(frame_table(threads, "vCPU threads"))
     console.print(frame_table(state_summary(timeline), "Time per state"))
     console.print(frame_table(holders.group_by("vcpu_tid", maintain_order=True).head(8),
@@ -219,21 +237,26 @@ def exits(capture: CaptureArg,
               "--out", help="write the per-exit table (.parquet, .csv, .json)")] = None,
           window: Annotated[str | None, typer.Option("--window", help="only exits inside this phase")] = None,
           by_thread: Annotated[bool, typer.Option("--by-thread", help="also show each vCPU thread")] = False,
-          no_cache: NoCache = False) -> None:
+          no_cache: NoCache = False, fmt: Format = "table") -> None:
     """Exit profile per class, vCPU thread and phase: handling and guest-run intervals, what happened inside."""
     from kvmtrace.model.exits import exits_report
     from kvmtrace.render.exits import render_exits
     from kvmtrace.render.parquet import write_frame as write_table
+    from kvmtrace.render.sections import exits_sections
+    from kvmtrace.render.tables import output_format, sections_text, table_console
 
     with user_errors():
+        fmt = output_format(fmt, json_out)
         cap = _open(capture, no_cache)
         rep = exits_report(cap.tables, cap.phases, str(capture), window)
         if out is not None:
             write_table(rep.exits, out)
-    if json_out:
+    if fmt == "json":
         sys.stdout.write(json.dumps(rep.to_json(), indent=2, default=str) + "\n")
+    elif fmt == "table":
+        render_exits(rep, table_console(), by_thread)
     else:
-        render_exits(rep, Console(), by_thread)
+        sys.stdout.write(sections_text(exits_sections(rep), fmt))
 
 
 @app.command()
@@ -244,13 +267,16 @@ def faults(capture: CaptureArg,
            window: Annotated[str | None, typer.Option("--window", help="only faults inside this phase")] = None,
            guest: Annotated[Path | None, typer.Option(
                "--guest", help="guest-side capture: count stage-1 faults")] = None,
-           no_cache: NoCache = False) -> None:
+           no_cache: NoCache = False, fmt: Format = "table") -> None:
     """Stage-2 faults: decoded ESR, RAM or MMIO, region, phase, handling cost, and when they happened."""
     from kvmtrace.model.faults import faults_report
     from kvmtrace.render.faults import render_faults
     from kvmtrace.render.parquet import write_frame as write_table
+    from kvmtrace.render.sections import faults_sections
+    from kvmtrace.render.tables import output_format, sections_text, table_console
 
     with user_errors():
+        fmt = output_format(fmt, json_out)
         cap = _open(capture, no_cache)
         gcap = _open(guest, no_cache) if guest is not None else None
         memory = cap.manifest.guest_memory if cap.manifest else None
@@ -259,10 +285,56 @@ def faults(capture: CaptureArg,
                             _guest_offset(cap, gcap) if gcap is not None else None)
         if out is not None:
             write_table(rep.faults, out)
-    if json_out:
+    if fmt == "json":
         sys.stdout.write(json.dumps(rep.to_json(), indent=2, default=str) + "\n")
+    elif fmt == "table":
+        render_faults(rep, table_console())
     else:
-        render_faults(rep, Console())
+        sys.stdout.write(sections_text(faults_sections(rep), fmt))
+
+
+@app.command()
+def export(capture: CaptureArg,
+           to: Annotated[str, typer.Option("--to", help="perfetto (native TrackEvent protobuf) or chrome-json")],
+           out: Annotated[Path, typer.Option("-o", "--out", help="file to write (.pftrace, .json)")],
+           window: Window = None,
+           guest: Annotated[Path | None, typer.Option(
+               "--guest", help="the guest's own capture: its CPUs and markers on the host clock")] = None,
+           no_cache: NoCache = False) -> None:
+    """A timeline for Perfetto or chrome://tracing: CPUs, vCPU states, interrupts and stages, exits, faults."""
+    from kvmtrace.analysis.latency import analyze as run
+    from kvmtrace.render.export import export as write
+
+    with user_errors():
+        analysis = run(_open(capture, no_cache), window)
+        line = write(analysis, to, out, _open(guest, no_cache) if guest is not None else None)
+    err.print(line, highlight=False, soft_wrap=True)
+
+
+@app.command()
+def report(captures: Annotated[list[Path], typer.Argument(help="one or more captures (several: side by side)")],
+           out: Annotated[Path | None, typer.Option(
+               "-o", "--out", help="HTML file to write (default report.html unless --png/--svg)")] = None,
+           png: Annotated[Path | None, typer.Option("--png", help="also write every figure as PNG here")] = None,
+           svg: Annotated[Path | None, typer.Option("--svg", help="also write every figure as SVG here")] = None,
+           window: Window = None,
+           worst: Annotated[int, typer.Option("--worst", help="how many worst interrupts to show")] = 5,
+           no_cache: NoCache = False) -> None:
+    """One self-contained HTML report (works offline): latency figures, stages, worst interrupts, blame, exits."""
+    from kvmtrace.render.report import capture_report, write_figures
+    from kvmtrace.render.report_html import comparison_figures, report_html
+
+    with user_errors():
+        reports = [capture_report(_open(c, no_cache), window, worst) for c in captures]
+        if out is None and png is None and svg is None:
+            out = Path("report.html")
+        extra = comparison_figures(reports) if len(reports) > 1 else {}
+        for fmt, directory in (("png", png), ("svg", svg)):
+            if directory is not None:
+                err.print(f"wrote {len(write_figures(reports, directory, fmt, extra))} figures to {directory}")
+        if out is not None:
+            out.write_text(report_html(reports))
+            err.print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
 
 
 @app.command()

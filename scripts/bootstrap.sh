@@ -3,7 +3,8 @@
 # trace.dat reader's native kernels) and rt-tests (when root and missing), a virtualenv in .venv,
 # the package itself, and the native kernels built once (kvmtrace/ingest/native.py).
 #   scripts/bootstrap.sh        runtime only
-#   scripts/bootstrap.sh --dev  plus the test tooling (pytest, hypothesis, ruff, mypy)
+#   scripts/bootstrap.sh --dev  plus the test tooling (pytest, hypothesis, ruff, mypy; Debian's chromium
+#                               for the report's browser test)
 set -eu
 cd "$(dirname "$0")/.."
 want_dev=0
@@ -14,6 +15,8 @@ command -v trace-cmd >/dev/null 2>&1 || need_pkgs="$need_pkgs trace-cmd"
 command -v "${CC:-cc}" >/dev/null 2>&1 || need_pkgs="$need_pkgs gcc libc6-dev"
 if [ "$want_dev" = 1 ]; then
     command -v cyclictest >/dev/null 2>&1 || need_pkgs="$need_pkgs rt-tests"
+    # the report's browser test (tests/test_report_browser.py) opens it in headless Chromium
+    [ -x /usr/bin/chromium ] || need_pkgs="$need_pkgs chromium"
 fi
 if [ -n "$need_pkgs" ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

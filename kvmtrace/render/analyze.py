@@ -19,6 +19,7 @@ STAGE_SPAN = {"timer": "deadline -> host IRQ", "host_irq": "host IRQ -> wakeup /
               "exit": "injection -> kvm_exit", "entry": "injection / exit -> kvm_entry"}
 STAGE_STYLE = {"timer": "magenta", "host_irq": "red", "vcpu_wait": "yellow", "inject": "cyan",
                "exit": "blue", "entry": "green"}
+STAGE_LETTER = {"timer": "T", "host_irq": "H", "vcpu_wait": "W", "inject": "I", "exit": "X", "entry": "E"}
 BAR_WIDTH = 50
 HIST_WIDTH = 36
 
@@ -35,13 +36,19 @@ def render_analyze(doc: dict[str, Any], console: Console) -> None:
         if doc["per_vcpu"]:
             console.print(_per_vcpu(doc["per_vcpu"]))
         console.print(_blame(doc["blame"]))
-        console.print(_worst(irqs))
+        console.print(_worst(irqs, plain=plain_output(console)))
         console.print(_overall(irqs))
     for note in doc["notes"]:
         console.print(f"[dim]note: {note}[/dim]")
 
 
 def _facts(doc: dict[str, Any]) -> Table:
+    return facts_table(f"kvmtrace analyze {doc['capture']}", facts_rows(doc))
+
+
+def facts_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    """The facts of an analysis document as (name, text) rows: window, vCPU threads, interrupts, deadlines,
+    RT throttling, stalls, cyclictest's own summary."""
     w = doc["window"]
     rows = [("window", f"{w['name']}: {w['start_ns'] / 1e9:.6f} .. {w['end_ns'] / 1e9:.6f} s "
                        f"({w['duration_ns'] / 1e9:.3f} s)")]
@@ -71,7 +78,7 @@ def _facts(doc: dict[str, Any]) -> Table:
     for c in doc["cyclictest"]:
         rows.append(("cyclictest", f"{c['loops']:,} loops, interval {c['interval_us']} us, "
                                    f"min {c['min_us']} / avg {c['avg_us']} / max {c['max_us']} us (its own figures)"))
-    return facts_table(f"kvmtrace analyze {doc['capture']}", rows)
+    return rows
 
 
 def _percentiles(irqs: dict[str, Any]) -> Table:
@@ -114,17 +121,24 @@ def _us(us: int) -> str:
     return f"{us / 1000:g} ms" if us >= 1000 else f"{us} us"
 
 
-def _bar(row: dict[str, Any]) -> Text:
+def plain_output(console: Console) -> bool:
+    """True when colours will not show (a pipe, a file, NO_COLOR): stage bars are then drawn with letters."""
+    return not console.is_terminal or console.no_color or console.color_system is None
+
+
+def _bar(row: dict[str, Any], plain: bool = False) -> Text:
+    """The stages of one interrupt in proportion: coloured blocks, or one letter per stage (``TTTHHWWWEEE``)."""
     total = sum(row.get(f"{s}_ns") or 0 for s in STAGES) or 1
     bar = Text()
     for s in STAGES:
         ns = row.get(f"{s}_ns")
         if ns:
-            bar.append("█" * max(1, round(BAR_WIDTH * ns / total)), style=STAGE_STYLE[s])
+            bar.append((STAGE_LETTER[s] if plain else "█") * max(1, round(BAR_WIDTH * ns / total)),
+                       style=STAGE_STYLE[s])
     return bar
 
 
-def _worst(irqs: dict[str, Any]) -> Panel:
+def _worst(irqs: dict[str, Any], plain: bool = False) -> Panel:
     items = []
     for n, r in enumerate(irqs["worst"], 1):
         basis = "from deadline" if r["latency_basis"] == "deadline" else "from host IRQ, lower bound"
@@ -132,11 +146,11 @@ def _worst(irqs: dict[str, Any]) -> Panel:
                     f"{fmt_ns(r['best_latency_ns'])} ({basis})", style="bold")
         stages = Text("    " + "  ".join(f"{s} {fmt_ns(r.get(f'{s}_ns'))}" for s in STAGES
                                            if r.get(f"{s}_ns") is not None))
-        items += [head, Text("    ").append(_bar(r)), stages, Text(f"    {r['verdict']}")]
+        items += [head, Text("    ").append(_bar(r, plain)), stages, Text(f"    {r['verdict']}")]
     legend = Text("stages: ")
     for s in STAGES:
-        legend.append(f"█ {s}  ", style=STAGE_STYLE[s])
-    return Panel(Group(*items, legend), title="Worst interrupts", title_align="left")
+        legend.append(f"{STAGE_LETTER[s] if plain else '█'} {s}  ", style=STAGE_STYLE[s])
+    return Panel(Group(*items, legend), title="Worst interrupts", title_align="left", expand=not plain)
 
 
 def _overall(irqs: dict[str, Any]) -> Text:
