@@ -36,7 +36,9 @@ def _sources(capture: Path) -> dict[str, dict[str, Any]]:
     info = json.loads(cli("info", str(capture), "--json"))
     try:
         doc = json.loads(cli("analyze", str(capture), "--json"))
-    except AssertionError:  # no vCPU threads in this capture
+    except AssertionError:  # nothing analyze can explain
+        return {"info": info}
+    if "interrupts" not in doc:  # no vCPU threads: analyze explained the host's own real-time threads
         return {"info": info}
     out = {"info": info, "analyze": doc,
            "exits": json.loads(cli("exits", str(capture), "--window", doc["window"]["name"], "--json"))}
