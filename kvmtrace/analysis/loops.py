@@ -124,10 +124,16 @@ def loop_verdicts(lp: Loops, host: LatencyAnalysis, guest: Capture, worst_n: int
 
     slow = lp.table.sort("measured_ns", descending=True).head(worst_n)
     g = guest.tables
-    spans = slow.select(pl.col("loop").alias("key"), pl.col("guest_cpu").alias("cpu"),
-                        (pl.col("guest_wakeup_ns") - lp.alignment.offset_ns).alias("start_ns"),
-                        (pl.col("guest_switch_in_ns") - lp.alignment.offset_ns).alias("end_ns"))
-    guest_wait = span_shares(spans.drop_nulls(), cpu_segments(g, stalls(g))) if spans.height else spans
+    off = lp.alignment.offset_ns
+    spans = pl.concat([  # the guest's scheduler (wakeup -> switch-in), then its way back to the clock read
+        slow.select(pl.col("loop").alias("key"), pl.lit("wait").alias("part"), pl.col("guest_cpu").alias("cpu"),
+                    (pl.col("guest_wakeup_ns") - off).alias("start_ns"),
+                    (pl.col("guest_switch_in_ns") - off).alias("end_ns")),
+        slow.select(pl.col("loop").alias("key"), pl.lit("user").alias("part"), pl.col("guest_cpu").alias("cpu"),
+                    (pl.col("guest_switch_in_ns") - off).alias("start_ns"),
+                    (pl.col("guest_switch_in_ns") - off + pl.col("guest_user_ns")).alias("end_ns"))]).drop_nulls()
+    owned = span_shares(spans, cpu_segments(g, stalls(g))) if spans.height else spans
+    owned = owned.filter(pl.col("owner_pid").is_null() | (pl.col("owner_pid") != lp.tid)) if owned.height else owned
     out = []
     for r in slow.to_dicts():
         parts = []
@@ -141,13 +147,19 @@ def loop_verdicts(lp: Loops, host: LatencyAnalysis, guest: Capture, worst_n: int
             before = f"{fmt_ns(late)} until the host took the timer's interrupt, then " if late > 0.1 * part else ""
             if causes:
                 parts.append(f"{fmt_ns(part)} in the host: {before}" + cause_phrase(causes[0], host.throttling))
-        waits = guest_wait.filter(pl.col("key") == r["loop"]).sort("share_ns", descending=True) \
-            if guest_wait.height else guest_wait
+        def who(part: str, loop: int = r["loop"], cpu: int = r["guest_cpu"]) -> str:
+            mine = owned.filter(pl.col("key") == loop, pl.col("part") == part).group_by("owner").agg(
+                pl.col("share_ns").sum()).sort("share_ns", descending=True) if owned.height else owned
+            if not mine.height:
+                return ""
+            owner, ns = mine["owner"][0], fmt_ns(mine["share_ns"][0])
+            if owner == "stall":  # the whole guest silent: its vCPU was not running on the host
+                return f", the guest was stopped for {ns} (its vCPU not running on the host)"
+            return f", `{owner}` ran on guest CPU {cpu} for {ns}"
         if r["guest_wait_ns"]:
-            who = (f", `{waits['owner'][0]}` ran on guest CPU {r['guest_cpu']}" if waits.height else "")
-            parts.append(f"{fmt_ns(r['guest_wait_ns'])} the guest scheduler (wakeup -> switch-in{who})")
+            parts.append(f"{fmt_ns(r['guest_wait_ns'])} the guest scheduler (wakeup -> switch-in{who('wait')})")
         if r["guest_user_ns"] is not None:
-            parts.append(f"{fmt_ns(r['guest_user_ns'])} back to user space and the clock read")
+            parts.append(f"{fmt_ns(r['guest_user_ns'])} back to user space and the clock read{who('user')}")
         text = f"loop {r['loop']} took {fmt_ns(r['measured_ns'])} (cyclictest): " + "; ".join(parts)
         out.append({"loop": r["loop"], "measured_ns": r["measured_ns"], "verdict": text})
     return out

@@ -85,7 +85,7 @@ def run_of(cap: Capture, label: str) -> Run:
         run.shares = {s: v["share"] for s, v in a.stage_summary().items() if v["share"] is not None}
         run.top_causes = a.blame.head(3).to_dicts()
         worst = a.worst()
-        run.worst_verdict = worst[0]["verdict"] if worst else ""
+        run.worst_verdict = _worst_loop(a, cap) or (worst[0]["verdict"] if worst else "")
         exits = t.table("kvm_exit").filter(pl.col("ts").is_between(window.start_ns, window.end_ns)).height
         seconds = max(window.end_ns - window.start_ns, 1) / 1e9
         run.put("exits per second", round(exits / seconds, 1), f"trace: kvm_exit in {window.name}")
@@ -110,6 +110,24 @@ def run_of(cap: Capture, label: str) -> Run:
         c = run.top_causes[0]
         run.put("top cause", f"{c['cause']} ({c['cause_kind']}, {100 * c['share']:.0f}%)", "trace: blame")
     return run
+
+
+def _worst_loop(a: Any, cap: Capture) -> str | None:
+    """With the guest's own capture and cyclictest -v beside the host capture: the slowest loop's
+    verdict on both sides (what cyclictest's max is), else None."""
+    from kvmtrace.analysis.loops import loop_table, loop_verdicts
+    from kvmtrace.capture import open_capture
+
+    folder = cap.trace_path.parent / "guest"
+    if not (folder / "cyclictest.txt").is_file():
+        return None
+    try:
+        guest = open_capture(folder)
+        lp = loop_table(a, guest, read_cyclictest(folder / "cyclictest.txt"))
+    except CaptureError:
+        return None
+    top = loop_verdicts(lp, a, guest, 1)
+    return top[0]["verdict"] if top else None
 
 
 def _own_output(run: Run, cap: Capture, have_summary: bool) -> None:
@@ -206,7 +224,8 @@ def explain(runs: list[Run], rows: list[dict[str, Any]]) -> list[str]:
 
 def _why(measure: str, base: Run, run: Run) -> str:
     if measure.startswith("cyclictest max") and run.worst_verdict:
-        return f": the worst took {run.worst_verdict}"
+        text = run.worst_verdict
+        return f": {text}" if text.startswith("loop ") else f": the worst took {text}"
     if measure.startswith("cyclictest"):
         grown = {s: run.shares[s] - base.shares[s] for s in run.shares if s in base.shares}
         parts = []

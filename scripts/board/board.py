@@ -571,13 +571,16 @@ def bundle(src: Path, dest: Path, start: float | None, end: float | None) -> Non
     for name in ("capture.json", "board.json", "guest-console.txt", "host-dmesg-kvm.txt", "cyclictest.txt"):
         if (src / name).exists():
             shutil.copy(src / name, dest / name)
-    if (src / "guest" / "trace.dat").exists():  # the guest's own recording, whole (it is small), and its -v output
-        (dest / "guest").mkdir(exist_ok=True)
-        sh(["trace-cmd", "convert", "-i", str(src / "guest" / "trace.dat"), "-o", str(dest / "guest" / "trace.dat"),
+    # the guest's own recording and the study's native run, whole (they are small), with their side files
+    for sub in ("guest", "native"):
+        if not (src / sub / "trace.dat").exists():
+            continue
+        (dest / sub).mkdir(exist_ok=True)
+        sh(["trace-cmd", "convert", "-i", str(src / sub / "trace.dat"), "-o", str(dest / sub / "trace.dat"),
             "--file-version", "7", "--compression", "zstd"], 300)
-        for name in ("capture.json", "cyclictest.txt"):
-            if (src / "guest" / name).exists():
-                shutil.copy(src / "guest" / name, dest / "guest" / name)
+        for side in sorted((src / sub).iterdir()):
+            if side.name != "trace.dat" and side.suffix in (".json", ".txt"):
+                shutil.copy(side, dest / sub / side.name)
     if (dest / "board.json").exists():
         info = json.loads((dest / "board.json").read_text())
         info["bundled"] = {"by": "scripts/board/board.py bundle", "cut_s": [start, end],
