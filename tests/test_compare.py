@@ -37,6 +37,10 @@ def test_study_shape_from_the_traces(pair: tuple[Path, Path]) -> None:
     assert 1.5 < rows["cyclictest p95 (us)"]["ratios"][1] < 4  # the study: 2.3x
     assert rows["cyclictest max (us)"]["study"] == {"host": 185.0, "guest": 8939.0, "ratio": 48.32}
     assert host.kind == "host" and guest.kind == "guest"
+    # the benchmark figures are the presets' inputs (the study's), read back from the result markers
+    assert rows["lat_mem_rd random (ns)"]["ratios"][1] == round(273.75 / 122.30, 3)
+    assert rows["lat_mem_rd seq (ns)"]["ratios"][1] == round(96.20 / 95.60, 3)
+    assert rows["lat_pagefault file (us)"]["ratios"][1] == round(2.38 / 2.40, 3)
     why = next(e for e in cmp.explanations if e.startswith("cyclictest max"))
     assert "irq/109-dw-mci" in why  # the synthesised guest's worst wait: the threaded device IRQ
 

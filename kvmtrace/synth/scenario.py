@@ -104,6 +104,7 @@ BASE: dict[str, Any] = {
         "IRQ": {"rate_hz": 250, "handling": ln(4, 0.3, 1, 50)},
     }},
     "lmbench": None,               # {"mb": 64, "guest_ms": 300}: first-touch faults in a benchmark phase
+    "results": None,               # benchmark result lines written as `kvmtrace result ...` markers
     "record": {"hrtimer": True},   # False: recorded without the timer events (-e kvm -e sched -e irq)
     # the kernel's real-time bandwidth (sched_rt_runtime_us / sched_rt_period_us): throttles a FIFO vCPU
     "rt": {"runtime_us": 950_000, "period_us": 1_000_000},
@@ -166,10 +167,17 @@ _STUDY_COMMON: dict[str, Any] = {
 PRESETS: dict[str, dict[str, Any]] = {
     "study-guest": _merge(BASE, {**_STUDY_COMMON, "side": "guest", "description":
         "The study's guest run: cyclictest SCHED_FIFO 99, 30 ms interval, in a 1-vCPU KVM guest "
-        "(vCPU thread SCHED_OTHER on CPU 0, where threaded device IRQs run at SCHED_FIFO 50)."}),
+        "(vCPU thread SCHED_OTHER on CPU 0, where threaded device IRQs run at SCHED_FIFO 50).",
+        # the benchmark figures are inputs, the study's own (the simulator models no caches or TLBs)
+        "results": ["lat_mem_rd pattern=seq size_mb=256 stride=64 latency_ns=96.20",
+                    "lat_mem_rd pattern=random size_mb=256 stride=64 latency_ns=273.75",
+                    "lat_pagefault kind=file us_per_fault=2.38"]}),
     "study-host": _merge(BASE, {**_STUDY_COMMON, "side": "host", "description":
         "The study's host run: the same cyclictest on the host itself (SCHED_FIFO 99, CPU 0), "
-        "same background load; no guest."}),
+        "same background load; no guest.",
+        "results": ["lat_mem_rd pattern=seq size_mb=256 stride=64 latency_ns=95.60",
+                    "lat_mem_rd pattern=random size_mb=256 stride=64 latency_ns=122.30",
+                    "lat_pagefault kind=file us_per_fault=2.40"]}),
     "hog": _merge(BASE, {
         "description": "A SCHED_OTHER CPU hog shares the vCPU thread's CPU; the guest runs "
                        "cyclictest at 1 ms plus CPU-bound work, so CFS makes the vCPU wait.",

@@ -420,6 +420,8 @@ class Simulator:
         if loops:
             self.chunk.marks.append((now + 100 * NS, marks_cpu, self.cyclictest_summary(me, loops, loop.stats)))
         self.chunk.marks.append((now + 200 * NS, marks_cpu, "L2_CYCLICTEST_END"))
+        for k, line in enumerate(self.p.get("results") or []):  # the run's benchmark figures, as markers
+            self.chunk.marks.append((now + (300 + 10 * k) * NS, marks_cpu, f"kvmtrace result {line}"))
         hog = loop.hog
         if hog is not None and cur is hog:
             self.chunk.run += (now, now + 50 * NS, hog.pid)
