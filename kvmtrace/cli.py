@@ -15,7 +15,7 @@ from rich.console import Console
 from kvmtrace import __version__
 from kvmtrace.errors import CaptureError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Explain where a KVM guest's latency comes from, from ftrace captures.")
 err = Console(stderr=True)
 
@@ -73,6 +73,33 @@ def convert(capture: CaptureArg,
     err.print(f"wrote {len(written)} files to {outdir}")
 
 
+Out = Annotated[Path | None, typer.Option(
+    "--out", help="write the command's table instead of printing the report: FILE.parquet, .csv, .json, or - "
+                  "(JSON records on standard output)")]
+
+
+def _written(df: Any, out: Path) -> None:
+    """Write ``df`` to ``--out`` and say so (on stderr, so that ``--out -`` stays clean)."""
+    from kvmtrace.render.parquet import write_frame
+
+    write_frame(df, out)
+    if str(out) != "-":
+        err.print(f"wrote {df.height:,} rows to {out}", soft_wrap=True, highlight=False)
+
+
+def _window(cap: Any, spec: str | None, default_all: bool = False) -> Any:
+    """The one window resolver (analysis/window.py); ``default_all``: no --window means everything."""
+    from kvmtrace.analysis.window import resolve_window
+
+    return resolve_window(cap.path, "all" if spec is None and default_all else spec, cap.tables.events, cap.phases)
+
+
+def _positive(name: str, value: int) -> int:
+    if value < 0:
+        raise CaptureError(None, None, f"{name} {value}: expected a number of 0 or more")
+    return value
+
+
 Format = Annotated[str, typer.Option("--format", help="table, csv, md or json (csv and md: every table, raw "
                                                      "values in ns)")]
 Window = Annotated[str | None, typer.Option("--window", help="phase name, 'all' or START:END seconds "
@@ -94,6 +121,7 @@ def analyze(capture: CaptureArg, window: Window = None,
                                 "and explain cyclictest loop by loop on both sides")] = None,
             loops_out: Annotated[Path | None, typer.Option(
                 "--loops-out", help="with a guest capture: write the loop table (.parquet, .csv, .json)")] = None,
+            out: Out = None,
             no_cache: NoCache = False, fmt: Format = "table") -> None:
     """Every guest interrupt (and every wakeup of a real-time thread on the host) as a timeline of stages,
     percentiles, blame, and who is to blame for the worst."""
@@ -109,6 +137,7 @@ def analyze(capture: CaptureArg, window: Window = None,
 
     with user_errors():
         fmt = output_format(fmt, json_out)
+        _positive("--worst", worst)
         cap = _open(capture, no_cache)
         output = read_cyclictest(cyclictest) if cyclictest is not None else None
         if not cap.tables.has("kvm_entry"):  # a host without guests: its own real-time threads
@@ -126,6 +155,11 @@ def analyze(capture: CaptureArg, window: Window = None,
                 render_native(doc, table_console())
             return
         analysis = run(cap, window, worst)
+        if out is not None:  # the per-interrupt table instead of the report
+            if analysis.table.height == 0:
+                raise CaptureError(cap.path, None, f"no guest interrupt in the window {analysis.window.name!r}")
+            _written(analysis.table, out)
+            return
         doc = analysis.document()
         doc["native"] = native_document(cap, analysis.window.start_ns, analysis.window.end_ns, worst, output,
                                         exclude=tuple(analysis.vcpus["vcpu_tid"].to_list()))
@@ -189,27 +223,33 @@ def irqs(capture: CaptureArg,
 
 
 @app.command()
-def vcpus(capture: CaptureArg,
-          out: Annotated[Path | None, typer.Option("--out", help="state timeline: FILE.parquet, .csv, .json")] = None,
+def vcpus(capture: CaptureArg, out: Out = None, window: Annotated[str | None, typer.Option(
+              "--window", help="phase name, 'all' or START:END seconds (default: all)")] = None,
+          json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
           no_cache: NoCache = False, fmt: Format = "table") -> None:
     """vCPU threads and the time each spent in guest, host_handling, blocked, preempted and waking."""
+    import polars as pl
+
     from kvmtrace.model.blame import waiting_holders
     from kvmtrace.model.blockers import cpu_segments
     from kvmtrace.model.stalls import stalls
     from kvmtrace.model.throttling import rt_throttling
     from kvmtrace.model.vcpus import state_summary, state_timeline, vcpu_threads
-    from kvmtrace.render.parquet import write_frame
     from kvmtrace.render.sections import vcpus_sections
     from kvmtrace.render.tables import frame_table, output_format, sections_text, table_console
 
     with user_errors():
-        fmt = output_format(fmt)
+        fmt = output_format(fmt, json_out)
         cap = _open(capture, no_cache)
         tables = cap.tables
         threads = vcpu_threads(tables)
+        w = _window(cap, window, default_all=True)
         timeline = state_timeline(tables, threads["vcpu_tid"])
+        timeline = timeline.filter(pl.col("end_ns") >= w.start_ns, pl.col("start_ns") <= w.end_ns).with_columns(
+            pl.col("start_ns").clip(lower_bound=w.start_ns), pl.col("end_ns").clip(upper_bound=w.end_ns))
         if out is not None:
-            write_frame(timeline, out)
+            _written(timeline, out)
+            return
         throttling = rt_throttling(tables, cap.manifest.host if cap.manifest else None)
         holders = waiting_holders(timeline, cpu_segments(tables, stalls(tables)), throttling)
     sections = vcpus_sections(threads, state_summary(timeline), holders)
@@ -233,24 +273,25 @@ def vcpus(capture: CaptureArg,
 @app.command()
 def exits(capture: CaptureArg,
           json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
-          out: Annotated[Path | None, typer.Option(
-              "--out", help="write the per-exit table (.parquet, .csv, .json)")] = None,
-          window: Annotated[str | None, typer.Option("--window", help="only exits inside this phase")] = None,
+          out: Out = None,
+          window: Annotated[str | None, typer.Option(
+              "--window", help="phase name, 'all' or START:END seconds (default: all)")] = None,
           by_thread: Annotated[bool, typer.Option("--by-thread", help="also show each vCPU thread")] = False,
           no_cache: NoCache = False, fmt: Format = "table") -> None:
     """Exit profile per class, vCPU thread and phase: handling and guest-run intervals, what happened inside."""
     from kvmtrace.model.exits import exits_report
     from kvmtrace.render.exits import render_exits
-    from kvmtrace.render.parquet import write_frame as write_table
     from kvmtrace.render.sections import exits_sections
     from kvmtrace.render.tables import output_format, sections_text, table_console
 
     with user_errors():
         fmt = output_format(fmt, json_out)
         cap = _open(capture, no_cache)
-        rep = exits_report(cap.tables, cap.phases, str(capture), window)
+        w = _window(cap, window, default_all=True)
+        rep = exits_report(cap.tables, cap.phases, str(capture), (w.name, w.start_ns, w.end_ns))
         if out is not None:
-            write_table(rep.exits, out)
+            _written(rep.exits, out)
+            return
     if fmt == "json":
         sys.stdout.write(json.dumps(rep.to_json(), indent=2, default=str) + "\n")
     elif fmt == "table":
@@ -262,16 +303,15 @@ def exits(capture: CaptureArg,
 @app.command()
 def faults(capture: CaptureArg,
            json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
-           out: Annotated[Path | None, typer.Option(
-               "--out", help="write the per-fault table (.parquet, .csv, .json)")] = None,
-           window: Annotated[str | None, typer.Option("--window", help="only faults inside this phase")] = None,
+           out: Out = None,
+           window: Annotated[str | None, typer.Option(
+               "--window", help="phase name, 'all' or START:END seconds (default: all)")] = None,
            guest: Annotated[Path | None, typer.Option(
                "--guest", help="guest-side capture: count stage-1 faults")] = None,
            no_cache: NoCache = False, fmt: Format = "table") -> None:
     """Stage-2 faults: decoded ESR, RAM or MMIO, region, phase, handling cost, and when they happened."""
     from kvmtrace.model.faults import faults_report
     from kvmtrace.render.faults import render_faults
-    from kvmtrace.render.parquet import write_frame as write_table
     from kvmtrace.render.sections import faults_sections
     from kvmtrace.render.tables import output_format, sections_text, table_console
 
@@ -280,11 +320,13 @@ def faults(capture: CaptureArg,
         cap = _open(capture, no_cache)
         gcap = _open(guest, no_cache) if guest is not None else None
         memory = cap.manifest.guest_memory if cap.manifest else None
-        rep = faults_report(cap.tables, cap.phases, str(capture), window, memory,
-                            (gcap.tables, gcap.phases) if gcap is not None else None,
+        w = _window(cap, window) if window is not None else None
+        rep = faults_report(cap.tables, cap.phases, str(capture), (w.name, w.start_ns, w.end_ns) if w else None,
+                            memory, (gcap.tables, gcap.phases) if gcap is not None else None,
                             _guest_offset(cap, gcap) if gcap is not None else None)
         if out is not None:
-            write_table(rep.faults, out)
+            _written(rep.faults, out)
+            return
     if fmt == "json":
         sys.stdout.write(json.dumps(rep.to_json(), indent=2, default=str) + "\n")
     elif fmt == "table":

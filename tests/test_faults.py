@@ -64,7 +64,8 @@ def test_cyclictest_window_breakdown_and_verdict() -> None:
     cap = open_capture(VHE)
     r = faults_report(cap.tables, cap.phases, "vhe")
     assert r.verdict == VERDICT
-    inside = faults_report(cap.tables, cap.phases, "vhe", window="cyclictest").faults
+    s, e = cap.window("cyclictest")
+    inside = faults_report(cap.tables, cap.phases, "vhe", window=("cyclictest", s, e)).faults
     uart = inside.filter(pl.col("region") == "uart")
     assert uart.height == 305 and uart["mmio"].all() and uart["ec"].unique().to_list() == [0x24]
     assert (uart["write"].sum(), (~uart["write"]).sum()) == (157, 148)
@@ -142,7 +143,9 @@ def test_cli_out_and_missing_events(tmp_path: Path) -> None:
     out = tmp_path / "faults.parquet"
     res = CliRunner().invoke(app, ["faults", str(VHE), "--out", str(out)])
     assert res.exit_code == 0, res.output
-    assert "34,304 before, 306 inside, 74 after" in res.output
+    assert res.output.strip() == f"wrote 34,684 rows to {out}"
+    printed = CliRunner().invoke(app, ["faults", str(VHE)])
+    assert "34,304 before, 306 inside, 74 after" in printed.output
     df = pl.read_parquet(out)
     assert df.columns[:14] == ["t_ns", "vcpu_tid", "ipa", "esr", "ec", "kind", "level", "write", "s1ptw", "isv",
                                "mmio", "region", "phase", "handling_ns"]

@@ -22,8 +22,9 @@ from typing import Any
 import polars as pl
 
 from kvmtrace.analysis.verdicts import STAGE_WORDS, dominant_stage, fmt_ns, verdict
+from kvmtrace.analysis.window import Window, resolve_window
 from kvmtrace.capture import Capture
-from kvmtrace.errors import CaptureError, MissingEventsError
+from kvmtrace.errors import MissingEventsError
 from kvmtrace.model.blame import blame_table, shares, top_cause
 from kvmtrace.model.blockers import cpu_segments, wait_shares
 from kvmtrace.model.deadlines import Deadlines, with_deadlines
@@ -44,40 +45,9 @@ TABLE_SCHEMA: dict[str, pl.DataType] = {
 HIDDEN = {"t_idx", "entry_idx", "w_idx", "switch_idx", "irq_no"}
 
 
-@dataclass
-class Window:
-    """The part of the capture analysed: a phase, explicit times, or all of it."""
-
-    name: str
-    start_ns: int
-    end_ns: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "start_ns": self.start_ns, "end_ns": self.end_ns,
-                "duration_ns": self.end_ns - self.start_ns}
-
-
 def choose_window(cap: Capture, spec: str | None) -> Window:
-    """``None``: the cyclictest phase when markers show one, else everything; ``all``; a phase name;
-    or ``START:END`` in seconds of trace time."""
-    ev = cap.tables.events
-    first, last = (int(ev["ts"][0]), int(ev["ts"][-1])) if ev.height else (0, 0)
-    if spec is None:
-        names = cap.phases["name"].to_list()
-        spec = "cyclictest" if "cyclictest" in names else "all"
-    if spec == "all":
-        return Window("all", first, last)
-    if ":" in spec:
-        lo, _, hi = spec.partition(":")
-        try:
-            start = int(float(lo) * 1e9) if lo else first
-            end = int(float(hi) * 1e9) if hi else last
-        except ValueError:
-            raise CaptureError(None, None,
-                               f"--window {spec!r}: expected a phase name, 'all' or START:END seconds") from None
-        return Window(spec, start, end)
-    start, end = cap.window(spec)
-    return Window(spec, start, end)
+    """The window ``spec`` names in this capture (analysis/window.py)."""
+    return resolve_window(cap.path, spec, cap.tables.events, cap.phases)
 
 
 @dataclass

@@ -114,9 +114,9 @@ def loop_table(host: LatencyAnalysis, guest: Capture, cyclictest: CyclictestOutp
         (pl.col("guest_switch_in_ns") - pl.col("guest_wakeup_ns")).alias("guest_wait_ns"),
         (pl.col("measured_ns") - pl.col("traced_ns")).alias("guest_user_ns"))
     # the host's window holds both sides: the loops whose deadline falls in it
-    w = host.window
-    rows = rows.filter(pl.col("guest_deadline_ns").is_between(w.start_ns, w.end_ns) | pl.col("guest_deadline_ns")
-                       .is_null())
+    win = host.window
+    rows = rows.filter(pl.col("guest_deadline_ns").is_between(win.start_ns, win.end_ns)
+                       | pl.col("guest_deadline_ns").is_null())
     return Loops(rows.sort("loop"), al, shift, tid)
 
 

@@ -255,23 +255,15 @@ class ExitsReport:
                 "by_phase": self.by_phase.to_dicts(), "notes": self.notes}
 
 
-def window_bounds(phases: pl.DataFrame, t: EventTables, window: str | None) -> tuple[int, int]:
-    """(start_ns, end_ns) of the phase named ``window``, or of the whole capture."""
+def exits_report(t: EventTables, phases: pl.DataFrame, capture: str,
+                 window: tuple[str, int, int] | None = None) -> ExitsReport:
+    """Exits of the capture (or of a window: name, start_ns, end_ns): per class, per vCPU thread and class,
+    per phase and class."""
+    table = exit_table(t, phases)
     if window is None:
         ts = t.events["ts"]
-        return int(ts.min()), int(ts.max())  # type: ignore[arg-type]
-    row = phases.filter(pl.col("name") == window)
-    if row.height == 0:
-        from kvmtrace.errors import CaptureError
-        names = ", ".join(phases["name"].to_list()) or "none"
-        raise CaptureError(t.meta.path, None, f"no phase named {window!r} (phases: {names})")
-    return int(row["start_ns"][0]), int(row["end_ns"][0])
-
-
-def exits_report(t: EventTables, phases: pl.DataFrame, capture: str, window: str | None = None) -> ExitsReport:
-    """Exits of the capture (or of one phase): per class, per vCPU thread and class, per phase and class."""
-    table = exit_table(t, phases)
-    start, end = window_bounds(phases, t, window)
+        window = ("all", int(ts.min()), int(ts.max()))  # type: ignore[arg-type]
+    name, start, end = window
     ex = table.exits.filter(pl.col("t_ns").is_between(start, end))
     span = end - start
     durations = phases.select(pl.col("name").alias("phase"), pl.col("duration_ns"))
@@ -279,5 +271,5 @@ def exits_report(t: EventTables, phases: pl.DataFrame, capture: str, window: str
                 .join(durations, on="phase", how="left")
                 .with_columns((pl.col("count") / (pl.col("duration_ns") / 1e9)).alias("rate_per_s"))
                 .drop("duration_ns"))
-    return ExitsReport(capture, table.arch, window, span, ex, summarise(ex, ["exit_class"], span),
+    return ExitsReport(capture, table.arch, name, span, ex, summarise(ex, ["exit_class"], span),
                        summarise(ex, ["vcpu_tid", "exit_class"], span), by_phase, table.notes)

@@ -424,31 +424,29 @@ class FaultsReport:
         }
 
 
-def faults_report(t: EventTables, phases: pl.DataFrame, capture: str, window: str | None = None,
+def faults_report(t: EventTables, phases: pl.DataFrame, capture: str,
+                  window: tuple[str, int, int] | None = None,
                   guest_memory: list[dict[str, object]] | None = None,
                   guest: tuple[EventTables, pl.DataFrame] | None = None,
                   guest_offset_ns: int | None = None) -> FaultsReport:
-    """Stage-2 faults of the capture (or of one phase) with the split around the focus phase and a verdict."""
+    """Stage-2 faults of the capture (or of a window: name, start_ns, end_ns) with the split around the
+    focus phase and a verdict."""
     table = fault_table(t, phases, guest_memory)
     f = table.faults
-    focus = focus_phase(phases, window)
     names = phases["name"].to_list()
+    focus = focus_phase(phases, window[0] if window is not None and window[0] in names else None)
     sp = None
     if focus is not None and focus in names:
         row = phases.filter(pl.col("name") == focus).row(0, named=True)
         sp = split(f, row["start_ns"], row["end_ns"])
     text = verdict(f, phases, focus if focus in names else None)
     if window is not None:
-        if window not in names:
-            from kvmtrace.errors import CaptureError
-            raise CaptureError(t.meta.path, None, f"no phase named {window!r} (phases: {', '.join(names) or 'none'})")
-        row = phases.filter(pl.col("name") == window).row(0, named=True)
-        f = f.filter(pl.col("t_ns").is_between(row["start_ns"], row["end_ns"]))
-        start, end = int(row["start_ns"]), int(row["end_ns"])
+        _, start, end = window
+        f = f.filter(pl.col("t_ns").is_between(start, end))
     else:
         start, end = int(t.events["ts"].min()), int(t.events["ts"].max())  # type: ignore[arg-type]
-    report = FaultsReport(capture, window, focus, f, table.regions, phases, sp, timeline(f, start, end), text,
-                          table.notes)
+    report = FaultsReport(capture, window[0] if window else None, focus, f, table.regions, phases, sp,
+                          timeline(f, start, end), text, table.notes)
     if guest is not None:
         _add_stage1(report, *guest, guest_offset_ns)
     return report

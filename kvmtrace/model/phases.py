@@ -3,7 +3,9 @@
 Rules (documented in docs/capture.md):
 - ``<ANY>_<NAME>_START`` / ``_BEGIN`` opens phase ``name`` (lower case, last word before the
   suffix: ``L2_CYCLICTEST_START`` -> ``cyclictest``); ``<ANY>_<NAME>_END`` / ``_STOP`` closes it.
-- ``kvmtrace phase NAME begin|end`` (written by ``kvmtrace record``) does the same.
+- ``kvmtrace phase NAME begin|end`` (written by ``kvmtrace record``) and ``PHASE NAME START|END`` do the
+  same; a user's own convention is a regular expression with the groups ``name`` and ``edge``
+  (``--phase-pattern``, or ``phase_pattern`` in capture.json), tried first.
 - ``boot``: from the first event to the first marker saying the guest is up (``*_SHELL``,
   ``*_BOOTED``, ``*_READY``, ``kvmtrace phase boot end``), when there is one.
 - A phase opened and never closed ends at the last event of the capture (``end_marker`` null).
@@ -21,6 +23,8 @@ from kvmtrace.ingest.cyclictest import SUMMARY_RE
 
 _EDGE_RE = re.compile(r"^(?:\S*_)?(?P<name>[A-Za-z0-9]+)_(?P<edge>START|BEGIN|END|STOP)\b", re.IGNORECASE)
 _KVMTRACE_RE = re.compile(r"^kvmtrace[: ]+phase\s+(?P<name>\S+)\s+(?P<edge>begin|start|end|stop)\b")
+_PHASE_RE = re.compile(r"^PHASE\s+(?P<name>\S+)\s+(?P<edge>START|BEGIN|END|STOP)\b", re.IGNORECASE)
+CONVENTIONS = (_KVMTRACE_RE, _PHASE_RE, _EDGE_RE)
 _BOOTED_RE = re.compile(r"^(?:\S*_)?(?:SHELL|BOOTED|READY)\b")
 
 PHASE_SCHEMA = {
@@ -29,15 +33,33 @@ PHASE_SCHEMA = {
 }
 
 
-def _edge(text: str) -> tuple[str, bool] | None:
-    m = _KVMTRACE_RE.match(text) or _EDGE_RE.match(text)
-    if not m:
-        return None
-    return m["name"].lower(), m["edge"].lower() in ("start", "begin")
+def compile_pattern(pattern: str) -> re.Pattern[str]:
+    """A user's marker pattern: a regular expression with the named groups ``name`` and ``edge`` (the
+    edge's text is start, begin, end or stop); one clear error otherwise."""
+    from kvmtrace.errors import CaptureError
+
+    try:
+        rx = re.compile(pattern, re.IGNORECASE)
+    except re.error as exc:
+        raise CaptureError(None, None, f"phase pattern {pattern!r}: not a regular expression ({exc})") from None
+    if not {"name", "edge"} <= set(rx.groupindex):
+        raise CaptureError(None, None, f"phase pattern {pattern!r}: expected the named groups (?P<name>...) and "
+                                       "(?P<edge>...) (edge: start, begin, end or stop)")
+    return rx
 
 
-def phases_from_markers(markers: pl.DataFrame, first_ts: int | None, last_ts: int | None) -> pl.DataFrame:
-    """One row per phase: name, start_ns, end_ns, duration_ns, start_marker, end_marker."""
+def _edge(text: str, user: re.Pattern[str] | None = None) -> tuple[str, bool] | None:
+    for rx in (user, *CONVENTIONS):
+        m = rx.match(text) if rx is not None else None
+        if m and m["edge"].lower() in ("start", "begin", "end", "stop"):
+            return m["name"].lower(), m["edge"].lower() in ("start", "begin")
+    return None
+
+
+def phases_from_markers(markers: pl.DataFrame, first_ts: int | None, last_ts: int | None,
+                        pattern: re.Pattern[str] | None = None) -> pl.DataFrame:
+    """One row per phase: name, start_ns, end_ns, duration_ns, start_marker, end_marker (``pattern``:
+    a user's marker convention, tried first)."""
     rows: list[dict[str, object]] = []
     open_phases: dict[str, dict[str, object]] = {}
     boot_done = False
@@ -49,7 +71,7 @@ def phases_from_markers(markers: pl.DataFrame, first_ts: int | None, last_ts: in
                          "end_marker": text})
             boot_done = True
             continue
-        edge = _edge(text)
+        edge = _edge(text, pattern)
         if edge is None:
             continue
         name, is_start = edge

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import polars as pl
@@ -30,13 +31,22 @@ def write_tables(tables: EventTables, outdir: Path) -> list[Path]:
 
 
 def write_frame(df: pl.DataFrame, path: Path) -> None:
-    """One table to a file, the format chosen by its suffix: .parquet, .csv or .json (records)."""
+    """One table to a file, the format chosen by its suffix: .parquet, .csv or .json (records); ``-``
+    writes JSON records to standard output. A folder that does not exist is one clear error."""
+    if str(path) == "-":
+        sys.stdout.write(json.dumps(df.to_dicts(), default=str) + "\n")
+        return
     suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        df.write_parquet(path)
-    elif suffix == ".csv":
-        df.write_csv(path)
-    elif suffix == ".json":
-        path.write_text(json.dumps(df.to_dicts(), default=str) + "\n")
-    else:
-        raise CaptureError(path, None, "unknown output type: expected a .parquet, .csv or .json file name")
+    if suffix not in (".parquet", ".csv", ".json"):
+        raise CaptureError(path, None, "unknown output type: expected a .parquet, .csv or .json file name (or -)")
+    if not path.parent.is_dir():
+        raise CaptureError(path, None, f"cannot write: folder {str(path.parent)!r} does not exist")
+    try:
+        if suffix == ".parquet":
+            df.write_parquet(path)
+        elif suffix == ".csv":
+            df.write_csv(path)
+        else:
+            path.write_text(json.dumps(df.to_dicts(), default=str) + "\n")
+    except OSError as exc:
+        raise CaptureError(path, None, f"cannot write: {exc.strerror}") from None
