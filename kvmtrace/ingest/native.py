@@ -28,7 +28,7 @@ from kvmtrace.errors import CaptureError
 
 SOURCE = Path(__file__).with_name("native.c")
 SOURCES = (SOURCE, Path(__file__).with_name("native_text.c"))  # compiled into the one library
-ABI_VERSION = 1
+ABI_VERSION = 2
 _P = ctypes.c_void_p
 _I64 = ctypes.c_int64
 _I32 = ctypes.c_int32
@@ -114,6 +114,8 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.kt_walk.argtypes = [_P, *[_I64] * 5, _I32, *[_P] * 9, _I64, _P, _I64, _P]
     lib.kt_merge_scatter.restype = _I32
     lib.kt_merge_scatter.argtypes = [_P]  # a MergeScatter struct (native_read.py)
+    lib.kt_type_max_len.restype = None
+    lib.kt_type_max_len.argtypes = [_P, _P, _I64, _I64, _P]
     lib.kt_text_fields.restype = _I32
     lib.kt_text_fields.argtypes = [_P, _I64, _P, _P, _I32, *[_P] * 8, _I64, _P]
     lib.kt_text_pack.restype = None
