@@ -57,6 +57,59 @@ def typed_key_names(field_names: list[str] | tuple[str, ...]) -> dict[str, str]:
     return {k: (f"common_{k}" if k in names else k) for k in TYPED_KEY_COLUMNS}
 
 
+def known_format(name: str) -> EventFormat | None:
+    """The newest bundled format of an event (kvmtrace/data/formats), if kvmtrace knows the event."""
+    from kvmtrace.ingest.text_fields import bundled_catalog  # the catalog parses files: only when asked
+
+    candidates = bundled_catalog().candidates(name)
+    return candidates[0] if candidates else None
+
+
+# The fields kvmtrace's models and analyses read from each event (kvmtrace/model, kvmtrace/analysis),
+# among those every bundled format of the event has, and their kind. An event whose table lacks one,
+# or holds it as another kind (a damaged or foreign format), counts as missing (EventTables.has):
+# the analyses then say which events they need instead of failing on a column.
+MODEL_FIELDS: dict[str, dict[str, str]] = {
+    "hrtimer_expire_entry": {"hrtimer": "int"},
+    "hrtimer_start": {"expires": "int", "hrtimer": "int"},
+    "irq_handler_entry": {"irq": "int", "name": "text"},
+    "irq_handler_exit": {"irq": "int", "ret": "int"},
+    "kvm_access_fault": {"ipa": "int"},
+    "kvm_guest_fault": {"hsr": "int", "ipa": "int"},
+    "kvm_irq_line": {"irq_num": "int", "level": "int", "type": "int", "vcpu_idx": "int"},
+    "kvm_mmio": {"gpa": "int", "len": "int", "type": "int"},
+    "kvm_timer_save_state": {"ctl": "int", "cval": "int", "timer_idx": "int"},
+    "kvm_timer_update_irq": {"irq": "int", "level": "int", "vcpu_id": "int"},
+    "kvm_userspace_exit": {"errno": "int", "reason": "int"},
+    "kvm_vcpu_wakeup": {"ns": "int", "waited": "int"},
+    "sched_switch": {"next_comm": "text", "next_pid": "int", "prev_pid": "int", "prev_state": "int"},
+    "sched_wakeup": {"comm": "text", "target_cpu": "int"},
+    "sched_waking": {"comm": "text", "target_cpu": "int"},
+    "softirq_entry": {"vec": "int"},
+    "softirq_exit": {"vec": "int"},
+    "vgic_update_irq_pending": {"irq": "int", "level": "int", "vcpu_id": "int"},
+}
+
+
+def _kind(dtype: pl.DataType) -> str:
+    if dtype == pl.String or dtype == pl.Categorical:
+        return "text"
+    if isinstance(dtype, pl.List):
+        return "list"
+    return "int" if dtype.is_integer() or dtype == pl.Boolean else str(dtype)
+
+
+def _field_problems(name: str, table: pl.DataFrame) -> list[str]:
+    """How a typed table differs from what the models read of its event (MODEL_FIELDS)."""
+    problems = []
+    for field_name, kind in MODEL_FIELDS.get(name, {}).items():
+        if field_name not in table.columns:
+            problems.append(f"has no field {field_name!r}")
+        elif _kind(table.schema[field_name]) != kind:
+            problems.append(f"gives field {field_name!r} as {_kind(table.schema[field_name])}, not {kind}")
+    return problems
+
+
 @dataclass
 class SkippedRegion:
     """A part of the input that could not be decoded and was skipped (never silently)."""
@@ -123,6 +176,7 @@ class EventTables:
     meta: CaptureMeta
     report: ReadReport
     cmdlines: dict[int, str] = field(default_factory=dict)
+    _conformance: dict[str, list[str]] = field(default_factory=dict, repr=False, compare=False)
 
     def at(self, idx: pl.Series | pl.Expr, column: str) -> pl.Expr:
         """``column`` of the common table at the rows ``idx`` (idx is the row number: a gather, not a join)."""
@@ -133,19 +187,36 @@ class EventTables:
         return pl.lit(values).gather(idx_expr)
 
     def has(self, name: str) -> bool:
-        return name in self.by_event and self.by_event[name].height > 0
+        return name in self.by_event and self.by_event[name].height > 0 and not self.nonconforming(name)
 
     def table(self, name: str) -> pl.DataFrame:
-        """The typed table of one event; an empty, correctly typed frame when the capture has none."""
-        if name in self.by_event:
+        """The typed table of one event; an empty, correctly typed frame when the capture has none, or
+        when its format lacks (or retypes) a field kvmtrace knows the event by (``nonconforming``)."""
+        if name in self.by_event and not self.nonconforming(name):
             return self.by_event[name]
         fmt = self.formats.get(name)
+        if fmt is None or self.nonconforming(name):
+            fmt = known_format(name) or fmt
         fields = fmt.payload_fields if fmt is not None else []
         keys = typed_key_names([f.name for f in fields])
         schema: dict[str, pl.DataType] = {keys[k]: COMMON_SCHEMA[k] for k in TYPED_KEY_COLUMNS}
         for f in fields:
             schema[f.name] = f.polars_dtype()
         return pl.DataFrame(schema=schema)
+
+    def nonconforming(self, name: str) -> list[str]:
+        """The fields kvmtrace reads from event ``name`` that its table lacks or holds as another kind
+        (a damaged or foreign format): such an event counts as missing for the analyses, which then
+        say so (MissingEventsError) instead of failing on a column. Reported once in ``report``."""
+        if name not in self._conformance:
+            table = self.by_event.get(name)
+            problems = [] if table is None else _field_problems(name, table)
+            self._conformance[name] = problems
+            if problems and table is not None:
+                self.report.skipped.append(SkippedRegion(
+                    f"event {name}", f"its format {'; '.join(problems)}: the event is treated as missing",
+                    table.height))
+        return self._conformance[name]
 
     def markers(self) -> pl.DataFrame:
         """Marker events (``print`` / ``tracing_mark_write``): idx, ts, cpu, pid, comm, text."""
@@ -154,8 +225,8 @@ class EventTables:
             if name not in self.by_event:
                 continue
             t = self.by_event[name]
-            text_col = "buf" if "buf" in t.columns else ("str" if "str" in t.columns else None)
-            if text_col is None:
+            text_col = next((c for c in ("buf", "str") if c in t.columns and t.schema[c] == pl.String), None)
+            if text_col is None:  # a format without its text (damaged): no markers from it
                 continue
             frames.append(t.select("idx", "ts", "cpu", "pid",
                                    pl.col(text_col).str.strip_chars_end("\r\n").alias("text")))
