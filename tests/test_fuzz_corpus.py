@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import pytest
 from kvmtrace.capture import open_capture
 from kvmtrace.errors import CaptureError
 from tests.fuzz.corpus_cases import CORPUS, Case, make_recipe
+from tests.fuzz.oracle import have_trace_cmd, trace_cmd_counts
 from tests.fuzz.runner import Job, SubprocessExecutor
 
 CASES = sorted(p.parent for p in CORPUS.glob("*/case.json"))
@@ -71,9 +73,14 @@ def test_kept_input(folder: Path, engine: str, tmp_path: Path, monkeypatch: pyte
         assert str(tmp_path) in line  # it names the file
         return
     cap = read_and_analyze(target)
+    reasons = [s.reason for s in cap.tables.report.skipped]
     if case.message:
-        reasons = [s.reason for s in cap.tables.report.skipped]
         assert any(case.message in r for r in reasons), f"{case.origin}: {reasons}"
+    if target.name == "trace.dat" and have_trace_cmd() and not reasons:  # nothing skipped: as trace-cmd reads it
+        theirs = trace_cmd_counts(str(target))
+        if theirs is not None:
+            ours = Counter(str(e) for e in cap.tables.events["event"].to_list())
+            assert ours == theirs, f"{case.origin}: kvmtrace {sum(ours.values())}, trace-cmd {sum(theirs.values())}"
 
 
 @pytest.mark.parametrize("folder", [c for c in CASES if load(c).recipe], ids=lambda c: c.name)
