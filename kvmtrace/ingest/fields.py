@@ -158,14 +158,20 @@ def _dynamic_field(blob: Blob, payload: np.ndarray, length: np.ndarray, f: Field
 
 
 def _int_lists(blob: Blob, starts: np.ndarray, spans: np.ndarray, f: FieldFormat) -> pl.Series:
-    """Arrays of integers (rare: kept simple, one slice per record)."""
+    """Arrays of integers: every element gathered at once, then grouped back into one list per record."""
     elem = max(1, f.element_size)
-    dtype = np.dtype(f"{blob.e}{'i' if f.signed else 'u'}{elem if elem in (1, 2, 4, 8) else 1}")
-    elem = dtype.itemsize
-    data = blob.data
-    values = [np.frombuffer(data[int(s):int(s) + int(n) // elem * elem].tobytes(), dtype=dtype).tolist()
-              for s, n in zip(starts, spans, strict=True)]
-    return pl.Series(values=values, dtype=pl.List(FieldFormat("x", "", 0, elem, f.signed).polars_dtype()))
+    elem = elem if elem in (1, 2, 4, 8) else 1
+    counts = np.asarray(spans, np.int64) // elem
+    n, total = len(counts), int(counts.sum())
+    first = np.cumsum(counts) - counts
+    addr = np.repeat(np.asarray(starts, np.int64) - first * elem, counts) + np.arange(total, dtype=np.int64) * elem
+    dtype = pl.List(FieldFormat("x", "", 0, elem, f.signed).polars_dtype())
+    values = pl.Series("v", blob.integer(addr, elem, f.signed), dtype=dtype.inner)
+    grouped = pl.DataFrame({"row": np.repeat(np.arange(n, dtype=np.int64), counts), "v": values}).group_by(
+        "row", maintain_order=True).agg("v")
+    rows = pl.DataFrame({"row": np.arange(n, dtype=np.int64)}).join(grouped, on="row", how="left",
+                                                                     maintain_order="left")
+    return rows["v"].fill_null(pl.lit([], dtype=dtype)).cast(dtype)
 
 
 def event_columns(blob: Blob, payload: np.ndarray, length: np.ndarray, fields: list[FieldFormat],
