@@ -32,10 +32,10 @@ def test_an_unreadable_file_is_one_line(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 @pytest.mark.parametrize(("make", "expected"), [
-    (lambda p: os.mkfifo(p), "a FIFO: expected a regular trace file"),
-    (lambda p: p.symlink_to("/dev/zero"), "a character device: expected a regular trace file"),
+    (lambda p: os.mkfifo(p), "a FIFO: expected a regular file"),
+    (lambda p: p.symlink_to("/dev/zero"), "a character device: expected a regular file"),
     (lambda p: p.symlink_to(p.name), "cannot read: a symbolic link loop"),
-    (lambda p: p.mkdir(), "a directory: expected a regular trace file"),
+    (lambda p: p.mkdir(), "a directory: expected a regular file"),
 ])
 def test_special_files_are_refused_before_opening(tmp_path: Path, make, expected: str) -> None:
     target = tmp_path / "x.dat"

@@ -41,7 +41,7 @@ def check_regular(path: str | Path) -> os.stat_result:
             raise CaptureError(path, None, "no such file or directory") from None
         raise os_error(path, exc, "read") from None
     if not stat.S_ISREG(st.st_mode):
-        raise CaptureError(path, None, f"{_kind(st.st_mode)}: expected a regular trace file")
+        raise CaptureError(path, None, f"{_kind(st.st_mode)}: expected a regular file")
     return st
 
 
@@ -55,7 +55,7 @@ def open_regular(path: str | Path) -> int:
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):  # replaced since the check
         os.close(fd)
-        raise CaptureError(path, None, f"{_kind(st.st_mode)}: expected a regular trace file")
+        raise CaptureError(path, None, f"{_kind(st.st_mode)}: expected a regular file")
     return fd
 
 

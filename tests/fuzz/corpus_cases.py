@@ -255,13 +255,13 @@ def dir_cases() -> list[Case]:
 
 
 SPECIAL = {
-    "special-fifo": ("a FIFO named *.dat blocked forever", r"x.dat: a FIFO: expected a regular trace file"),
+    "special-fifo": ("a FIFO named *.dat blocked forever", r"x.dat: a FIFO: expected a regular file"),
     "special-dev-zero": ("a .dat symlink to /dev/zero read forever",
-                         r"trace.dat: a character device: expected a regular trace file"),
+                         r"trace.dat: a character device: expected a regular file"),
     "special-self-loop": ("a self-referencing symlink", r"trace.dat: cannot read: a symbolic link loop"),
-    "special-directory": ("a directory named trace.dat", r"trace.dat: a directory: expected a regular trace file"),
+    "special-directory": ("a directory named trace.dat", r"trace.dat: a directory: expected a regular file"),
     "special-outside-link": ("a symlink to a file outside the folder", r"resolves outside the capture folder"),
-    "special-manifest-fifo": ("capture.json is a FIFO", r"capture.json: a FIFO: expected a regular trace file"),
+    "special-manifest-fifo": ("capture.json is a FIFO", r"capture.json: a FIFO: expected a regular file"),
 }
 
 
