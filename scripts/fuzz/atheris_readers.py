@@ -15,7 +15,9 @@ instrumentation) is preloaded by re-executing this script; libFuzzer's own optio
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -68,6 +70,7 @@ def main() -> None:
 
     native.engine()  # build (sanitized) and load the kernels before fuzzing
     work = Path(tempfile.mkdtemp(prefix="kvmtrace-atheris-"))
+    atexit.register(shutil.rmtree, work, True)
 
     def one_input(data: bytes) -> None:
         if len(data) < 3:

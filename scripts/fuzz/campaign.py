@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -48,6 +49,9 @@ def main() -> int:
     print(by_mutation(results))
     if args.json:
         args.json.write_text(json.dumps([r.__dict__ for r in results], indent=1) + "\n")
+    shutil.rmtree(work, ignore_errors=True)
+    if isinstance(executor, ForkExecutor):
+        shutil.rmtree(executor.tmp, ignore_errors=True)
     return 1 if any(r.outcome not in ("exit2", "accepted") for r in results) else 0
 
 
