@@ -209,6 +209,9 @@ def text_cases() -> list[Case]:
         Case("text-all-out-of-range", "every line out of range", "exit2", r"line \d+: expected a trace-cmd report "
              "or tracefs trace line, got an event line with its CPU, pid or timestamp out of range", target="trace.txt",
              files={"trace.txt": _text_line(rb"\[(\d+)\]", rb"[4294967296]", count=0)}),
+        Case("text-duplicate-keys", "atheris: a -R payload naming a key twice (duplicate regex group)", "read",
+             target="trace.txt", files={"trace.txt": _text() + b"            bash-5107    [000] d.h1.   457.503700: "
+                                        b"hrtimer_start: hrtimer=1 hrtimer=2 function=x now=3\n"}),
         Case("text-zstd-bomb", "a zstd text bomb exhausted memory", "exit2", r"more than the decompressed size limit",
              target="trace.txt.zst", files={"trace.txt.zst": zeros}),
         Case("text-newline-flood", "a 50 MB file of newlines exhausted memory", "exit2",
