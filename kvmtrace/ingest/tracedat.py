@@ -362,8 +362,8 @@ class _Builder:
         text = _c_string(data)
         value = _int64_text(text)
         if value is None:
-            raise CaptureError(self.path, where, f"expected a 64-bit integer {'in µs' if opt_id == OPT_DATE else ''}"
-                               f", got {text[:40]!r}".replace(" ,", ","))
+            unit = "µs" if opt_id == OPT_DATE else "ns"
+            raise CaptureError(self.path, where, f"expected a 64-bit integer ({unit}), got {text[:40]!r}")
         self.options[name] = text
         total = self.correction.offset_ns + value * (1000 if opt_id == OPT_DATE else 1)
         if not -MAX_TS_NS <= total <= MAX_TS_NS:
@@ -371,6 +371,8 @@ class _Builder:
         self.correction.offset_ns = total
 
     def _tsc2nsec_option(self, _opt_id: int, data: bytes, where: str) -> None:
+        if len(data) < 16:  # trace-cmd ignores it too
+            return
         cur = self._cursor(data, where)
         mult, shift, off = cur.uint(4, "mult"), cur.uint(4, "shift"), cur.uint(8, "offset")
         if shift > 32:
