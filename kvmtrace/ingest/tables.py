@@ -91,6 +91,31 @@ MODEL_FIELDS: dict[str, dict[str, str]] = {
 }
 
 
+INT32 = (-(1 << 31), (1 << 31) - 1)
+# Integer fields the analyses read as Int32 (irq numbers, levels, exit codes): a value outside that
+# range can only come from a damaged record; it is read as null (and reported), never a cast error.
+MODEL_RANGES: dict[str, dict[str, tuple[int, int]]] = {
+    "kvm_timer_update_irq": {"irq": INT32, "level": INT32},
+    "vgic_update_irq_pending": {"irq": INT32, "level": INT32},
+    "kvm_irq_line": {"irq_num": INT32},
+    "kvm_exit": {"ret": INT32, "esr_ec": INT32},
+}
+
+
+def _within_ranges(name: str, table: pl.DataFrame, report: ReadReport) -> pl.DataFrame:
+    """``table`` with the values of MODEL_RANGES fields outside their range as null (reported)."""
+    for field_name, (low, high) in MODEL_RANGES.get(name, {}).items():
+        if field_name not in table.columns or not table.schema[field_name].is_integer():
+            continue
+        column = pl.col(field_name)
+        outside = int(table.select(((column < low) | (column > high)).sum()).item() or 0)
+        if outside:
+            table = table.with_columns(pl.when((column >= low) & (column <= high)).then(column).alias(field_name))
+            report.skipped.append(SkippedRegion(f"event {name}", f"{outside} values of field {field_name} outside "
+                                                f"{low}..{high} (damaged records): read as null", 0))
+    return table
+
+
 def _kind(dtype: pl.DataType) -> str:
     if dtype == pl.String or dtype == pl.Categorical:
         return "text"
@@ -207,7 +232,9 @@ class EventTables:
     def nonconforming(self, name: str) -> list[str]:
         """The fields kvmtrace reads from event ``name`` that its table lacks or holds as another kind
         (a damaged or foreign format): such an event counts as missing for the analyses, which then
-        say so (MissingEventsError) instead of failing on a column. Reported once in ``report``."""
+        say so (MissingEventsError) instead of failing on a column. Values of such fields outside
+        the range the analyses read them in (MODEL_RANGES: damaged records) become null. Both are
+        reported once in ``report``."""
         if name not in self._conformance:
             table = self.by_event.get(name)
             problems = [] if table is None else _field_problems(name, table)
@@ -216,6 +243,8 @@ class EventTables:
                 self.report.skipped.append(SkippedRegion(
                     f"event {name}", f"its format {'; '.join(problems)}: the event is treated as missing",
                     table.height))
+            elif table is not None:
+                self.by_event[name] = _within_ranges(name, table, self.report)
         return self._conformance[name]
 
     def markers(self) -> pl.DataFrame:

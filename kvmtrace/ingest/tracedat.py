@@ -423,8 +423,9 @@ class _Builder:
         page_size = cur.uint(4, "buffer page size")
         if name == "":  # like trace-cmd: the top buffer's pages have the file's page size
             page_size = self.page_size
-        elif page_size < 64 or page_size & (page_size - 1) or page_size > 1 << 24:
-            raise CaptureError(self.path, where, f"buffer {name!r} page size {page_size}: expected a power of two")
+        elif page_size != self.page_size:  # trace-cmd 3.1 and kvmtrace's pages are the file's page size
+            raise CaptureError(self.path, where, f"buffer {name!r} page size {page_size}: expected the file's page "
+                               f"size {self.page_size} (other sub-buffer sizes are not supported)")
         ncpus = cur.uint(4, "buffer cpu count")
         entries = [(cur.uint(4, "cpu id"), cur.uint(8, "cpu data offset"), cur.uint(8, "cpu data size"))
                    for _ in range(min(ncpus, len(data) // 20 + 1))]

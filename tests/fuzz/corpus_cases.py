@@ -96,6 +96,28 @@ def _missed_count(m: DatModel) -> None:
     m.pages[key] = bytes(data)
 
 
+def _to_instance(m: DatModel) -> None:
+    m.pages = {("inst", cpu): data for (_buffer, cpu), data in m.pages.items()}
+
+
+def _irq_value(m: DatModel) -> None:
+    """The first vgic_update_irq_pending record's irq (a __u32 at payload offset 16) set to 2516582427."""
+    import numpy as np
+
+    from kvmtrace.ingest.pages import walk_pages
+
+    wanted = next(int(re.search(r"ID: (\d+)", t).group(1))  # type: ignore[union-attr]
+                  for _s, t in m.event_formats if "name: vgic_update_irq_pending\n" in t)
+    for key in sorted(m.pages):
+        data = bytearray(m.pages[key])
+        records = walk_pages(np.frombuffer(bytes(data), np.uint8), m.page_size, 8, 16, False)
+        for at in records.payload.tolist():
+            if int.from_bytes(data[at:at + 2], "little") == wanted:
+                data[at + 16:at + 20] = (2516582427).to_bytes(4, "little")
+                m.pages[key] = bytes(data)
+                return
+
+
 def _patch(data: bytes, name: str, value: int, nth: int = 0) -> bytes:
     from tests.fuzz.layout import regions
 
@@ -180,6 +202,11 @@ def dat_cases() -> list[Case]:
              files={"trace.dat": _patch(_dat(lambda m: None), "buffer page size", 8192)}),
         Case("buffer-page-ffffffff", "BUFFER page size 0xFFFFFFFF dropped events", "read",
              files={"trace.dat": _patch(_dat(lambda m: None), "buffer page size", 0xFFFFFFFF)}),
+        Case("instance-page-8192", "campaign 303 #487: an instance's BUFFER page size 8192 (silently other "
+             "counts than trace-cmd)", "exit2", r"buffer 'inst' page size 8192: expected the file's page size 4096",
+             files={"trace.dat": _patch(_dat(_to_instance), "buffer page size", 8192, nth=1)}),
+        Case("irq-out-of-int32", "campaign 303 #782: a damaged irq value 2516582427 (a strict cast error in a model)",
+             "read", "values of field irq outside", files={"trace.dat": _dat(_irq_value)}),
         Case("duplicated-options", "a duplicated options section made every event appear twice", "read",
              files={"trace.dat": _dup_options(_dat(lambda m: None))}),
         Case("chunk-size-ffffffff", "a chunk size of 0xFFFFFFFF allocates 4 GiB up front", "exit2",
