@@ -112,6 +112,7 @@ def _read_text(path: Path, progress: bool) -> EventTables:
     else:
         fast = _demote_unusual(fast)
         classified = _classify_rest(text, frame, fast, path)
+        frame.release()  # keep the peak memory down
         clock.step(f"parsed {fast.rows.size} event prefixes, {classified.total_lines} other lines")
         slow = _common_columns(_rename_kernel_markers(classified.events))
         merged = _merged_in_place(fast, slow)
@@ -154,6 +155,10 @@ class Framing:
     def number(self, row: int) -> int:
         """The 1-based line number of a row, for messages."""
         return int(row if self.numbers is None else self.numbers[row]) + 1
+
+    def release(self) -> None:
+        """Drop the bounds once the lines are parsed (the numbers stay, for messages)."""
+        self.starts = self.ends = np.zeros(0, np.int64)
 
 
 def _check_line_lengths(path: Path, frame: Framing) -> None:
