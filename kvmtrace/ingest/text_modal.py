@@ -353,7 +353,8 @@ def _block_words(
 ) -> list[U64]:
     """Fill ``ok`` (the layout's columns and timestamp) and ``ts``; the key words of each line."""
     buf = text.buf
-    width = (lay.colon + 2 + 7) // 8 * 8
+    # wide enough for the key bytes and the 8-byte words read at the seconds and the fraction
+    width = (max(lay.colon + 2, lay.dot + 9) + 7) // 8 * 8
     ns_off = lay.colon + 2  # event name start
     ok[:] = (ends - starts >= ns_off + 1) & (starts + ns_off + KEY2 + 16 <= buf.size)
     ok &= starts + width + 8 <= buf.size
@@ -406,12 +407,12 @@ ALL = (1 << 64) - 1
 def _seconds(win: NDArray[np.uint8], lay: Layout) -> tuple[Mask, I64]:
     """``\\s+\\d+`` between ']' and '.': right-aligned digits after at least one space."""
     size = lay.dot - lay.rb - 1
-    if size > 8:  # a wide column: byte by byte, at most 10 digits (the ns fit int64)
+    if size > 8 or lay.dot < 8:  # a wide column (or one too near the line start for a word): byte by byte
         sec = win[:, lay.rb + 1 : lay.dot]
         sd = (sec - np.uint8(48)) < 10
         ok = (sec[:, 0] == 32) & sd[:, -1] & ((sec == 32) | sd).all(axis=1)
         ok &= ~(sd[:, :-1] & ~sd[:, 1:]).any(axis=1)
-        ok &= ~sd[:, : max(0, size - 10)].any(axis=1)
+        ok &= ~sd[:, : max(0, size - 10)].any(axis=1)  # at most 10 digits (the ns fit int64)
         value = _digits_value(sec[:, -10:])
         return ok & (value < MAX_TS_SECONDS), value
     x = _column_word(win, lay.dot - 8)

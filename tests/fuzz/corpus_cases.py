@@ -21,6 +21,7 @@ from tests.fuzz.model import DatModel, _compress_zeros, from_capture
 CORPUS = Path(__file__).resolve().parent / "corpus"
 ROOT = Path(__file__).resolve().parents[2]
 SEED = ROOT / "tests" / "fixtures" / "board-device-irq"
+FOUND = Path(__file__).resolve().parent / "found"  # inputs the coverage-guided fuzzer found, kept as they are
 
 
 @dataclass
@@ -239,6 +240,9 @@ def text_cases() -> list[Case]:
         Case("text-duplicate-keys", "atheris: a -R payload naming a key twice (duplicate regex group)", "read",
              target="trace.txt", files={"trace.txt": _text() + b"            bash-5107    [000] d.h1.   457.503700: "
                                         b"hrtimer_start: hrtimer=1 hrtimer=2 function=x now=3\n"}),
+        Case("text-layout-near-start", "atheris: a dominant layout whose '.' is before column 8 (the numpy tier "
+             "read a word before the line: ValueError)", "read", "not an event line",
+             target="trace.txt", files={"trace.txt": (FOUND / "atheris-layout-near-start.txt").read_bytes()}),
         Case("text-zstd-bomb", "a zstd text bomb exhausted memory", "exit2", r"more than the decompressed size limit",
              target="trace.txt.zst", files={"trace.txt.zst": zeros}),
         Case("text-newline-flood", "a 50 MB file of newlines exhausted memory", "exit2",
