@@ -44,7 +44,8 @@ def have_trace_cmd() -> bool:
 
 
 def trace_cmd_counts(path: str, timeout: float = 60.0) -> Counter[str] | None:
-    """Events per name as ``trace-cmd report`` prints them, or None when it does not read the file."""
+    """Events per name as ``trace-cmd report`` prints them, or None when it does not read the file (an
+    error, or not one event printed: a damaged metadata section can make it print nothing, exit 0)."""
     try:
         proc = subprocess.run(["trace-cmd", "report", "-N", "-t", "-R", "-i", path], capture_output=True,
                               timeout=timeout, check=False, stdin=subprocess.DEVNULL,
@@ -57,7 +58,7 @@ def trace_cmd_counts(path: str, timeout: float = 60.0) -> Counter[str] | None:
     for m in _EVENT_RE.finditer(proc.stdout):
         name = m.group(1).decode("utf-8", "replace")
         counts[name] += 1
-    return counts
+    return counts or None  # no event at all: trace-cmd did not read it (it can fail with exit code 0)
 
 
 def our_counts(info_json: str) -> tuple[Counter[str], bool] | None:
