@@ -116,6 +116,25 @@ def _within_ranges(name: str, table: pl.DataFrame, report: ReadReport) -> pl.Dat
     return table
 
 
+def _known_dtypes(name: str, table: pl.DataFrame, own: EventFormat | None, report: ReadReport) -> pl.DataFrame:
+    """MODEL_FIELDS integers whose size in the capture's format is not 1, 2, 4 or 8 (damaged: read as
+    0, in a 64-bit column the analyses' joins refuse) in the dtype of the event's bundled format."""
+    odd = [f.name for f in (own.fields if own is not None else []) if f.size not in (1, 2, 4, 8)]
+    fmt = known_format(name) if any(f in MODEL_FIELDS.get(name, {}) for f in odd) else None
+    for field_name in odd:
+        known = fmt.field(field_name) if fmt is not None and field_name in MODEL_FIELDS[name] else None
+        if known is None or field_name not in table.columns:
+            continue
+        dtype = known.polars_dtype()
+        if table.schema[field_name] != dtype and dtype.is_integer() and table.schema[field_name].is_integer():
+            before = table[field_name].null_count()
+            table = table.with_columns(pl.col(field_name).cast(dtype, strict=False))
+            lost = table[field_name].null_count() - before
+            report.skipped.append(SkippedRegion(f"event {name}", f"field {field_name} read as {dtype}, the type "
+                                                f"kvmtrace knows it by ({lost} values did not fit: null)", 0))
+    return table
+
+
 def _kind(dtype: pl.DataType) -> str:
     if dtype == pl.String or dtype == pl.Categorical:
         return "text"
@@ -244,6 +263,7 @@ class EventTables:
                     f"event {name}", f"its format {'; '.join(problems)}: the event is treated as missing",
                     table.height))
             elif table is not None:
+                table = _known_dtypes(name, table, self.formats.get(name), self.report)
                 self.by_event[name] = _within_ranges(name, table, self.report)
         return self._conformance[name]
 

@@ -180,6 +180,9 @@ def dat_cases() -> list[Case]:
              files={"trace.dat": _dat(_field(ss, "next_pid", r"pid_t next_pid;", "pid_t next_pid[x];"))}),
         Case("wakeup-pid-as-list", "campaign 404 #442: sched_wakeup's pid as an array (a list in an asof join)",
              "read", files={"trace.dat": _dat(_field("sched_wakeup", "pid", r"pid_t pid;", "pid_t pid[0];"))}),
+        Case("next-pid-size-2e40", "campaign 505 #652: next_pid of size 2^40 (an Int64 column in an asof join "
+             "with Int32)", "read", "field next_pid read as Int32",
+             files={"trace.dat": _dat(_field(ss, "next_pid", r"size:\d+", "size:1099511627776"))}),
         Case("header-page-commit-16", "header_page commit size 16", "exit2",
              r"header_page: commit at offset 8, size 16: expected offset 8, size 4 or 8",
              files={"trace.dat": _dat(_header_page("commit", "size", 16))}),
