@@ -8,6 +8,8 @@ cached as Parquet, keyed by the trace file's content, so the second open is chea
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -18,11 +20,13 @@ import polars as pl
 
 import kvmtrace.ingest.cache as cache
 from kvmtrace.errors import CaptureError
+from kvmtrace.ingest.files import check_regular, inside, read_head, read_limited
+from kvmtrace.ingest.limits import MAX_MANIFEST_BYTES
 from kvmtrace.ingest.tables import EventTables
+from kvmtrace.manifest_schema import MANIFEST_VERSION, SCHEMA, validate
 from kvmtrace.model.phases import cyclictest_results, phases_from_markers
 
 MANIFEST_NAME = "capture.json"
-MANIFEST_VERSION = 1
 TRACE_NAMES = ("trace.dat", "trace.txt", "trace.txt.gz", "trace.txt.zst", "report.txt")
 TRACEDAT_MAGIC = b"\x17\x08\x44tracing"
 
@@ -44,17 +48,27 @@ class Manifest:
 
     @classmethod
     def load(cls, path: Path) -> Manifest:
+        """Read and validate capture.json (manifest_schema): one CaptureError naming the wrong key."""
+        raw = read_limited(path, MAX_MANIFEST_BYTES, "capture.json")
         try:
-            data = json.loads(path.read_text())
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise CaptureError(path, f"byte {exc.start}", "expected UTF-8 JSON text") from None
+        try:
+            data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise CaptureError(path, f"line {exc.lineno}", f"capture.json is not valid JSON: {exc.msg}") from None
-        if not isinstance(data, dict) or "kvmtrace_capture" not in data:
-            raise CaptureError(path, None, "expected a JSON object with a 'kvmtrace_capture' version key")
-        version = data.pop("kvmtrace_capture")
-        if not isinstance(version, int) or version > MANIFEST_VERSION:
+        except (RecursionError, ValueError) as exc:  # nesting too deep, an integer of thousands of digits
+            raise CaptureError(path, None, f"capture.json cannot be read: {str(exc)[:80]}") from None
+        version = data.get("kvmtrace_capture") if isinstance(data, dict) else None
+        if isinstance(version, int) and not isinstance(version, bool) and version > MANIFEST_VERSION:
             raise CaptureError(path, None, f"unsupported capture.json version {version!r}: "
                                f"this kvmtrace reads versions up to {MANIFEST_VERSION}")
-        known = {k: data.pop(k) for k in list(data) if k in cls.__dataclass_fields__ and k != "extra"}
+        problem = validate(data)
+        if problem is not None:
+            raise CaptureError(path, f"key {problem[0]!r}", problem[1])
+        known = {k: data.pop(k) for k in list(data) if k in SCHEMA and k != "kvmtrace_capture"}
+        version = data.pop("kvmtrace_capture")
         return cls(version=version, extra=data, **known)
 
     def to_dict(self) -> dict[str, Any]:
@@ -120,34 +134,57 @@ class Capture:
 
 
 def find_trace(path: Path) -> tuple[Path, Manifest | None]:
-    """The trace file of a capture path, and its manifest when it is a capture directory."""
-    if not path.exists():
+    """The trace file of a capture path, and its manifest when it is a capture directory. A folder's
+    trace (named by capture.json or found by name) must be a regular file inside the folder."""
+    if not _exists(path):
         raise CaptureError(path, None, "no such file or directory")
-    if path.is_file():
+    if not path.is_dir():
+        check_regular(path)
         manifest_path = path.parent / MANIFEST_NAME
         manifest = Manifest.load(manifest_path) if manifest_path.is_file() else None
-        if manifest and (path.parent / manifest.trace).resolve() != path.resolve():
+        if manifest and not _same_file(path.parent / manifest.trace, path):
             manifest = None
         return path, manifest
     manifest_path = path / MANIFEST_NAME
-    manifest = Manifest.load(manifest_path) if manifest_path.is_file() else None
+    manifest = Manifest.load(manifest_path) if _exists(manifest_path) else None
     if manifest:
         trace = path / manifest.trace
-        if not trace.is_file():
-            raise CaptureError(manifest_path, None, f"names trace file {manifest.trace!r}, which is missing")
-        return trace, manifest
+        if not _exists(trace):
+            raise CaptureError(manifest_path, "key 'trace'", f"names trace file {manifest.trace!r}, which is missing")
+        return _inside(path, trace), manifest
     for name in TRACE_NAMES:
-        if (path / name).is_file():
-            return path / name, None
-    dats = sorted(path.glob("*.dat"))
+        if _exists(path / name):
+            return _inside(path, path / name), None
+    dats = sorted(p for p in path.glob("*.dat") if _exists(p))
     if dats:
-        return dats[0], None
+        return _inside(path, dats[0]), None
     raise CaptureError(path, None, "expected a capture directory with capture.json, trace.dat or trace.txt")
 
 
+def _exists(path: Path) -> bool:
+    """Something is there (a symlink counts, even a broken or looping one: opening it says what is wrong)."""
+    return os.path.lexists(path)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False
+
+
+def _inside(folder: Path, trace: Path) -> Path:
+    """A capture folder's trace: a regular file inside the folder (never a file elsewhere, through
+    a symlink or a path, whose lines an error would quote)."""
+    check_regular(trace)
+    if not inside(folder, trace):
+        raise CaptureError(trace, None, f"resolves outside the capture folder {str(folder)!r}: expected the trace "
+                           "inside it (name the file itself to read it)")
+    return trace
+
+
 def is_tracedat(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        return fh.read(10) == TRACEDAT_MAGIC
+    return read_head(path, 10) == TRACEDAT_MAGIC
 
 
 def read_tables(trace: Path, progress: Any = None) -> EventTables:
@@ -162,16 +199,32 @@ def read_tables(trace: Path, progress: Any = None) -> EventTables:
 
 
 def open_capture(path: str | Path, use_cache: bool = True, progress: Any = None) -> Capture:
-    """Open a capture file or directory; tables come from the Parquet cache when it holds them."""
+    """Open a capture file or directory; tables come from the Parquet cache when it holds them
+    (verified: kvmtrace.ingest.cache); a cache that cannot be used is a note, never an error."""
     p = Path(path)
     trace, manifest = find_trace(p)
     started = time.perf_counter()
-    key = cache.content_key(trace) if use_cache else None
-    tables = cache.load(trace, key) if key else None
+    key = _content_key(trace) if use_cache else None
+    tables, note = cache.load(trace, key) if key else (None, None)
+    _note(note)
     from_cache = tables is not None
     if tables is None:
         tables = read_tables(trace, progress)
         if key:
-            cache.store(trace, key, tables)
+            _note(cache.store(trace, key, tables))
     return Capture(path=p, trace_path=trace, tables=tables, manifest=manifest, from_cache=from_cache,
                    read_seconds=time.perf_counter() - started)
+
+
+def _content_key(trace: Path) -> str | None:
+    try:
+        return cache.content_key(trace)
+    except OSError as exc:
+        _note(f"cache not used: cannot hash {trace}: {exc.strerror or exc}")
+        return None
+
+
+def _note(text: str | None) -> None:
+    """One line on stderr about something that did not stop the command (the cache)."""
+    if text:
+        sys.stderr.write(f"kvmtrace: note: {text}\n")

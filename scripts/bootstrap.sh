@@ -3,8 +3,9 @@
 # trace.dat reader's native kernels) and rt-tests (when root and missing), a virtualenv in .venv,
 # the package itself, and the native kernels built once (kvmtrace/ingest/native.py).
 #   scripts/bootstrap.sh        runtime only
-#   scripts/bootstrap.sh --dev  plus the test tooling (pytest, hypothesis, ruff, mypy; Debian's chromium
-#                               for the report's browser test)
+#   scripts/bootstrap.sh --dev  plus the test tooling (pytest, hypothesis, ruff, mypy, atheris; Debian's
+#                               chromium for the report's browser test; gcc and trace-cmd also serve the
+#                               fuzzing: scripts/fuzz/, docs/reliability.md)
 set -eu
 cd "$(dirname "$0")/.."
 want_dev=0

@@ -16,9 +16,11 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from kvmtrace.errors import CaptureError
 from kvmtrace.ingest import native, native_read
-from kvmtrace.ingest.fields import Blob, event_columns, field_series, plain_series
+from kvmtrace.ingest.fields import Blob, event_columns, field_extent, field_series, plain_extent, plain_series
 from kvmtrace.ingest.formats import EventFormat
+from kvmtrace.ingest.limits import MAX_CPU_ID, MAX_TS_NS, check_tables
 from kvmtrace.ingest.pages import PageRecords, walk_pages
 from kvmtrace.ingest.tables import (
     COMMON_SCHEMA,
@@ -53,7 +55,7 @@ def decode_tracedat(f: TraceDatFile, progress: Progress | None = None) -> EventT
     streams = _walk_all(f, report, progress, keep_header=lib is not None)
     if progress:
         progress("ordering events", 0.6)
-    blob = Blob(f.blob, f.endian_char)
+    blob = Blob(f.blob, f.endian_char, f.path)
     fused = _merge_scatter_native(lib, streams, f, blob, formats, report) if lib is not None else None
     with ThreadPoolExecutor(max_workers=1) as side:  # the common table is built while the typed ones are
         if fused is not None:
@@ -61,19 +63,19 @@ def decode_tracedat(f: TraceDatFile, progress: Progress | None = None) -> EventT
             common = side.submit(_common_table, fused[0])
             if progress:
                 progress("decoding fields", 0.75)
-            by_event = _typed_tables_native(blob, fused[1])
+            by_event = _typed_tables_native(blob, fused[1], report)
         else:  # the numpy engine, or a CPU whose time goes backwards (the stable sort orders it)
             merged = _merge_numpy(streams, f, blob, layout, formats, report)
             del streams
             common = side.submit(_common_table, merged)
             if progress:
                 progress("decoding fields", 0.75)
-            by_event = _typed_tables(blob, formats, merged)
+            by_event = _typed_tables(blob, formats, merged, report)
         events = common.result()
     if progress:
         progress("done", 1.0)
     meta = _meta(f)
-    report.kernel_overruns = _cpustat_overruns(f.options.get("CPUSTAT", []))
+    report.kernel_overruns = _cpustat_overruns(f.options.get("CPUSTAT", []), report)
     return EventTables(events=events, by_event=by_event,
                        formats={fmt.name: fmt for fmt in formats.values()}, meta=meta,
                        report=report, cmdlines=dict(f.cmdlines))
@@ -119,7 +121,7 @@ def _merge_scatter_native(lib: Any, streams: list[_Stream], f: TraceDatFile, blo
     """The native engine: merge, common columns and typed columns in one pass per thread
     (native_read.merge_scatter)."""
     walked = [native_read.Walked(s.ts, s.payload, s.length, s.header, broken=[]) for s in streams]
-    cut = native_read.parts(walked, _workers())
+    cut = native_read.parts(lib, walked, _workers())
     if cut is None:
         return None
     names = [f.buffers[s.buffer_index].name for s in streams] or [""]
@@ -203,7 +205,7 @@ def _walk_all(f: TraceDatFile, report: ReadReport, progress: Progress | None, ke
     streams = []
     for (bi, buf, cpu), rec in zip(todo, walked, strict=True):
         _account(report, f, buf, cpu, rec)
-        ts = _correct(rec.ts, cpu.cpu, f.correction, top_buffer=buf.name == "")
+        ts = _correct(rec.ts, cpu.cpu, f.correction, top_buffer=buf.name == "", path=f.path)
         streams.append(_Stream(bi, cpu.cpu, ts, _offset(rec.payload, cpu.start, len(f.blob)), rec.length, rec.header))
     for buf in f.buffers:
         for c in buf.cpus:
@@ -235,7 +237,7 @@ def _account(report: ReadReport, f: TraceDatFile, buf: BufferData, cpu: CpuData,
                                             None))
 
 
-def _correct(ts: np.ndarray, cpu: int, c: TimestampCorrection, top_buffer: bool) -> np.ndarray:
+def _correct(ts: np.ndarray, cpu: int, c: TimestampCorrection, top_buffer: bool, path: str) -> np.ndarray:
     """Raw ring-buffer time -> reported ns: TIME_SHIFT, then TSC2NSEC, then OFFSET/DATE.
 
     Like trace-cmd report, TIME_SHIFT (guest -> host clock) applies to the top buffer only.
@@ -251,6 +253,10 @@ def _correct(ts: np.ndarray, cpu: int, c: TimestampCorrection, top_buffer: bool)
         res = res + np.where(hi > 0, (hi * np.uint64(mult)) << np.uint64(32 - shift), np.uint64(0))
         out = res.astype(np.int64)
     if c.offset_ns:
+        low, high = (int(out.min()), int(out.max())) if len(out) else (0, 0)
+        if not (low + c.offset_ns >= -MAX_TS_NS - 1 and high + c.offset_ns <= MAX_TS_NS):
+            raise CaptureError(path, None, f"timestamps up to {high} ns plus the OFFSET/DATE of {c.offset_ns} ns "
+                               "do not fit 64 bits")
         out = out + np.int64(c.offset_ns)
     return out
 
@@ -363,7 +369,8 @@ def _comm_codes(pid: np.ndarray, cmdlines: dict[int, str]) -> _Names:
     return _Names(codes, names)
 
 
-def _typed_tables(blob: Blob, formats: dict[int, EventFormat], m: _Merged) -> dict[str, pl.DataFrame]:
+def _typed_tables(blob: Blob, formats: dict[int, EventFormat], m: _Merged, report: ReadReport
+                  ) -> dict[str, pl.DataFrame]:
     """One table per event type, with numpy (the reference for the native path below)."""
     by_type = np.argsort(m.type_id, kind="stable").astype(np.uint32)
     sorted_ids = m.type_id[by_type]
@@ -373,51 +380,80 @@ def _typed_tables(blob: Blob, formats: dict[int, EventFormat], m: _Merged) -> di
     jobs = [(formats[int(sorted_ids[lo])], by_type[lo:hi]) for lo, hi in zip(starts, ends, strict=True)
             if hi > lo and int(sorted_ids[lo]) in formats]
     jobs.sort(key=lambda job: -len(job[1]))
+    notes: list[tuple[str, str]] = []
 
     def build(job: tuple[EventFormat, np.ndarray]) -> tuple[str, pl.DataFrame]:
         fmt, rows = job
         at = rows.astype(np.intp)  # numpy converts any other index type on every gather
         addr = m.payload[at].astype(np.intp)
+        lengths = m.lengths[at].astype(np.int32)
+        max_len = int(lengths.max(initial=0))
+        _check_table(blob, fmt, len(rows), max_len)
         keys = _key_columns(fmt, rows.astype(np.uint32, copy=False), m.ts[at], m.cpu[at], m.pid[at])
-        return fmt.name, pl.DataFrame(keys + event_columns(blob, addr, _trailing_lengths(fmt, m, at),
-                                                            fmt.payload_fields))
+        mine: list[str] = []
+        columns = event_columns(blob, addr, lengths, fmt.payload_fields, mine)
+        short = int((lengths < plain_extent(fmt, max_len)).sum())
+        notes.extend((fmt.name, note) for note in _short_notes(fmt, short, max_len) + mine)
+        return fmt.name, pl.DataFrame(keys + columns)
 
     with ThreadPoolExecutor(max_workers=_workers()) as pool:
-        return dict(pool.map(build, jobs))
+        out = dict(pool.map(build, jobs))
+    _report_fields(report, notes)
+    return out
 
 
-def _typed_tables_native(blob: Blob, types: list[native_read.TypeColumns]) -> dict[str, pl.DataFrame]:
+def _typed_tables_native(blob: Blob, types: list[native_read.TypeColumns], report: ReadReport
+                         ) -> dict[str, pl.DataFrame]:
     """One table per event type from the columns kt_merge_scatter filled: keys and plain fields
     wrapped as they are; strings, dynamic and array fields cut from the payload addresses kept."""
+    notes: list[tuple[str, str]] = []
 
     def build(col: native_read.TypeColumns) -> tuple[str, pl.DataFrame]:
         fmt = col.fmt
         keys = _key_columns(fmt, col.idx, col.ts, col.cpu, col.pid)
         lengths = None if col.length is None else col.length.astype(np.int32)
         fields = []
+        mine: list[str] = []
         for fld in fmt.payload_fields:
             if fld.name in col.raw:
                 fields.append(plain_series(fld, col.raw[fld.name]))
             else:
-                assert col.addr is not None
-                fields.append(field_series(blob, col.addr.astype(np.intp), lengths, fld))
+                assert col.addr is not None and lengths is not None
+                fields.append(field_series(blob, col.addr.astype(np.intp), lengths, fld, mine))
+        notes.extend((fmt.name, note) for note in _short_notes(fmt, col.short, col.max_len) + mine)
         return fmt.name, pl.DataFrame(keys + fields)
 
+    for col in types:
+        _check_table(blob, col.fmt, len(col.idx), col.max_len)
     with ThreadPoolExecutor(max_workers=_workers()) as pool:
-        return dict(pool.map(build, sorted(types, key=lambda c: -len(c.idx))))
+        out = dict(pool.map(build, sorted(types, key=lambda c: -len(c.idx))))
+    _report_fields(report, notes)
+    return out
+
+
+def _check_table(blob: Blob, fmt: EventFormat, rows: int, max_len: int) -> None:
+    """The table limit (limits.check_tables): the typed table's columns before they are made."""
+    per_row = 20 + sum(max(8, field_extent(f, max_len)) for f in fmt.payload_fields)
+    check_tables(blob.path, f"the table of event {fmt.name} ({rows:,} rows of {per_row} bytes)", rows * per_row,
+                 len(blob.data))
+
+
+def _short_notes(fmt: EventFormat, short: int, max_len: int) -> list[str]:
+    if not short:
+        return []
+    return [f"{short} records shorter than the format's fixed part ({plain_extent(fmt, max_len)} bytes): "
+            "their fields past the record's end read as 0"]
+
+
+def _report_fields(report: ReadReport, notes: list[tuple[str, str]]) -> None:
+    for name, note in sorted(notes):
+        report.skipped.append(SkippedRegion(f"event {name}", note, 0))
 
 
 def _key_columns(fmt: EventFormat, idx: np.ndarray, ts: np.ndarray, cpu: np.ndarray, pid: np.ndarray
                  ) -> list[pl.Series]:
     keys = typed_key_names([fld.name for fld in fmt.payload_fields])
     return [pl.Series("idx", idx), pl.Series("ts", ts), pl.Series(keys["cpu"], cpu), pl.Series(keys["pid"], pid)]
-
-
-def _trailing_lengths(fmt: EventFormat, m: _Merged, at: np.ndarray) -> np.ndarray | None:
-    """Payload lengths of the rows ``at``, when a field is a trailing array (the rest of the record)."""
-    if any(fld.array_len == 0 for fld in fmt.payload_fields):
-        return m.lengths[at].astype(np.int32)
-    return None
 
 
 def _workers() -> int:
@@ -429,8 +465,9 @@ def _workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def _cpustat_overruns(texts: list[str]) -> dict[str, dict[int, int]]:
-    """'overrun:' of each CPUSTAT option (the kernel's per_cpu/cpuN/stats at record time), per buffer.
+def _cpustat_overruns(texts: list[str], report: ReadReport) -> dict[str, dict[int, int]]:
+    """'overrun:' of each CPUSTAT option (the kernel's per_cpu/cpuN/stats at record time), per buffer;
+    a value that is not a count is left out and reported.
 
     trace-cmd writes the top buffer's CPUs first, then a ``Buffer: NAME`` text before each
     instance's CPUs."""
@@ -441,9 +478,21 @@ def _cpustat_overruns(texts: list[str]) -> dict[str, dict[int, int]]:
         if "Buffer" in fields and "CPU" not in fields:
             buffer = fields["Buffer"]
             continue
-        if fields.get("CPU", "").isdigit():
-            out.setdefault(buffer, {})[int(fields["CPU"])] = int(fields.get("overrun", "0") or 0)
+        cpu, overrun = _count(fields.get("CPU", "")), _count(fields.get("overrun", "0") or "0")
+        if cpu is None or overrun is None or cpu > MAX_CPU_ID:
+            report.skipped.append(SkippedRegion(f"option CPUSTAT of buffer '{buffer}'", "CPU "
+                                                f"{fields.get('CPU', '')[:20]!r} overrun "
+                                                f"{fields.get('overrun', '')[:20]!r}: not counts, not used", 0))
+            continue
+        out.setdefault(buffer, {})[cpu] = overrun
     return out
+
+
+def _count(text: str) -> int | None:
+    """A decimal count that fits 63 bits, or None."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
+        return None
+    return int(text)
 
 
 def _meta(f: TraceDatFile) -> CaptureMeta:

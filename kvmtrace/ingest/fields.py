@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from kvmtrace.ingest.formats import FieldFormat
+from kvmtrace.ingest.formats import EventFormat, FieldFormat
 
 _HASH_MULT = np.uint64(0x9E3779B97F4A7C15)
 _MAX_STRING_WIDTH = 4096
@@ -21,9 +21,10 @@ _MAX_STRING_WIDTH = 4096
 class Blob:
     """The capture's raw bytes, with typed overlapping views for gathering fields."""
 
-    def __init__(self, data: np.ndarray, e: str) -> None:
+    def __init__(self, data: np.ndarray, e: str, path: str = "") -> None:
         self.data = data
         self.e = e
+        self.path = path  # of the capture, for errors
         self._views: dict[tuple[str, int], np.ndarray] = {}
 
     def view(self, code: str, offset: int) -> np.ndarray:
@@ -32,7 +33,8 @@ class Blob:
         if key not in self._views:
             dt = np.dtype(code if code.startswith("S") else self.e + code)
             count = max(0, len(self.data) - offset - dt.itemsize + 1)
-            self._views[key] = np.ndarray(shape=(count,), dtype=dt, buffer=self.data, offset=offset, strides=(1,))
+            self._views[key] = (np.ndarray(shape=(count,), dtype=dt, buffer=self.data, offset=offset, strides=(1,))
+                                if count else np.zeros(0, dt))
         return self._views[key]
 
     def uint(self, addr: np.ndarray, size: int, offset: int = 0) -> np.ndarray:
@@ -49,6 +51,8 @@ class Blob:
 
     def _gather(self, code: str, addr: np.ndarray, offset: int) -> np.ndarray:
         view = self.view(code, offset)
+        if len(view) == 0:  # past the end of the data: nothing to read
+            return np.zeros(len(addr), view.dtype)
         if len(addr) and int(addr.max()) >= len(view):  # a damaged record at the very end of the data
             addr = np.minimum(addr, len(view) - 1)
         return view[addr]
@@ -92,66 +96,110 @@ def _dedupe_decode(rows: np.ndarray) -> pl.Series:
     return pl.Series(values=texts, dtype=pl.String).gather(pl.Series(inverse.astype(np.uint32)))
 
 
-def field_series(blob: Blob, payload: np.ndarray, length: np.ndarray | None, f: FieldFormat) -> pl.Series:
-    """One field of one event type, for every record (``length``: payload lengths, for trailing arrays)."""
+def field_extent(f: FieldFormat, max_len: int) -> int:
+    """Bytes of a fixed field read from records at most ``max_len`` long: the field cut at the record's
+    end (the one bounds rule of both engines: bytes past a record read as 0, never another's bytes)."""
+    return int(max(0, min(f.size, max_len - f.offset)))
+
+
+def within_record(start: np.ndarray, span: np.ndarray, payload: np.ndarray, length: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, int]:
+    """``span`` bytes at ``start``, cut to the record at ``payload`` of ``length`` bytes; the cut spans
+    and how many were cut."""
+    start = np.asarray(start, np.int64)
+    end = np.asarray(payload, np.int64) + length
+    inside = np.clip(np.minimum(start + span, end) - start, 0, None)
+    inside[start < payload] = 0
+    return start, inside, int((inside != span).sum())
+
+
+def field_series(blob: Blob, payload: np.ndarray, length: np.ndarray, f: FieldFormat,
+                 notes: list[str] | None = None) -> pl.Series:
+    """One field of one event type, for every record of ``length`` payload bytes; values that would
+    lie past their record are cut (counted in ``notes``)."""
     if f.is_dynamic:
-        return _dynamic_field(blob, payload, f)
+        return _dynamic_field(blob, payload, length, f, notes)
     if f.array_len == 0:  # trailing "char buf[]": the rest of the record
-        assert length is not None
         span = np.clip(length - f.offset, 0, None)
         if f.is_string:
             return strings_from_spans(blob, payload + f.offset, span).alias(f.name)
         return _int_lists(blob, payload + f.offset, span, f).alias(f.name)
     if f.array_len is not None:
+        starts, span, _cut = within_record(payload + f.offset, np.full(len(payload), f.size), payload, length)
         if f.is_string:
-            return fixed_strings(blob, payload, f.offset, f.size).alias(f.name)
-        return _int_lists(blob, payload + f.offset, np.full(len(payload), f.size), f).alias(f.name)
+            return strings_from_spans(blob, starts, span).alias(f.name)
+        return _int_lists(blob, starts, span, f).alias(f.name)
+    if f.size not in (1, 2, 4, 8):  # as libtraceevent's tep_read_number: 0
+        return pl.Series(f.name, np.zeros(len(payload), np.uint64), dtype=f.polars_dtype())
+    values = blob.integer(payload, f.size, f.signed, f.offset)
+    outside = length < f.offset + f.size
+    if outside.any():
+        values[outside] = 0
+        if notes is not None:
+            notes.append(f"field {f.name}: {int(outside.sum())} records end before its bytes "
+                         f"{f.offset}..{f.offset + f.size}: read as 0")
     if f.is_bool:
-        return pl.Series(f.name, blob.uint(payload, f.size, f.offset) != 0)
-    values = blob.integer(payload, f.size, f.signed, f.offset) if f.size in (1, 2, 4, 8) else \
-        blob.uint(payload, 8, f.offset)
+        return pl.Series(f.name, values != 0)
     return pl.Series(f.name, values, dtype=f.polars_dtype())
 
 
-def _dynamic_field(blob: Blob, payload: np.ndarray, f: FieldFormat) -> pl.Series:
+def _dynamic_field(blob: Blob, payload: np.ndarray, length: np.ndarray, f: FieldFormat,
+                   notes: list[str] | None) -> pl.Series:
     loc = blob.uint(payload, 4, f.offset).astype(np.int64)
+    loc[length < f.offset + 4] = 0
     offset, span = loc & 0xFFFF, loc >> 16
     start = (payload + f.offset + 4 + offset) if f.rel_loc else (payload + offset)
+    start, span, cut = within_record(start, span, payload, length)
+    if cut and notes is not None:
+        notes.append(f"field {f.name}: {cut} values point past their record: cut at its end")
     if f.is_string:
         return strings_from_spans(blob, start, span).alias(f.name)
     return _int_lists(blob, start, span, f).alias(f.name)
 
 
 def _int_lists(blob: Blob, starts: np.ndarray, spans: np.ndarray, f: FieldFormat) -> pl.Series:
-    """Arrays of integers (rare: kept simple, one slice per record)."""
-    elem = f.element_size
-    dtype = np.dtype(f"{blob.e}{'i' if f.signed else 'u'}{elem}")
-    data = blob.data
-    values = [np.frombuffer(data[int(s):int(s) + int(n) // elem * elem].tobytes(), dtype=dtype).tolist()
-              for s, n in zip(starts, spans, strict=True)]
-    return pl.Series(values=values, dtype=pl.List(FieldFormat("x", "", 0, elem, f.signed).polars_dtype()))
+    """Arrays of integers: every element gathered at once, then grouped back into one list per record."""
+    elem = max(1, f.element_size)
+    elem = elem if elem in (1, 2, 4, 8) else 1
+    counts = np.asarray(spans, np.int64) // elem
+    n, total = len(counts), int(counts.sum())
+    first = np.cumsum(counts) - counts
+    addr = np.repeat(np.asarray(starts, np.int64) - first * elem, counts) + np.arange(total, dtype=np.int64) * elem
+    dtype = pl.List(FieldFormat("x", "", 0, elem, f.signed).polars_dtype())
+    values = pl.Series("v", blob.integer(addr, elem, f.signed), dtype=dtype.inner)
+    grouped = pl.DataFrame({"row": np.repeat(np.arange(n, dtype=np.int64), counts), "v": values}).group_by(
+        "row", maintain_order=True).agg("v")
+    rows = pl.DataFrame({"row": np.arange(n, dtype=np.int64)}).join(grouped, on="row", how="left",
+                                                                     maintain_order="left")
+    return rows["v"].fill_null(pl.lit([], dtype=dtype)).cast(dtype)
 
 
-def event_columns(blob: Blob, payload: np.ndarray, length: np.ndarray | None, fields: list[FieldFormat]
-                  ) -> list[pl.Series]:
+def event_columns(blob: Blob, payload: np.ndarray, length: np.ndarray, fields: list[FieldFormat],
+                  notes: list[str] | None = None) -> list[pl.Series]:
     """Every field of one event type: each record's fixed part is gathered once (one random access
-    per record), then fields are cut from that compact copy by a structured dtype."""
-    plain = [f for f in fields if is_plain(f)]
+    per record), its bytes past the record's end zeroed, then fields are cut from that compact copy
+    by a structured dtype."""
+    max_len = int(length.max(initial=0))
+    plain = [f for f in fields if is_plain(f, max_len)]
     if not plain or len(payload) == 0:
-        return [field_series(blob, payload, length, f) for f in fields]
-    size = max(f.offset + f.size for f in plain)
-    rec = blob._gather(f"S{size}", payload, 0).view(np.dtype({
+        return [field_series(blob, payload, length, f, notes) for f in fields]
+    size = max(f.offset + field_extent(f, max_len) for f in plain)
+    raw = blob.bytes_at(payload, size)
+    if int(length.min()) < size:  # short records: only their own bytes
+        raw = np.where(np.arange(size) < length[:, None], raw, 0).astype(np.uint8)
+    rec = np.ascontiguousarray(raw).view(np.dtype({
         "names": [f.name for f in plain],
-        "formats": [plain_code(f, blob.e) for f in plain],
+        "formats": [plain_code(f, blob.e, max_len) for f in plain],
         "offsets": [f.offset for f in plain],
         "itemsize": size,
-    }))
+    })).reshape(len(payload))
     out = []
     for f in fields:
-        if not is_plain(f):
-            out.append(field_series(blob, payload, length, f))
+        if not is_plain(f, max_len):
+            out.append(field_series(blob, payload, length, f, notes))
         elif f.is_string:
-            out.append(plain_series(f, np.ascontiguousarray(rec[f.name]).view(np.uint8).reshape(len(payload), f.size)))
+            width = field_extent(f, max_len)
+            out.append(plain_series(f, np.ascontiguousarray(rec[f.name]).view(np.uint8).reshape(len(payload), width)))
         else:
             out.append(plain_series(f, rec[f.name]))
     return out
@@ -159,10 +207,9 @@ def event_columns(blob: Blob, payload: np.ndarray, length: np.ndarray | None, fi
 
 def plain_series(f: FieldFormat, values: np.ndarray) -> pl.Series:
     """The column of a plain field from its raw values: numbers in the file's byte order (any
-    layout), or an (n, width) uint8 array of a char array's bytes (width: its size, or more with
-    zero padding)."""
+    layout), or an (n, width) uint8 array of a char array's bytes (zero padded to a multiple of 8)."""
     if f.is_string:
-        padded = string_width(f)
+        padded = (values.shape[1] + 7) // 8 * 8 or 8
         if values.shape[1] < padded:
             values = np.concatenate([values, np.zeros((len(values), padded - values.shape[1]), np.uint8)], axis=1)
         return _dedupe_decode(values).alias(f.name)
@@ -172,21 +219,28 @@ def plain_series(f: FieldFormat, values: np.ndarray) -> pl.Series:
     return pl.Series(f.name, native, dtype=f.polars_dtype())
 
 
-def string_width(f: FieldFormat) -> int:
-    """Bytes per row of a char array's raw values: its size rounded up to 8 (zero padded)."""
-    return (f.size + 7) // 8 * 8
+def string_width(f: FieldFormat, max_len: int) -> int:
+    """Bytes per row of a char array's raw values: the part inside records, rounded up to 8 (zero padded)."""
+    return (field_extent(f, max_len) + 7) // 8 * 8 or 8
 
 
-def is_plain(f: FieldFormat) -> bool:
-    """A fixed-size scalar or char array: one slice of the record's fixed part."""
+def plain_extent(fmt: EventFormat, max_len: int) -> int:
+    """Bytes of a record's fixed part read into its plain fields: a shorter record has its own bytes
+    and zeros past its end (both engines count those records)."""
+    return max((f.offset + field_extent(f, max_len) for f in fmt.payload_fields if is_plain(f, max_len)), default=0)
+
+
+def is_plain(f: FieldFormat, max_len: int) -> bool:
+    """A fixed-size scalar or char array with some bytes inside records of ``max_len`` bytes: one
+    slice of the record's fixed part."""
     if f.is_dynamic or f.array_len == 0:
         return False
     if f.array_len is not None:
-        return f.is_string and f.size > 0
-    return f.size in (1, 2, 4, 8)
+        return f.is_string and field_extent(f, max_len) > 0
+    return f.size in (1, 2, 4, 8) and f.offset + f.size <= max_len
 
 
-def plain_code(f: FieldFormat, e: str) -> str:
+def plain_code(f: FieldFormat, e: str, max_len: int = 1 << 30) -> str:
     if f.array_len is not None:
-        return f"S{f.size}"
+        return f"S{field_extent(f, max_len)}"
     return f"{e}{'i' if f.signed and not f.is_bool else 'u'}{f.size}"

@@ -53,11 +53,13 @@ class FieldFormat:
 
     @property
     def element_size(self) -> int:
-        if self.is_dynamic:
+        """Bytes of one element of an array (1, 2, 4 or 8), or the size of a scalar."""
+        if self.is_dynamic or self.array_len == 0:  # the C type says (a trailing "buf[]" has size 0)
             base = self.type.replace("__data_loc", "").replace("__rel_loc", "").replace("[]", "")
             return _c_type_size(base.strip())
         if self.array_len:
-            return max(1, self.size // self.array_len)
+            size = max(1, self.size // self.array_len)
+            return size if size in (1, 2, 4, 8) else 1
         return self.size
 
     def polars_dtype(self) -> pl.DataType:

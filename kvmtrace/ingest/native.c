@@ -7,6 +7,7 @@
  *                      length, common header)
  *   kt_merge_scatter   the per-CPU streams merged into global time order, each record written to
  *                      the common columns and copied into its type's columns (keys, fixed fields)
+ *   kt_type_max_len    the longest record of each type (fields are read only inside records)
  *
  * Each has a numpy twin with the same results (pages.py, decode.py, fields.py): the tests run
  * both on every capture and compare them.
@@ -14,7 +15,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#define ABI_VERSION 1
+#define ABI_VERSION 2
 #define TYPE_DATA_MAX 28
 #define TYPE_PADDING 29
 #define TYPE_TIME_EXTEND 30
@@ -98,7 +99,7 @@ int64_t kt_walk(const uint8_t *blob, int64_t blob_len, int64_t start, int64_t n_
                 new_ts = ts + d;
                 next = payload + length;
             }
-            if (next > limit || (special && next <= at)) {
+            if (next > limit || (special && (next <= at || (next & 3)))) {
                 if (*n_bad < bad_capacity) {
                     int64_t *b = bad_out + 4 * *n_bad;
                     b[0] = p;
@@ -171,6 +172,24 @@ static inline void copy_value(uint8_t *dst, const uint8_t *src, int32_t size) {
     }
 }
 
+/* Each record's field bytes inside the record (have bytes from off on), zeros past its end. */
+static inline void copy_inside(uint8_t *dst, const uint8_t *src, int32_t size, int64_t have) {
+    const int64_t n = have < 0 ? 0 : (have < size ? have : size);
+    if (n > 0)
+        memcpy(dst, src, (size_t)n);
+    if (n < size)
+        memset(dst + n, 0, (size_t)(size - n));
+}
+
+/* max_len[t] = the longest payload of the n records of type t < n_types (raised, never lowered). */
+void kt_type_max_len(const uint16_t *type, const int16_t *len, int64_t n, int64_t n_types, int64_t *max_len) {
+    for (int64_t i = 0; i < n; i++) {
+        const uint16_t t = type[i];
+        if (t < n_types && len[i] > max_len[t])
+            max_len[t] = len[i];
+    }
+}
+
 /* The inputs and outputs of kt_merge_scatter (one time part of the merge). */
 typedef struct {
     /* per stream s < k: this part's records, in time order */
@@ -212,6 +231,7 @@ typedef struct {
     uint32_t *const *slot_addr; /* entries may be NULL */
     int16_t *const *slot_len;   /* entries may be NULL */
     const int64_t *rec_size;    /* per slot: bytes of the fixed part read */
+    int64_t *short_count;       /* per slot: records shorter than rec_size (their bytes past the end read 0) */
     const int32_t *field_first; /* per slot: its fields [first, first + count) */
     const int32_t *field_count;
     const int32_t *f_offset; /* per field: f_size bytes at payload + f_offset go to f_dst + row * f_stride */
@@ -303,12 +323,17 @@ int32_t kt_merge_scatter(const MergeScatter *m) {
                 m->slot_addr[slot][r] = (uint32_t)a;
             if (m->slot_len[slot])
                 m->slot_len[slot][r] = len[s][i];
-            const int64_t rec = m->rec_size[slot];
-            if (a + rec > blob_len)
-                a = blob_len - rec < 0 ? 0 : blob_len - rec;
+            const int64_t rec = m->rec_size[slot], have = len[s][i];
             const int32_t last = field_first[slot] + field_count[slot];
-            for (int32_t f = field_first[slot]; f < last; f++)
-                copy_value(f_dst[f] + r * f_stride[f], blob + a + f_offset[f], f_size[f]);
+            if (have >= rec && a + rec <= blob_len) {
+                for (int32_t f = field_first[slot]; f < last; f++)
+                    copy_value(f_dst[f] + r * f_stride[f], blob + a + f_offset[f], f_size[f]);
+            } else { /* a record shorter than its format: only its own bytes */
+                const int64_t inside = a + have <= blob_len ? have : blob_len - a;
+                m->short_count[slot]++;
+                for (int32_t f = field_first[slot]; f < last; f++)
+                    copy_inside(f_dst[f] + r * f_stride[f], blob + a + f_offset[f], f_size[f], inside - f_offset[f]);
+            }
         }
         if (++pos[s] < count[s]) {
             head[s] = ts[s][pos[s]];

@@ -28,7 +28,7 @@ from kvmtrace.errors import CaptureError
 
 SOURCE = Path(__file__).with_name("native.c")
 SOURCES = (SOURCE, Path(__file__).with_name("native_text.c"))  # compiled into the one library
-ABI_VERSION = 1
+ABI_VERSION = 2
 _P = ctypes.c_void_p
 _I64 = ctypes.c_int64
 _I32 = ctypes.c_int32
@@ -85,23 +85,38 @@ def _cache_dir() -> Path:
     return Path(base) / "kvmtrace"
 
 
+SANITIZE_FLAGS = ("-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g")
+
+
+def sanitized() -> bool:
+    """``KVMTRACE_NATIVE_SANITIZE=1``: the kernels built with AddressSanitizer and UBSan (for fuzzing;
+    the process must preload libasan: scripts/fuzz/atheris_readers.py does)."""
+    return os.environ.get("KVMTRACE_NATIVE_SANITIZE", "") not in ("", "0")
+
+
 def _build() -> Path:
     source = b"\0".join(path.name.encode() + b"\0" + path.read_bytes() for path in SOURCES)
     cc = os.environ.get("CC", "cc")
-    digest = hashlib.sha256(source + cc.encode()).hexdigest()[:16]
+    flags = ["-O1", *SANITIZE_FLAGS, "-DKT_RUNTIME_PRELOADED"] if sanitized() else ["-O2"]
+    digest = hashlib.sha256(source + cc.encode() + " ".join(flags).encode()).hexdigest()[:16]
     out_dir = _cache_dir()
-    target = out_dir / f"kvmtrace-native-{digest}-{platform.machine()}.so"
+    variant = "-asan" if sanitized() else ""
+    target = out_dir / f"kvmtrace-native-{digest}-{platform.machine()}{variant}.so"
     if target.exists():
         return target
     out_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=target.name, suffix=".tmp", dir=out_dir)
     os.close(fd)
     try:
-        cmd = [cc, "-O2", "-std=c99", "-shared", "-fPIC", "-o", tmp, *(str(path) for path in SOURCES)]
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
-        if res.returncode != 0:
-            first = (res.stderr.strip().splitlines() or ["no output"])[0]
-            raise OSError(f"{' '.join(cmd)} failed: {first}")
+        if sanitized():  # compiled instrumented, linked without a runtime: the process preloads one
+            objects = [f"{tmp}.{k}.o" for k in range(len(SOURCES))]
+            for src, obj in zip(SOURCES, objects, strict=True):
+                _run([cc, *flags, "-std=c99", "-fPIC", "-c", "-o", obj, str(src)])
+            _run([cc, "-shared", "-o", tmp, *objects])
+            for obj in objects:
+                os.unlink(obj)
+        else:
+            _run([cc, *flags, "-std=c99", "-shared", "-fPIC", "-o", tmp, *(str(path) for path in SOURCES)])
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
@@ -109,11 +124,20 @@ def _build() -> Path:
     return target
 
 
+def _run(cmd: list[str]) -> None:
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    if res.returncode != 0:
+        first = (res.stderr.strip().splitlines() or ["no output"])[0]
+        raise OSError(f"{' '.join(cmd)} failed: {first}")
+
+
 def _declare(lib: ctypes.CDLL) -> None:
     lib.kt_walk.restype = _I64
     lib.kt_walk.argtypes = [_P, *[_I64] * 5, _I32, *[_P] * 9, _I64, _P, _I64, _P]
     lib.kt_merge_scatter.restype = _I32
     lib.kt_merge_scatter.argtypes = [_P]  # a MergeScatter struct (native_read.py)
+    lib.kt_type_max_len.restype = None
+    lib.kt_type_max_len.argtypes = [_P, _P, _I64, _I64, _P]
     lib.kt_text_fields.restype = _I32
     lib.kt_text_fields.argtypes = [_P, _I64, _P, _P, _I32, *[_P] * 8, _I64, _P]
     lib.kt_text_pack.restype = None

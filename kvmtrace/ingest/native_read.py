@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kvmtrace.ingest.fields import is_plain, plain_code, string_width
+from kvmtrace.ingest.fields import field_extent, is_plain, plain_code
 from kvmtrace.ingest.formats import EventFormat
 from kvmtrace.ingest.native import pointers, ptr
 
@@ -66,6 +66,8 @@ class TypeColumns:
     addr: np.ndarray | None  # uint32 payload address, when some field is not plain (strings, arrays)
     length: np.ndarray | None  # int16 payload length, when a field is a trailing array
     raw: dict[str, np.ndarray]  # plain field -> raw values (file byte order; char arrays (n, width) uint8)
+    max_len: int = 0  # the longest record of the type: fields are read inside records only
+    short: int = 0  # records shorter than the plain fields' extent (their bytes past the end read 0)
 
 
 @dataclass
@@ -74,6 +76,7 @@ class Parts:
 
     cuts: np.ndarray  # (parts + 1, streams): where each stream is cut
     type_counts: np.ndarray  # (parts, type ids): records of each type id in each part
+    max_len: np.ndarray  # (type ids,): the longest record of each type id
 
     @property
     def totals(self) -> np.ndarray:
@@ -109,11 +112,12 @@ class _MergeScatter(ctypes.Structure):
         ("n_pids", ctypes.c_int64), ("blob", _P),
         ("blob_len", ctypes.c_int64), ("slot_of_type", _P), ("n_types", ctypes.c_int32), *((name, _P) for name in (
             "cursor", "idx_out", "slot_ts", "slot_cpu", "slot_pid", "slot_addr", "slot_len", "rec_size",
-            "field_first", "field_count", "f_offset", "f_size", "f_stride", "f_dst", "heap", "pos", "head")),
+            "short_count", "field_first", "field_count", "f_offset", "f_size", "f_stride", "f_dst", "heap", "pos",
+            "head")),
     ]
 
 
-def parts(streams: list[Walked], count: int) -> Parts | None:
+def parts(lib: ctypes.CDLL, streams: list[Walked], count: int) -> Parts | None:
     """The merge's cut into ``count`` time parts, at quantiles of the longest stream, and the
     type ids each part holds. None when the streams cannot be merged here (a stream visibly out
     of time order, no common headers kept, or more than 65535 streams)."""
@@ -123,7 +127,12 @@ def parts(streams: list[Walked], count: int) -> Parts | None:
     if cuts is None:
         return None
     n_types = 1 + max((int(s.header[0].max(initial=0)) for s in streams if s.header is not None), default=0)
-    return Parts(cuts, _type_counts(streams, cuts, n_types))
+    max_len = np.zeros(n_types, np.int64)
+    for s in streams:
+        if s.header is not None:
+            head, length = np.ascontiguousarray(s.header[0]), np.ascontiguousarray(s.length, np.int16)
+            lib.kt_type_max_len(ptr(head), ptr(length), len(length), n_types, ptr(max_len))
+    return Parts(cuts, _type_counts(streams, cuts, n_types), max_len)
 
 
 def merge_scatter(lib: ctypes.CDLL, streams: list[Walked], cut: Parts, stream_cpu: list[int], keep_stream: bool,
@@ -138,7 +147,7 @@ def merge_scatter(lib: ctypes.CDLL, streams: list[Walked], cut: Parts, stream_cp
     totals = cut.totals
     n_types = len(totals)
     present = [int(t) for t in np.flatnonzero(totals) if int(t) in formats]
-    types = [_allocate(formats[t], int(totals[t]), endian) for t in present]
+    types = [_allocate(formats[t], int(totals[t]), endian, int(cut.max_len[t])) for t in present]
     slot_of_type = np.full(n_types, -1, np.int32)
     slot_of_type[present] = np.arange(len(present), dtype=np.int32)
     cursors = np.zeros((len(cuts) - 1, max(len(types), 1)), np.int64)
@@ -152,13 +161,16 @@ def merge_scatter(lib: ctypes.CDLL, streams: list[Walked], cut: Parts, stream_cp
              np.ascontiguousarray(comm_code_of_pid, np.uint32))
     if len(codes[0]) < n_types:
         raise ValueError("event_code_of_type must cover every type id")
-    plan = _Plan(streams, np.array(stream_cpu or [0], np.int32), blob, slot_of_type, types, out, codes)
+    plan = _Plan(streams, np.array(stream_cpu or [0], np.int32), blob, slot_of_type, types, out, codes,
+                 len(cuts) - 1)
 
     def run(p: int) -> int:
-        return plan.run(lib, cuts[p], cuts[p + 1], cursors[p])
+        return plan.run(lib, cuts[p], cuts[p + 1], cursors[p], p)
 
     with ThreadPoolExecutor(max_workers=max(1, len(cuts) - 1)) as pool:
         results = list(pool.map(run, range(len(cuts) - 1)))
+    for slot, col in enumerate(types):
+        col.short = int(plan.short[:, slot].sum())
     return out if all(r == 0 for r in results) else None
 
 
@@ -166,7 +178,7 @@ class _Plan:
     """The arrays one kt_merge_scatter call points to, except the per-part ranges."""
 
     def __init__(self, streams: list[Walked], stream_cpu: np.ndarray, blob: np.ndarray, slot_of_type: np.ndarray,
-                 types: list[TypeColumns], out: Merged, codes: tuple[np.ndarray, np.ndarray]) -> None:
+                 types: list[TypeColumns], out: Merged, codes: tuple[np.ndarray, np.ndarray], parts: int) -> None:
         self.streams, self.stream_cpu, self.out = streams, stream_cpu, out
         self.event_code_of_type, self.comm_code_of_pid = codes
         self.blob = np.ascontiguousarray(blob)
@@ -176,16 +188,17 @@ class _Plan:
         slots = max(len(types), 1)
         self.field_count = np.bincount([slot for slot, _f, _d in fields], minlength=slots).astype(np.int32)
         self.field_first = (np.cumsum(self.field_count) - self.field_count).astype(np.int32)
-        self.rec_size = np.array([max((f.offset + f.size for f in c.fmt.payload_fields if f.name in c.raw), default=0)
-                                  for c in types] or [0], np.int64)
+        self.rec_size = np.array([max((f.offset + field_extent(f, c.max_len) for f in c.fmt.payload_fields
+                                       if f.name in c.raw), default=0) for c in types] or [0], np.int64)
+        self.short = np.zeros((parts, slots), np.int64)  # per part and slot
         self.f_offset = np.array([f.offset for _s, f, _d in fields] or [0], np.int32)
-        self.f_size = np.array([f.size for _s, f, _d in fields] or [0], np.int32)
+        self.f_size = np.array([field_extent(f, types[slot].max_len) for slot, f, _d in fields] or [0], np.int32)
         self.f_stride = np.array([dst.strides[0] for _s, _f, dst in fields] or [0], np.int32)
         self.f_dst = pointers([dst for _s, _f, dst in fields])
         self.slot_columns = [pointers([getattr(c, k) for c in types])
                              for k in ("idx", "ts", "cpu", "pid", "addr", "length")]
 
-    def run(self, lib: ctypes.CDLL, lo: np.ndarray, hi: np.ndarray, cursor: np.ndarray) -> int:
+    def run(self, lib: ctypes.CDLL, lo: np.ndarray, hi: np.ndarray, cursor: np.ndarray, part: int) -> int:
         k = len(self.streams)
         first = int(lo.sum())
         end = int(hi.sum())
@@ -203,7 +216,8 @@ class _Plan:
             ptr(self.event_code_of_type), ptr(o.comm_code[first:end]), ptr(self.comm_code_of_pid),
             len(self.comm_code_of_pid), ptr(self.blob), len(self.blob),
             ptr(self.slot_of_type), len(self.slot_of_type), ptr(cursor), *(ptr(a) for a in self.slot_columns),
-            ptr(self.rec_size), ptr(self.field_first), ptr(self.field_count), ptr(self.f_offset), ptr(self.f_size),
+            ptr(self.rec_size), ptr(self.short[part]), ptr(self.field_first), ptr(self.field_count),
+            ptr(self.f_offset), ptr(self.f_size),
             ptr(self.f_stride), ptr(self.f_dst), *(ptr(w) for w in work))
         return int(lib.kt_merge_scatter(ctypes.addressof(args)))
 
@@ -240,14 +254,13 @@ def _cuts(ts: list[np.ndarray], parts: int) -> np.ndarray | None:
     return cuts
 
 
-def _allocate(fmt: EventFormat, n: int, endian: str) -> TypeColumns:
+def _allocate(fmt: EventFormat, n: int, endian: str, max_len: int) -> TypeColumns:
     raw = {}
     for f in fmt.payload_fields:
-        if is_plain(f):
-            raw[f.name] = (np.zeros((n, string_width(f)), np.uint8) if f.is_string
+        if is_plain(f, max_len):
+            raw[f.name] = (np.zeros((n, field_extent(f, max_len)), np.uint8) if f.is_string
                            else np.empty(n, np.dtype(plain_code(f, endian))))
     needs_addr = len(raw) < len(fmt.payload_fields)
-    needs_length = any(f.array_len == 0 for f in fmt.payload_fields)
     return TypeColumns(fmt, np.empty(n, np.uint32), np.empty(n, np.int64), np.empty(n, np.int32),
                        np.empty(n, np.int32), np.empty(n, np.uint32) if needs_addr else None,
-                       np.empty(n, np.int16) if needs_length else None, raw)
+                       np.empty(n, np.int16) if needs_addr else None, raw, max_len)

@@ -207,19 +207,24 @@ static uint64_t load_le(const uint8_t *p) {
 
 static int is_digit(uint8_t c) { return c >= '0' && c <= '9'; }
 
-/* The seconds between ']' and '.': one space or more, then digits up to the '.'. -1 when not so. */
+#define MAX_TS_SECONDS 9223372036LL /* limits.MAX_TS_SECONDS: the ns of smaller seconds fit int64 */
+
+/* The seconds between ']' and '.': one space or more, then at most 10 digits up to the '.', below
+ * MAX_TS_SECONDS. -1 when not so. */
 static int64_t layout_seconds(const uint8_t *p, int64_t size) {
     if (size < 2 || p[0] != ' ' || !is_digit(p[size - 1]))
         return -1;
     int64_t v = 0, k = 0;
     while (p[k] == ' ')
         k++;
+    if (size - k > 10)
+        return -1;
     for (; k < size; k++) {
         if (!is_digit(p[k]))
             return -1;
         v = v * 10 + (p[k] - '0');
     }
-    return v;
+    return v < MAX_TS_SECONDS ? v : -1;
 }
 
 /*

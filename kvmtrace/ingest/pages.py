@@ -75,7 +75,7 @@ def walk_pages(data: np.ndarray, page_size: int, commit_size: int, data_offset: 
     size[oversize] = 0
     missed = (flags & np.uint64(MISSED_EVENTS)) != 0
     stored = missed & ((flags & np.uint64(MISSED_STORED)) != 0)
-    lost_per_page = _stored_missed_counts(pages, size, stored, data_offset, commit_size, e)
+    lost_per_page, unusable = _stored_missed_counts(pages, size, stored, data_offset, commit_size, e)
     lib = native.library()
     header = None
     if lib is not None and n_pages * page_size < 1 << 32:
@@ -93,7 +93,7 @@ def walk_pages(data: np.ndarray, page_size: int, commit_size: int, data_offset: 
         ts, payload, length = walker.records()
     return PageRecords(
         ts=ts, payload=payload, length=length, lost_per_page=lost_per_page,
-        lost_flag_pages=missed & ~stored, bad_pages=sorted(bad, key=lambda b: b.page), header=header,
+        lost_flag_pages=(missed & ~stored) | unusable, bad_pages=sorted(bad, key=lambda b: b.page), header=header,
     )
 
 
@@ -103,14 +103,19 @@ def _broken_reason(pos: int, type_len: int, rec_len: int, committed: int) -> str
 
 
 def _stored_missed_counts(pages: np.ndarray, size: np.ndarray, stored: np.ndarray, data_offset: int,
-                          long_size: int, e: str) -> np.ndarray:
+                          long_size: int, e: str) -> tuple[np.ndarray, np.ndarray]:
+    """The missed-event counts stored after the data of the pages ``stored``, and the pages whose
+    count is not there or not plausible (it would not fit 63 bits): those count as flagged only."""
     counts = np.zeros(len(size), np.int64)
+    unusable = np.zeros(len(size), bool)
     for p in np.flatnonzero(stored):
         start = data_offset + int(size[p])
-        if start + long_size <= pages.shape[1]:
-            raw = pages[p, start:start + long_size].tobytes()
-            counts[p] = int.from_bytes(raw, "big" if e == ">" else "little")
-    return counts
+        value = int.from_bytes(pages[p, start:start + long_size].tobytes(), "big" if e == ">" else "little")
+        if start + long_size <= pages.shape[1] and value < 1 << 63:
+            counts[p] = value
+        else:
+            unusable[p] = True
+    return counts, unusable
 
 
 class _Walker:
@@ -172,7 +177,7 @@ class _Walker:
             is_data = None
         broken = nxt > st.limit
         if len(special):
-            broken |= nxt <= st.at
+            broken |= (nxt <= st.at) | ((nxt & 3) != 0)  # a record ends off the 4-byte grid: the page is broken
         any_broken = bool(broken.any())
         if any_broken:
             self._note_broken(st, np.flatnonzero(broken), type_len, nxt - st.at)

@@ -17,7 +17,6 @@ short strings) and the typed tables are made on two threads; the tables are the 
 from __future__ import annotations
 
 import contextlib
-import mmap
 import re
 import sys
 import threading
@@ -33,6 +32,7 @@ import polars as pl
 
 from kvmtrace.errors import CaptureError
 from kvmtrace.ingest.formats import EventFormat
+from kvmtrace.ingest.limits import LINE, LimitExceeded, line_limit
 from kvmtrace.ingest.memory import without_hugepage_advice
 from kvmtrace.ingest.tables import (
     COMMON_SCHEMA,
@@ -43,12 +43,21 @@ from kvmtrace.ingest.tables import (
     SkippedRegion,
     typed_key_names,
 )
-from kvmtrace.ingest.text_fast import ByteText, FastPrefixes, Interned, line_bounds, parse_prefixes
+from kvmtrace.ingest.text_fast import (
+    ByteText,
+    FastPrefixes,
+    Interned,
+    drop_blank_lines,
+    joined_lines,
+    line_bounds,
+    parse_prefixes,
+)
 from kvmtrace.ingest.text_fields import FormatCatalog, PayloadResult, bundled_catalog, parse_payload
 from kvmtrace.ingest.text_lines import (
     ClassifiedLines,
     classify,
     looks_binary,
+    raise_no_events,
     read_raw,
     split_lines,
 )
@@ -70,8 +79,9 @@ def read_text(path: str | Path, progress: bool = False) -> EventTables:
 
 
 def _read_text(path: Path, progress: bool) -> EventTables:
-    """Lines framed, prefixes read by the fastest tier that takes them (text_modal, then the
-    window tier, then the exact reader for the rest), ordered, then the typed tables."""
+    """Lines framed (blank ones dropped), prefixes read by the fastest tier that takes them
+    (text_modal, then the window tier, then the exact reader for the rest), ordered, then the typed
+    tables."""
     clock = _Progress(progress)
     raw = read_raw(path)
     if looks_binary(raw.data):
@@ -83,24 +93,28 @@ def _read_text(path: Path, progress: bool) -> EventTables:
         )
     text = ByteText(raw.data)
     warming = _warm_catalog()
+    lib = text_library()
+    starts, ends = line_bounds(text.buf) if lib is None else native_line_bounds(lib, text.buf)
+    frame = Framing(*drop_blank_lines(text, starts, ends))
+    del starts, ends
+    _check_line_lengths(path, frame)
+    clock.step(f"found {frame.starts.size} lines")
     fast: FastPrefixes | None = None
     # small texts, and text with \x1f (split_lines reads it differently), stay on the exact path
     if len(raw.data) >= FAST_MIN_BYTES and raw.data.find(b"\x1f") < 0:
-        lib = text_library()
-        starts, ends = line_bounds(text.buf) if lib is None else native_line_bounds(lib, text.buf)
-        clock.step(f"found {starts.size} lines")
-        fast = _prefixes(text, starts, ends)
+        fast = _prefixes(text, frame.starts, frame.ends)
     if fast is None:
-        lines = split_lines(bytes(raw.data))
+        lines = split_lines(joined_lines(text, frame.starts, frame.ends, np.arange(frame.starts.size)))
         clock.step(f"split {lines.len()} lines")
-        classified = classify(lines, path)
+        classified = classify(lines, path, require_events=False)
+        _require_events(path, classified, frame)
         events = _sorted(_common_columns(_rename_kernel_markers(classified.events)))
     else:
         fast = _demote_unusual(fast)
-        classified = _classify_rest(raw.data, starts, ends, fast, path)
+        classified = _classify_rest(text, frame, fast, path)
+        frame.release()  # keep the peak memory down
         clock.step(f"parsed {fast.rows.size} event prefixes, {classified.total_lines} other lines")
         slow = _common_columns(_rename_kernel_markers(classified.events))
-        del starts, ends
         merged = _merged_in_place(fast, slow)
         if merged is not None:
             events = merged
@@ -110,7 +124,7 @@ def _read_text(path: Path, progress: bool) -> EventTables:
             events = _merged(fast_frame, slow)
             del fast_frame
     clock.step(f"ordered {events.height} events")
-    report = _report(classified)
+    report = _report(classified, frame)
     if warming is not None:
         warming.join()
     by_event, formats = _typed_tables(events, report, text)
@@ -126,6 +140,47 @@ def _read_text(path: Path, progress: bool) -> EventTables:
         report=report,
         cmdlines=_cmdlines(events),
     )
+
+
+@dataclass
+class Framing:
+    """The text's non-blank lines: their bounds, and their numbers in the file (0-based; None when no
+    line was dropped, then the row is the number). Lines are known by their row here; numbers are
+    only used in what the user reads."""
+
+    starts: np.ndarray
+    ends: np.ndarray
+    numbers: np.ndarray | None
+
+    def number(self, row: int) -> int:
+        """The 1-based line number of a row, for messages."""
+        return int(row if self.numbers is None else self.numbers[row]) + 1
+
+    def release(self) -> None:
+        """Drop the bounds once the lines are parsed (the numbers stay, for messages)."""
+        self.starts = self.ends = np.zeros(0, np.int64)
+
+
+def _check_line_lengths(path: Path, frame: Framing) -> None:
+    """The line length limit (limits.line_limit): one line naming the first line past it."""
+    if frame.starts.size == 0:
+        return
+    lengths = frame.ends - frame.starts
+    limit = line_limit()
+    if int(lengths.max()) > limit:
+        row = int(np.argmax(lengths > limit))
+        raise LimitExceeded(path, f"line {frame.number(row)}", "a text line", int(lengths[row]), limit, LINE)
+
+
+def _require_events(path: Path, classified: ClassifiedLines, frame: Framing) -> None:
+    """No event line at all: the error names the first line that is not one (its number in the file)."""
+    if classified.events.height:
+        return
+    unparsed = classified.unparsed
+    if unparsed.height:
+        row, line, why = unparsed.select("line", "text", "why").row(0)
+        unparsed = pl.DataFrame({"line": [frame.number(row) - 1], "text": [line], "why": [why]})
+    raise_no_events(path, pl.Series("text", [None] * int(frame.starts.size), dtype=pl.String), unparsed)
 
 
 def _warm_catalog() -> threading.Thread | None:
@@ -177,30 +232,30 @@ def _plain(value: bytes) -> bool:
     return value.isascii() and all(32 <= b < 127 for b in value)
 
 
-def _classify_rest(
-    data: bytes | mmap.mmap, starts: np.ndarray, ends: np.ndarray, fast: FastPrefixes, path: Path
-) -> ClassifiedLines:
-    """The exact reader on the lines the fast path did not take; line numbers of the whole text."""
-    rest = np.ones(starts.size, dtype=bool)
+def _classify_rest(text: ByteText, frame: Framing, fast: FastPrefixes, path: Path) -> ClassifiedLines:
+    """The exact reader on the lines the fast path did not take; lines known by their rows."""
+    rest = np.ones(frame.starts.size, dtype=bool)
     rest[fast.rows] = False
     rows = np.flatnonzero(rest)
-    lines = split_lines(b"\n".join(data[int(starts[i]) : int(ends[i])] for i in rows) + b"\n")
+    lines = split_lines(joined_lines(text, frame.starts, frame.ends, rows))
     if lines.len() != rows.size:  # cannot happen with one line per row; be safe
-        lines = pl.Series("text", [data[int(starts[i]) : int(ends[i])].decode("utf-8", "replace") or None
-                                   for i in rows], dtype=pl.String)
+        lines = pl.Series("text", [text.piece(int(frame.starts[i]), int(frame.ends[i])).decode("utf-8", "replace")
+                                   or None for i in rows], dtype=pl.String)
     if rows.size == 0:
         lines = pl.Series("text", [], dtype=pl.String)
-    classified = classify(lines, path, require_events=fast.rows.size == 0)
+    classified = classify(lines, path, require_events=False)
     line_map = rows.astype(np.uint32)
 
-    def renumber(frame: pl.DataFrame) -> pl.DataFrame:
-        if "line" not in frame.columns:
-            return frame
-        return frame.with_columns(pl.Series("line", line_map[frame["line"].to_numpy()]))
+    def renumber(frame_: pl.DataFrame) -> pl.DataFrame:
+        if "line" not in frame_.columns:
+            return frame_
+        return frame_.with_columns(pl.Series("line", line_map[frame_["line"].to_numpy()]))
 
     classified.events = renumber(classified.events)
     classified.unparsed = renumber(classified.unparsed)
-    classified.total_lines = int(starts.size)
+    classified.total_lines = int(frame.starts.size)
+    if fast.rows.size == 0:
+        _require_events(path, classified, frame)
     return classified
 
 
@@ -529,13 +584,13 @@ def _forms(by_event: dict[str, pl.DataFrame], formats: dict[str, EventFormat]) -
     }
 
 
-def _report(classified: ClassifiedLines) -> ReadReport:
+def _report(classified: ClassifiedLines, frame: Framing) -> ReadReport:
     report = ReadReport(lost_events=classified.lost, lost_unknown_pages=classified.lost_unknown)
     report.unparsed_lines = classified.unparsed.height
-    for lineno, text in classified.unparsed.head(SKIPPED_LIMIT).iter_rows():
-        report.skipped.append(
-            SkippedRegion(f"line {lineno + 1}", f"not an event line: {text[:120]!r}", None)
-        )
+    why = classified.unparsed["why"] if "why" in classified.unparsed.columns else None
+    for k, (row, text) in enumerate(classified.unparsed.select("line", "text").head(SKIPPED_LIMIT).iter_rows()):
+        reason = why[k] if why is not None and why[k] else "not an event line"
+        report.skipped.append(SkippedRegion(f"line {frame.number(row)}", f"{reason}: {text[:120]!r}", None))
     return report
 
 

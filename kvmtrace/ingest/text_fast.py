@@ -28,6 +28,8 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import NDArray
 
+from kvmtrace.ingest.limits import MAX_CPU_ID, MAX_TS_SECONDS
+
 U8 = NDArray[np.uint8]
 I64 = NDArray[np.int64]
 U64 = NDArray[np.uint64]
@@ -128,6 +130,46 @@ def line_bounds(buf: U8) -> tuple[I64, I64]:
     if starts[-1] == buf.size:  # text ends with a newline: no extra empty line
         starts, ends = starts[:-1], ends[:-1]
     return starts, ends
+
+
+BLANK_WINDOW = 8  # lines of at most this many whitespace bytes are blank (dropped before parsing)
+JOIN_BLOCK = 1 << 16  # lines joined at a time (joined_lines)
+
+
+def drop_blank_lines(text: ByteText, starts: I64, ends: I64) -> tuple[I64, I64, I64 | None]:
+    """The lines that are not blank (empty, or a few whitespace bytes: noise in every layout) and the
+    numbers of those lines (None when none was dropped). Only looked for when lines are short on
+    average (real trace lines are 40-200 bytes), so a flood of newlines costs little memory."""
+    n = starts.size
+    if n == 0 or n * 16 <= text.buf.size:
+        return starts, ends, None
+    length = ends - starts
+    blank = length == 0
+    short = np.flatnonzero((length > 0) & (length <= BLANK_WINDOW) & (starts + BLANK_WINDOW <= text.buf.size))
+    if short.size:
+        win = text.window(starts[short], BLANK_WINDOW)
+        inside = np.arange(BLANK_WINDOW) < length[short][:, None]
+        blank[short] = ~(inside & ~WHITESPACE[win]).any(axis=1)
+    if not bool(blank.any()):
+        return starts, ends, None
+    keep = np.flatnonzero(~blank)
+    return starts[keep], ends[keep], keep
+
+
+def joined_lines(text: ByteText, starts: I64, ends: I64, rows: I64) -> bytes:
+    """The lines ``rows`` one after another, each ended by a newline (vectorised, by blocks of lines)."""
+    parts = []
+    for at in range(0, rows.size, JOIN_BLOCK):
+        block = rows[at:at + JOIN_BLOCK]
+        s, e = starts[block], ends[block]
+        lengths = e - s + 1  # with the newline
+        total = int(lengths.sum())
+        first = np.cumsum(lengths) - lengths
+        index = np.arange(total, dtype=np.int64) - np.repeat(first - s, lengths)
+        out = text.buf[np.minimum(index, text.buf.size - 1)] if total else np.zeros(0, np.uint8)
+        out[first + lengths - 1] = NEWLINE
+        parts.append(out.tobytes())
+    return b"".join(parts)
 
 
 # ---------------------------------------------------------------- numbers
@@ -246,7 +288,7 @@ TASK_WINDOW = 32  # from the comm field start: "  comm-pid   ["
 MAX_COMM = 16
 MAX_PID_DIGITS = 8
 TIME_WINDOW = 32  # from just after "]": "   sec.frac: "
-MAX_SEC_DIGITS = 16
+MAX_SEC_DIGITS = 10  # and below limits.MAX_TS_SECONDS: the ns fit int64
 MAX_FRAC_DIGITS = 9
 EVENT_WINDOW = 48  # from the event name: "event:   " up to the payload's first byte
 MIN_LINE = 16  # shorter lines go to the exact reader
@@ -388,7 +430,9 @@ def _cpu_field(text: ByteText, bracket: I64) -> CpuField:
     at = np.arange(bracket.size)
     length = (~DIGIT[win]).argmax(axis=1)
     good = (length >= 1) & (win[at, length] == RBRACKET)
-    return CpuField(decimal_left(win, length), bracket + 1 + length, good)
+    value = decimal_left(win, length)
+    good &= value <= MAX_CPU_ID
+    return CpuField(value, bracket + 1 + length, good)
 
 
 @dataclass
@@ -420,6 +464,7 @@ def _timestamp_field(text: ByteText, close: I64) -> TimestampField:
     good &= ~((in_sec | in_frac) & ~DIGIT[win]).any(axis=1)
     sec = decimal_left(text.window(text.safe(start + sec0), 16), sec_len)
     frac = decimal_left(text.window(text.safe(start + dot + 1), 16), frac_len)
+    good &= sec < MAX_TS_SECONDS
     frac_ns = frac * POW10[MAX_FRAC_DIGITS - np.clip(frac_len, 0, MAX_FRAC_DIGITS)]
     ns = sec.astype(np.int64) * 1_000_000_000 + frac_ns.astype(np.int64)
     return TimestampField(ns, frac_len, start + colon, good)

@@ -100,8 +100,10 @@ class PayloadResult:
 
 
 def raw_keys(sample: str) -> list[str]:
-    """Field names of a -R payload (``a=1 b=x y c=2`` -> [a, b, c])."""
-    return re.findall(_KEY_RE, sample)
+    """Field names of a -R payload (``a=1 b=x y c=2`` -> [a, b, c]); none when a name comes twice
+    (no event has two fields of one name: not a -R payload)."""
+    keys = re.findall(_KEY_RE, sample)
+    return keys if len(set(keys)) == len(keys) else []
 
 
 def raw_pattern(names: list[str]) -> str:

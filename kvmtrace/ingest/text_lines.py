@@ -8,16 +8,18 @@ lost-event notice, unparsed).
 
 from __future__ import annotations
 
-import gzip
 import io
 import mmap
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
-import zstandard
 
 from kvmtrace.errors import CaptureError
+from kvmtrace.ingest.files import open_regular, os_error
+from kvmtrace.ingest.inflate import InflateError, inflate_stream
+from kvmtrace.ingest.limits import INFLATE, MAX_CPU_ID, MAX_PID, MAX_TS_SECONDS, LimitExceeded, inflate_limit
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -67,35 +69,36 @@ class ClassifiedLines:
     cpus: int | None
     lost: dict[str, dict[int, int]] = field(default_factory=dict)
     lost_unknown: dict[str, dict[int, int]] = field(default_factory=dict)
-    unparsed: pl.DataFrame = field(default_factory=pl.DataFrame)  # line, text
+    unparsed: pl.DataFrame = field(default_factory=pl.DataFrame)  # line, text, why (None: not an event line)
     total_lines: int = 0
 
 
 def read_raw(path: Path) -> RawText:
-    """Read the file and decompress gzip/zstd, detected by magic bytes."""
+    """Read the file and decompress gzip/zstd (detected by magic bytes), at most to the decompressed
+    size limit (kvmtrace.ingest.limits)."""
+    fd = open_regular(path)
     try:
-        with path.open("rb") as fh:
+        with os.fdopen(fd, "rb") as fh:
             head = fh.read(4)
-            if head and not head.startswith(GZIP_MAGIC) and not head.startswith(ZSTD_MAGIC):
+            compressed = head.startswith(GZIP_MAGIC) or head.startswith(ZSTD_MAGIC)
+            if head and not compressed:
                 mapped = _map(fh)
                 if mapped is not None:
                     return RawText(mapped, "none")
             fh.seek(0)
-            data = fh.read()
+            if not compressed:
+                return RawText(fh.read(), "none")
+            codec = "gzip" if head.startswith(GZIP_MAGIC) else "zstd"
+            size = os.fstat(fh.fileno()).st_size
+            limit = inflate_limit(size)
+            try:
+                return RawText(inflate_stream(codec, fh, limit), codec)
+            except InflateError as exc:
+                if "inflates past" in str(exc):
+                    raise LimitExceeded(path, None, f"the {codec} text", limit + 1, limit, INFLATE) from None
+                raise CaptureError(path, None, str(exc)) from None
     except OSError as exc:
-        raise CaptureError(path, None, f"cannot read file: {exc.strerror or exc}") from None
-    if data.startswith(GZIP_MAGIC):
-        try:
-            return RawText(gzip.decompress(data), "gzip")
-        except (OSError, EOFError) as exc:
-            raise CaptureError(path, None, f"corrupt gzip data: {exc}") from None
-    if data.startswith(ZSTD_MAGIC):
-        try:
-            reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data))
-            return RawText(reader.read(), "zstd")
-        except zstandard.ZstdError as exc:
-            raise CaptureError(path, None, f"corrupt zstd data: {exc}") from None
-    return RawText(data, "none")
+        raise os_error(path, exc, "read") from None
 
 
 def _map(fh: io.BufferedReader) -> mmap.mmap | None:
@@ -160,7 +163,11 @@ def classify(lines: pl.Series, path: Path, require_events: bool = True) -> Class
     other = parsed.filter(pl.col("event").is_null() & pl.col("text").is_not_null()).select(
         "line", "text"
     )
-    events = parsed.filter(pl.col("event").is_not_null()).drop("text")
+    in_range = _in_range()
+    out_of_range = parsed.filter(pl.col("event").is_not_null() & ~in_range).select(
+        "line", "text", pl.lit(OUT_OF_RANGE).alias("why")
+    )
+    events = parsed.filter(pl.col("event").is_not_null() & in_range).drop("text")
     cpus = _cpus_line(other)
     noise = pl.col("text").str.contains(NOISE_LINE)
     lost_frame = (
@@ -169,7 +176,10 @@ def classify(lines: pl.Series, path: Path, require_events: bool = True) -> Class
         .unnest("m")
     )
     lost, lost_unknown = _lost_counts(lost_frame.filter(pl.col("cpu").is_not_null()))
-    unparsed = lost_frame.filter(pl.col("cpu").is_null()).select("line", "text")
+    unparsed = pl.concat([
+        lost_frame.filter(pl.col("cpu").is_null()).select("line", "text", pl.lit(None, pl.String).alias("why")),
+        out_of_range,
+    ]).sort("line")
     if events.height == 0 and require_events:
         raise_no_events(path, lines, unparsed)
     return ClassifiedLines(
@@ -180,6 +190,19 @@ def classify(lines: pl.Series, path: Path, require_events: bool = True) -> Class
         unparsed=unparsed,
         total_lines=lines.len(),
     )
+
+
+OUT_OF_RANGE = "CPU, pid or timestamp out of range"
+
+
+def _in_range() -> pl.Expr:
+    """An event line's CPU, pid and seconds fit the tables (limits): the others are counted, not read."""
+    def number(name: str, digits: int, top: int) -> pl.Expr:
+        text = pl.col(name)
+        return (text.str.len_bytes() <= digits) & (text.cast(pl.Int64, strict=False) <= top).fill_null(False)
+
+    return (number("cpu", 5, MAX_CPU_ID) & number("pid", 10, MAX_PID)
+            & number("sec", 10, MAX_TS_SECONDS - 1))
 
 
 def _cpus_line(other: pl.DataFrame) -> int | None:
@@ -205,11 +228,13 @@ def _lost_counts(
 
 def raise_no_events(path: Path, lines: pl.Series, unparsed: pl.DataFrame) -> None:
     if unparsed.height:
-        lineno, text = unparsed.row(0)
+        lineno, text = unparsed.select("line", "text").row(0)
+        why = unparsed["why"][0] if "why" in unparsed.columns else None
+        got = f"an event line with its {why}" if why else "a line"
         raise CaptureError(
             path,
             f"line {lineno + 1}",
-            f"expected a trace-cmd report or tracefs trace line, got {_excerpt(text)!r}",
+            f"expected a trace-cmd report or tracefs trace line, got {got}: {_excerpt(text)!r}",
         )
     raise CaptureError(
         path,

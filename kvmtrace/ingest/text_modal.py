@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from kvmtrace.ingest.limits import MAX_CPU_ID, MAX_PID, MAX_TS_SECONDS
 from kvmtrace.ingest.native import ptr
 from kvmtrace.ingest.text_fast import I64, U64, ByteText, FastPrefixes, Interned, Mask, _swar8
 from kvmtrace.ingest.text_native import text_library
@@ -352,7 +353,8 @@ def _block_words(
 ) -> list[U64]:
     """Fill ``ok`` (the layout's columns and timestamp) and ``ts``; the key words of each line."""
     buf = text.buf
-    width = (lay.colon + 2 + 7) // 8 * 8
+    # wide enough for the key bytes and the 8-byte words read at the seconds and the fraction
+    width = (max(lay.colon + 2, lay.dot + 9) + 7) // 8 * 8
     ns_off = lay.colon + 2  # event name start
     ok[:] = (ends - starts >= ns_off + 1) & (starts + ns_off + KEY2 + 16 <= buf.size)
     ok &= starts + width + 8 <= buf.size
@@ -405,12 +407,14 @@ ALL = (1 << 64) - 1
 def _seconds(win: NDArray[np.uint8], lay: Layout) -> tuple[Mask, I64]:
     """``\\s+\\d+`` between ']' and '.': right-aligned digits after at least one space."""
     size = lay.dot - lay.rb - 1
-    if size > 8:  # a wide column: byte by byte
+    if size > 8 or lay.dot < 8:  # a wide column (or one too near the line start for a word): byte by byte
         sec = win[:, lay.rb + 1 : lay.dot]
         sd = (sec - np.uint8(48)) < 10
         ok = (sec[:, 0] == 32) & sd[:, -1] & ((sec == 32) | sd).all(axis=1)
         ok &= ~(sd[:, :-1] & ~sd[:, 1:]).any(axis=1)
-        return ok, _digits_value(sec)
+        ok &= ~sd[:, : max(0, size - 10)].any(axis=1)  # at most 10 digits (the ns fit int64)
+        value = _digits_value(sec[:, -10:])
+        return ok & (value < MAX_TS_SECONDS), value
     x = _column_word(win, lay.dot - 8)
     region = np.uint64((ALL << (8 * (8 - size))) & ALL)
     x = x & region
@@ -498,7 +502,7 @@ def _decode_key(data: bytes | mmap.mmap, start: int, lay: Layout, ns_off: int) -
     if m is None:
         return None
     buffer, comm, pid, cpu = m.group(1) or b"", m.group(2), int(m.group(3)), int(m.group(4))
-    if len(m.group(3)) > 9 or len(m.group(4)) > 9 or pid >= 2**31 or cpu >= 2**31:
+    if len(m.group(3)) > 9 or len(m.group(4)) > 9 or pid > MAX_PID or cpu > MAX_CPU_ID:
         return None
     m2 = _KEY2_RE.match(key2)
     if m2 is None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import mmap
 import os
 import struct
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,10 @@ from typing import Any
 import numpy as np
 
 from kvmtrace.errors import CaptureError
+from kvmtrace.ingest.files import open_regular
 from kvmtrace.ingest.formats import EventFormat, FieldFormat, parse_event_format, parse_header_page
+from kvmtrace.ingest.inflate import InflateError, inflate_exact
+from kvmtrace.ingest.limits import MAX_CPU_ID, MAX_TS_NS, check_inflate
 from kvmtrace.ingest.memory import without_hugepage_advice
 from kvmtrace.ingest.tables import EventTables
 
@@ -208,25 +210,20 @@ class _Cursor:
 def read_structure(path: str | Path) -> TraceDatFile:
     """Open a trace.dat file and parse everything but the events (CPU data is inflated)."""
     p = str(path)
+    fd = open_regular(p)
     try:
-        with open(p, "rb") as fh:
-            size = _file_size(fh)
-            if size == 0:
-                raise CaptureError(p, "offset 0x0", "empty file: expected a trace.dat (magic 17 08 44 'tracing')")
-            # MAP_POPULATE: the kernel maps the whole file at once instead of page fault by page fault
-            populate = getattr(mmap, "MAP_POPULATE", 0)
-            mm = mmap.mmap(fh.fileno(), 0, flags=mmap.MAP_SHARED | populate, prot=mmap.PROT_READ)
+        size = os.fstat(fd).st_size
+        if size == 0:
+            raise CaptureError(p, "offset 0x0", "empty file: expected a trace.dat (magic 17 08 44 'tracing')")
+        # MAP_POPULATE: the kernel maps the whole file at once instead of page fault by page fault
+        populate = getattr(mmap, "MAP_POPULATE", 0)
+        mm = mmap.mmap(fd, 0, flags=mmap.MAP_SHARED | populate, prot=mmap.PROT_READ)
     except OSError as exc:
         raise CaptureError(p, None, f"cannot open: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
     view = memoryview(mm)
     return _parse(view, p)
-
-
-def _file_size(fh: Any) -> int:
-    fh.seek(0, 2)
-    size = int(fh.tell())
-    fh.seek(0)
-    return size
 
 
 def _parse(view: memoryview, path: str) -> TraceDatFile:
@@ -291,8 +288,10 @@ class _Builder:
         tag = cur.bytes(12, "'header_page' tag")
         if tag != b"header_page\0":
             raise CaptureError(self.path, cur.where(cur.pos - 12), f"expected 'header_page', got {tag!r}")
+        where = cur.where()
         text = cur.sized_text(8, "header_page format")
         self.header_page = parse_header_page(text, self.path)
+        _check_header_page(self.header_page, self.path, where)
         tag = cur.bytes(13, "'header_event' tag")
         if tag != b"header_event\0":
             raise CaptureError(self.path, cur.where(cur.pos - 13), f"expected 'header_event', got {tag!r}")
@@ -329,53 +328,89 @@ class _Builder:
         text = cur.sized_text(8, "saved cmdlines")
         for line in text.splitlines():
             pid_txt, _, comm = line.strip().partition(" ")
-            if pid_txt.isdigit():
+            if pid_txt.isascii() and pid_txt.isdigit() and len(pid_txt) <= 10:
                 self.cmdlines[int(pid_txt)] = comm
 
     # ---- options --------------------------------------------------------------------------
     def handle_option(self, opt_id: int, data: bytes, where: str) -> int | None:
         """Apply one option; returns the next options-section offset for DONE (v7)."""
-        e = self.endian
-        name = OPTION_NAMES.get(opt_id, f"unknown({opt_id})")
         if opt_id == OPT_DONE:
-            return struct.unpack_from(e + "Q", data)[0] if len(data) >= 8 else 0
-        if opt_id in (OPT_BUFFER, OPT_BUFFER_TEXT):
-            self._buffer_option(opt_id, data, where)
-        elif opt_id == OPT_DATE:
-            val = _c_string(data)
-            self.options["DATE"] = val
-            self.correction.offset_ns += int(val, 0) * 1000
-        elif opt_id == OPT_OFFSET:
-            val = _c_string(data)
-            self.options["OFFSET"] = val
-            self.correction.offset_ns += int(val, 0)
-        elif opt_id == OPT_TSC2NSEC and len(data) >= 16:
-            mult, shift, off = struct.unpack_from(e + "IIQ", data)
-            self.correction.tsc2nsec = (mult, shift, off)
-            self.options["TSC2NSEC"] = {"mult": mult, "shift": shift, "offset": off}
-        elif opt_id == OPT_TIME_SHIFT and len(data) >= 16:
-            self.correction.time_shift = _parse_time_shift(data, e)
-            self.options["TIME_SHIFT"] = {"cpus": len(self.correction.time_shift.samples)}
-        elif opt_id == OPT_CPUSTAT:
-            self.cpustats.append(_c_string(data))
-        elif opt_id == OPT_TRACECLOCK:
-            self.trace_clock = _selected_clock(_c_string(data))
-            self.options["TRACECLOCK"] = self.trace_clock
-        elif opt_id == OPT_CPUCOUNT and len(data) >= 4:
-            self.cpu_count = struct.unpack_from(e + "I", data)[0]
-        elif opt_id in (OPT_UNAME, OPT_VERSION, OPT_HOOK, OPT_PROCMAPS):
-            self.options[name] = _c_string(data)
-        elif opt_id == OPT_TRACEID and len(data) >= 8:
-            self.options["TRACEID"] = struct.unpack_from(e + "Q", data)[0]
-        elif opt_id in (OPT_HEADER_INFO, OPT_FTRACE_EVENTS, OPT_EVENT_FORMATS, OPT_KALLSYMS,
-                        OPT_PRINTK, OPT_CMDLINES) and len(data) >= 8:
-            self.options.setdefault("_sections", {})[opt_id] = struct.unpack_from(e + "Q", data)[0]
+            return struct.unpack_from(self.endian + "Q", data)[0] if len(data) >= 8 else 0
+        handler = self._handlers().get(opt_id)
+        if handler is None:
+            self.options.setdefault("unknown_options", []).append(OPTION_NAMES.get(opt_id, f"unknown({opt_id})"))
         else:
-            self.options.setdefault("unknown_options", []).append(name)
+            handler(opt_id, data, f"option {OPTION_NAMES.get(opt_id, opt_id)} at {where}")
         return None
 
+    def _handlers(self) -> dict[int, Any]:
+        sections = dict.fromkeys((OPT_HEADER_INFO, OPT_FTRACE_EVENTS, OPT_EVENT_FORMATS, OPT_KALLSYMS, OPT_PRINTK,
+                                  OPT_CMDLINES), self._section_option)
+        texts = dict.fromkeys((OPT_UNAME, OPT_VERSION, OPT_HOOK, OPT_PROCMAPS), self._text_option)
+        return {OPT_BUFFER: self._buffer_option, OPT_BUFFER_TEXT: self._buffer_option, OPT_DATE: self._date_option,
+                OPT_OFFSET: self._date_option, OPT_TSC2NSEC: self._tsc2nsec_option,
+                OPT_TIME_SHIFT: self._time_shift_option, OPT_CPUSTAT: self._cpustat_option,
+                OPT_TRACECLOCK: self._clock_option, OPT_CPUCOUNT: self._cpucount_option,
+                OPT_TRACEID: self._traceid_option, **sections, **texts}
+
+    def _cursor(self, data: bytes, where: str) -> _Cursor:
+        return _Cursor(data, self.path, self.endian, -1, f"{where},")
+
+    def _date_option(self, opt_id: int, data: bytes, where: str) -> None:
+        """DATE (microseconds) and OFFSET (nanoseconds): integers added to every timestamp."""
+        name = OPTION_NAMES[opt_id]
+        text = _c_string(data)
+        value = _int64_text(text)
+        if value is None:
+            unit = "µs" if opt_id == OPT_DATE else "ns"
+            raise CaptureError(self.path, where, f"expected a 64-bit integer ({unit}), got {text[:40]!r}")
+        self.options[name] = text
+        total = self.correction.offset_ns + value * (1000 if opt_id == OPT_DATE else 1)
+        if not -MAX_TS_NS <= total <= MAX_TS_NS:
+            raise CaptureError(self.path, where, f"timestamp offset {total} ns does not fit 64 bits")
+        self.correction.offset_ns = total
+
+    def _tsc2nsec_option(self, _opt_id: int, data: bytes, where: str) -> None:
+        if len(data) < 16:  # trace-cmd ignores it too
+            return
+        cur = self._cursor(data, where)
+        mult, shift, off = cur.uint(4, "mult"), cur.uint(4, "shift"), cur.uint(8, "offset")
+        if shift > 32:
+            raise CaptureError(self.path, where, f"TSC shift {shift}: expected 0 to 32")
+        self.correction.tsc2nsec = (mult, shift, off)
+        self.options["TSC2NSEC"] = {"mult": mult, "shift": shift, "offset": off}
+
+    def _time_shift_option(self, _opt_id: int, data: bytes, where: str) -> None:
+        if len(data) < 16:  # trace-cmd ignores it too
+            return
+        self.correction.time_shift = _parse_time_shift(self._cursor(data, where))
+        self.options["TIME_SHIFT"] = {"cpus": len(self.correction.time_shift.samples)}
+
+    def _cpustat_option(self, _opt_id: int, data: bytes, _where: str) -> None:
+        self.cpustats.append(_c_string(data))
+
+    def _clock_option(self, _opt_id: int, data: bytes, _where: str) -> None:
+        self.trace_clock = _selected_clock(_c_string(data))
+        self.options["TRACECLOCK"] = self.trace_clock
+
+    def _cpucount_option(self, _opt_id: int, data: bytes, where: str) -> None:
+        count = self._cursor(data, where).uint(4, "cpu count")
+        if count > MAX_CPU_ID + 1:
+            raise CaptureError(self.path, where, f"cpu count {count}: expected at most {MAX_CPU_ID + 1}")
+        self.cpu_count = count
+
+    def _traceid_option(self, _opt_id: int, data: bytes, _where: str) -> None:
+        if len(data) >= 8:
+            self.options["TRACEID"] = struct.unpack_from(self.endian + "Q", data)[0]
+
+    def _section_option(self, opt_id: int, data: bytes, where: str) -> None:
+        self.options.setdefault("_sections", {})[opt_id] = self._cursor(data, where).uint(8, "section offset")
+
+    def _text_option(self, opt_id: int, data: bytes, _where: str) -> None:
+        self.options[OPTION_NAMES[opt_id]] = _c_string(data)
+
     def _buffer_option(self, opt_id: int, data: bytes, where: str) -> None:
-        cur = _Cursor(data, self.path, self.endian, -1, f"BUFFER option at {where},")
+        cur = self._cursor(data, where)
         offset = cur.uint(8, "buffer offset")
         name = cur.cstring("buffer name")
         if self.version < 7:
@@ -383,18 +418,33 @@ class _Builder:
             return
         clock = cur.cstring("buffer clock")
         if opt_id == OPT_BUFFER_TEXT:
-            self.buffers.append(BufferData(name, clock, self.page_size,
-                                           latency_text=self._latency_text(offset)))
+            self._add_buffer(BufferData(name, clock, self.page_size, latency_text=self._latency_text(offset)))
             return
         page_size = cur.uint(4, "buffer page size")
+        if name == "":  # like trace-cmd: the top buffer's pages have the file's page size
+            page_size = self.page_size
+        elif page_size != self.page_size:  # trace-cmd 3.1 and kvmtrace's pages are the file's page size
+            raise CaptureError(self.path, where, f"buffer {name!r} page size {page_size}: expected the file's page "
+                               f"size {self.page_size} (other sub-buffer sizes are not supported)")
         ncpus = cur.uint(4, "buffer cpu count")
-        buf = BufferData(name, clock, page_size)
         entries = [(cur.uint(4, "cpu id"), cur.uint(8, "cpu data offset"), cur.uint(8, "cpu data size"))
-                   for _ in range(ncpus)]
-        compressed = self._section_flags(offset) & SECTION_FLAG_COMPRESSED
+                   for _ in range(min(ncpus, len(data) // 20 + 1))]
+        buf = BufferData(name, clock, page_size)
+        compressed = bool(self._section_flags(offset) & SECTION_FLAG_COMPRESSED) if entries else False
         for cpu, off, size in entries:
-            buf.cpus.append(self._cpu_data(cpu, off, size, page_size, bool(compressed)))
-        self.buffers.append(buf)
+            if cpu > MAX_CPU_ID or any(c.cpu == cpu for c in buf.cpus):
+                raise CaptureError(self.path, where, f"buffer {name!r} cpu id {cpu}: expected each CPU once, "
+                                   f"at most {MAX_CPU_ID}")
+            buf.cpus.append(self._cpu_data(cpu, off, size, page_size, compressed))
+        self._add_buffer(buf)
+
+    def _add_buffer(self, buf: BufferData) -> None:
+        """As trace-cmd: another description of the top buffer replaces the first, instances add up."""
+        if buf.name == "":
+            self.buffers = [b for b in self.buffers if b.name != ""]
+            self.buffers.insert(0, buf)
+        else:
+            self.buffers.append(buf)
 
     # ---- sections (v7) --------------------------------------------------------------------
     def _section_header(self, offset: int) -> tuple[int, int, int, _Cursor]:
@@ -420,25 +470,20 @@ class _Builder:
             return _Cursor(self.view[cur.pos:cur.pos + size], self.path, self.endian, cur.pos)
         zsize = cur.uint(4, "compressed size")
         usize = cur.uint(4, "uncompressed size")
-        raw = cur.bytes(zsize, "compressed section data")
-        data = self._inflate(raw, usize, f"offset {offset:#x}")
+        cur.need(zsize, "compressed section data")
+        check_inflate(self.path, f"offset {offset:#x}", f"section {OPTION_NAMES.get(expect_id, expect_id)}", usize,
+                      len(self.view))
+        data = self._inflate(self.view[cur.pos:cur.pos + zsize], usize, f"offset {offset:#x}")
         return _Cursor(data, self.path, self.endian, -1,
                        f"section {OPTION_NAMES.get(expect_id, expect_id)} at {offset:#x},")
 
-    def _inflate(self, raw: bytes | memoryview, usize: int, where: str,
-                 decompressor: Any = None) -> bytes:
-        """One compressed section or chunk (``decompressor``: a zstd one to reuse, else a new one)."""
+    def _inflate(self, raw: bytes | memoryview, usize: int, where: str, decompressor: Any = None) -> bytes:
+        """One compressed section or chunk, which must inflate to ``usize`` bytes (``decompressor``: a
+        zstd one to reuse, else a new one)."""
         try:
-            if self.compression == "zstd":
-                import zstandard
-
-                return (decompressor or zstandard.ZstdDecompressor()).decompress(raw, max_output_size=usize)
-            if self.compression == "zlib":
-                return zlib.decompress(raw)
-        except Exception as exc:  # zstd.ZstdError, zlib.error
-            raise CaptureError(self.path, where, f"corrupt {self.compression} data: {exc}") from None
-        raise CaptureError(self.path, where,
-                           f"unsupported compression {self.compression!r}: expected none, zstd or zlib")
+            return inflate_exact(self.compression, raw, usize, decompressor)
+        except InflateError as exc:
+            raise CaptureError(self.path, where, str(exc)) from None
 
     def parse_v7(self, cur: _Cursor) -> None:
         self.compression = cur.cstring("compression name", 64)
@@ -485,6 +530,9 @@ class _Builder:
         self.read_printk(cur)
         self.read_cmdlines(cur)
         ncpus = cur.uint(4, "cpu count")
+        if ncpus > MAX_CPU_ID + 1:
+            raise CaptureError(self.path, cur.where(cur.pos - 4),
+                               f"cpu count {ncpus}: expected at most {MAX_CPU_ID + 1}")
         kind = self._v6_options(cur)
         if kind == "latency":
             self.buffers.append(BufferData("", self.trace_clock or "local", self.page_size,
@@ -562,7 +610,9 @@ class _Builder:
             return np.frombuffer(self.view, dtype=np.uint8)
         tables = {id(c): self._chunk_table(c) if c.compressed else [] for c in cpus}
         sizes = {id(c): sum(t[2] for t in tables[id(c)]) if c.compressed else c.file_size for c in cpus}
-        blob = np.empty(sum(_round_up(s, self.page_size) for s in sizes.values()), np.uint8)
+        total = sum(_round_up(s, self.page_size) for s in sizes.values())
+        check_inflate(self.path, None, "the CPU data", total, len(self.view))
+        blob = np.empty(total, np.uint8)
         pos = 0
         jobs = []
         for c in cpus:
@@ -585,9 +635,6 @@ class _Builder:
         for start, zsize, usize in chunks:
             chunk = self._inflate(self.view[start:start + zsize], usize, f"offset {start:#x} (cpu {cpu.cpu} chunk)",
                                   decompressor)
-            if len(chunk) != usize:
-                raise CaptureError(self.path, f"offset {start:#x}",
-                                   f"cpu {cpu.cpu} chunk inflated to {len(chunk)} bytes, header says {usize}")
             blob[pos:pos + usize] = np.frombuffer(chunk, dtype=np.uint8)
             pos += usize
 
@@ -636,31 +683,60 @@ def _selected_clock(text: str) -> str:
     return text.split()[0] if text else "local"
 
 
-def _parse_time_shift(data: bytes, e: str) -> TimeShift:
-    peer, flags, ncpus = struct.unpack_from(e + "QII", data)
-    pos = 16
-    per_cpu: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    dt = np.dtype(e + "u8")
-    for _ in range(ncpus):
-        (count,) = struct.unpack_from(e + "I", data, pos)
-        pos += 4
-        arrays = []
-        for _k in range(3):
-            arrays.append(np.frombuffer(data, dtype=dt, count=count, offset=pos).astype(np.int64))
-            pos += 8 * count
-        per_cpu.append((arrays[0], arrays[1], arrays[2]))
+def _parse_time_shift(cur: _Cursor) -> TimeShift:
+    """TIME_SHIFT: peer id, flags, CPU count, then per CPU a count and its times, offsets and scalings;
+    then per CPU the scaling fraction bits (optional). Every count is checked against the data."""
+    peer, flags, ncpus = cur.uint(8, "peer trace id"), cur.uint(4, "flags"), cur.uint(4, "cpu count")
+    if ncpus > MAX_CPU_ID + 1:
+        raise CaptureError(cur.path, cur.where(cur.pos - 4), f"TIME_SHIFT cpu count {ncpus}: expected at most "
+                           f"{MAX_CPU_ID + 1}")
+    dt = np.dtype(cur.endian + "u8")
+    per_cpu = []
+    for cpu in range(ncpus):
+        count = cur.uint(4, f"sample count of cpu {cpu}")
+        arrays = [np.frombuffer(cur.bytes(8 * count, f"{count} samples of cpu {cpu}"), dt).astype(np.int64)
+                  for _ in range(3)]
+        per_cpu.append(arrays)
     samples = []
     for t, o, s in per_cpu:
-        if pos + 8 * len(t) <= len(data):
-            frac = np.frombuffer(data, dtype=dt, count=len(t), offset=pos).astype(np.int64)
-            pos += 8 * len(t)
-        else:
-            frac = np.zeros(len(t), np.int64)
+        left = len(cur.buf) - cur.pos
+        frac = np.frombuffer(cur.bytes(8 * len(t), "fractions"), dt).astype(np.int64) if left >= 8 * len(t) \
+            else np.zeros(len(t), np.int64)
         order = np.argsort(t, kind="stable")
         t, o, s, frac = t[order], o[order], s[order], frac[order]
         keep = np.concatenate(([True], t[1:] != t[:-1])) if len(t) else np.zeros(0, bool)
-        samples.append((t[keep], o[keep], s[keep], frac[keep]))
+        samples.append((t[keep], o[keep], s[keep], np.clip(frac[keep], 0, 63)))
     return TimeShift(peer, flags, samples)
+
+
+def _int64_text(text: str) -> int | None:
+    """An integer option (decimal, 0x hex, or 0 octal, as strtoll reads them) that fits 64 bits, or None."""
+    text = text.strip()
+    if not text or len(text) > 24:
+        return None
+    try:
+        value = int(text, 0)
+    except ValueError:
+        try:
+            value = int(text, 10)  # "0123": strtoll base 0 reads octal, int() refuses leading zeros
+        except ValueError:
+            return None
+    return value if -MAX_TS_NS - 1 <= value <= MAX_TS_NS else None
+
+
+def _check_header_page(fields: dict[str, FieldFormat], path: str, where: str) -> None:
+    """The page header trace-cmd and kvmtrace read: u64 timestamp at 0, the commit word (the kernel's
+    long, 4 or 8 bytes) at 8, the data right after it."""
+    ts, commit, data = fields["timestamp"], fields["commit"], fields["data"]
+    problem = None
+    if (ts.offset, ts.size) != (0, 8):
+        problem = f"timestamp at offset {ts.offset}, size {ts.size}: expected offset 0, size 8"
+    elif commit.offset != 8 or commit.size not in (4, 8):
+        problem = f"commit at offset {commit.offset}, size {commit.size}: expected offset 8, size 4 or 8"
+    elif data.offset != 8 + commit.size:
+        problem = f"data at offset {data.offset}: expected {8 + commit.size}, after the commit word"
+    if problem:
+        raise CaptureError(path, where, f"header_page: {problem}")
 
 
 def read_tracedat(path: str | Path, progress: Any = None) -> EventTables:

@@ -78,7 +78,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--from-raw", metavar="RAW_DIR",
                    help="do not record: build the capture from a raw directory (scripts/record.sh output)")
     p.add_argument("--cleanup-stale", action="store_true",
-                   help="remove kvmtrace-<pid> instances left by recorders that no longer run")
+                   help="(the default now) instances left by recorders that no longer run are removed at start")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines, no workload echo")
     return p
 

@@ -147,16 +147,18 @@ class Recorder:
         self.out_created = True
 
     def _stale(self) -> None:
+        """Remove the instances of recorders that are gone (a SIGKILL leaves its instance tracing): at
+        every start, before anything else is set up, and say so."""
         assert self.tracefs is not None
         for name in self.tracefs.stale_instances():
-            if self.o.cleanup_stale:
-                try:
-                    os.rmdir(self.tracefs.file(f"instances/{name}"))
-                    self.say(f"removed stale instance {name}")
-                except OSError as exc:
-                    self.say(f"could not remove stale instance {name}: {os_message(exc)}")
+            stale = Instance(self.tracefs, name)
+            stale.created = True
+            problem = stale.remove()  # tracing off first, then rmdir (retried while busy)
+            if problem is None:
+                self.say(f"removed stale instance {name}: its recorder (pid {name.rsplit('-', 1)[1]}) is gone "
+                         "and had left it tracing")
             else:
-                self.say(f"stale instance {name} (its recorder is gone): remove with --cleanup-stale")
+                self.say(f"stale instance {name} (its recorder is gone) could not be removed: {problem}")
 
     def _filters(self, catalog: ev.EventCatalog) -> list[tuple[str, str, str]]:
         out = []

@@ -108,9 +108,20 @@ class TraceFs:
         out = []
         for name in names:
             m = _STALE_RE.match(name)
-            if m and not os.path.exists(f"/proc/{m.group(1)}"):
+            if m and not _is_recorder(int(m.group(1))):
                 out.append(name)
         return sorted(out)
+
+
+def _is_recorder(pid: int) -> bool:
+    """A kvmtrace recorder runs as that pid (a pid reused by another program does not count)."""
+    if pid == os.getpid():
+        return True
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return b"kvmtrace" in fh.read()
+    except OSError:
+        return False
 
 
 class Instance:
