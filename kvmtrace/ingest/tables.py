@@ -70,7 +70,8 @@ def known_format(name: str) -> EventFormat | None:
 # or holds it as another kind (a damaged or foreign format), counts as missing (EventTables.has):
 # the analyses then say which events they need instead of failing on a column.
 MODEL_FIELDS: dict[str, dict[str, str]] = {
-    "hrtimer_expire_entry": {"hrtimer": "int"},
+    "hrtimer_expire_entry": {"hrtimer": "int", "now": "int"},
+    "hrtimer_expire_exit": {"hrtimer": "int"},
     "hrtimer_start": {"expires": "int", "hrtimer": "int"},
     "irq_handler_entry": {"irq": "int", "name": "text"},
     "irq_handler_exit": {"irq": "int", "ret": "int"},
@@ -82,7 +83,9 @@ MODEL_FIELDS: dict[str, dict[str, str]] = {
     "kvm_timer_update_irq": {"irq": "int", "level": "int", "vcpu_id": "int"},
     "kvm_userspace_exit": {"errno": "int", "reason": "int"},
     "kvm_vcpu_wakeup": {"ns": "int", "waited": "int"},
-    "sched_switch": {"next_comm": "text", "next_pid": "int", "prev_pid": "int", "prev_state": "int"},
+    "sched_switch": {"next_comm": "text", "next_pid": "int", "next_prio": "int", "prev_comm": "text",
+                     "prev_pid": "int", "prev_prio": "int", "prev_state": "int"},
+    "sys_exit": {"id": "int"},
     "sched_wakeup": {"comm": "text", "pid": "int", "target_cpu": "int"},
     "sched_waking": {"comm": "text", "pid": "int", "target_cpu": "int"},
     "softirq_entry": {"vec": "int"},
