@@ -65,19 +65,18 @@ class OpenCapture:
 
     def vcpus(self, window: str | None = "all") -> pl.DataFrame:
         """The vCPU threads' state timeline (``kvmtrace vcpus --out``)."""
+        from kvmtrace.analysis.vcpus import timeline_in
         from kvmtrace.analysis.window import resolve_window
-        from kvmtrace.model.vcpus import state_timeline, vcpu_threads
+        from kvmtrace.model.vcpus import vcpu_threads
 
         t = self.capture.tables
         w = resolve_window(self.path, window, t.events, self.capture.phases)
-        tl = state_timeline(t, vcpu_threads(t)["vcpu_tid"])
-        return tl.filter(pl.col("end_ns") >= w.start_ns, pl.col("start_ns") <= w.end_ns).with_columns(
-            pl.col("start_ns").clip(lower_bound=w.start_ns), pl.col("end_ns").clip(upper_bound=w.end_ns))
+        return timeline_in(t, vcpu_threads(t), w)
 
     def exits(self, window: str | None = "all") -> pl.DataFrame:
         """One row per kvm_exit in the window (``kvmtrace exits --out``)."""
+        from kvmtrace.analysis.exits import exits_report
         from kvmtrace.analysis.window import resolve_window
-        from kvmtrace.model.exits import exits_report
 
         w = resolve_window(self.path, window, self.capture.tables.events, self.capture.phases)
         return exits_report(self.capture.tables, self.capture.phases, str(self.path),
@@ -85,8 +84,8 @@ class OpenCapture:
 
     def faults(self, window: str | None = None) -> pl.DataFrame:
         """One row per stage-2 fault (``kvmtrace faults --out``); the whole capture by default."""
+        from kvmtrace.analysis.faults import faults_report
         from kvmtrace.analysis.window import resolve_window
-        from kvmtrace.model.faults import faults_report
 
         cap = self.capture
         w = resolve_window(self.path, window, cap.tables.events, cap.phases) if window is not None else None
@@ -104,6 +103,7 @@ class OpenCapture:
         return native_analysis(cap, w.start_ns, w.end_ns).table
 
 
-def open(path: str | Path, use_cache: bool = True) -> OpenCapture:
-    """Open a capture (trace.dat, text, or capture directory) for analysis from Python."""
-    return OpenCapture(open_capture(path, use_cache=use_cache))
+def open(path: str | Path, use_cache: bool = True, phase_pattern: str | None = None) -> OpenCapture:
+    """Open a capture (trace.dat, text, or capture directory) for analysis from Python;
+    ``phase_pattern`` is the CLI's ``--phase-pattern`` (a regex with groups ``name`` and ``edge``)."""
+    return OpenCapture(open_capture(path, use_cache=use_cache, phase_pattern=phase_pattern))

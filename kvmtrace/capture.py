@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -20,15 +21,14 @@ import polars as pl
 
 import kvmtrace.ingest.cache as cache
 from kvmtrace.errors import CaptureError
+from kvmtrace.fileformats.manifest import MANIFEST_NAME, MANIFEST_VERSION
+from kvmtrace.fileformats.manifest_schema import MAX_MANIFEST_BYTES, SCHEMA, validate
+from kvmtrace.fileformats.tracedat import MAGIC
 from kvmtrace.ingest.files import check_regular, inside, read_head, read_limited
-from kvmtrace.ingest.limits import MAX_MANIFEST_BYTES
 from kvmtrace.ingest.tables import EventTables
-from kvmtrace.manifest_schema import MANIFEST_VERSION, SCHEMA, validate
-from kvmtrace.model.phases import cyclictest_results, phases_from_markers
+from kvmtrace.model.phases import compile_pattern, cyclictest_results, phases_from_markers
 
-MANIFEST_NAME = "capture.json"
 TRACE_NAMES = ("trace.dat", "trace.txt", "trace.txt.gz", "trace.txt.zst", "report.txt")
-TRACEDAT_MAGIC = b"\x17\x08\x44tracing"
 
 
 @dataclass
@@ -44,6 +44,7 @@ class Manifest:
     phases: list[dict[str, Any]] = field(default_factory=list)  # name, start_ns, end_ns
     lost_events: dict[str, int] = field(default_factory=dict)  # cpu -> kernel overrun count
     guest_memory: list[dict[str, Any]] = field(default_factory=list)  # name, start, size (IPA ranges)
+    phase_pattern: str | None = None  # a user's phase-marker regex (groups name, edge); docs/capture.md
     extra: dict[str, Any] = field(default_factory=dict)  # any other keys, kept as they are
 
     @classmethod
@@ -74,7 +75,7 @@ class Manifest:
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"kvmtrace_capture": self.version}
         for k in self.__dataclass_fields__:
-            if k not in ("version", "extra"):
+            if k not in ("version", "extra") and not (k == "phase_pattern" and self.phase_pattern is None):
                 out[k] = getattr(self, k)
         out.update(self.extra)
         return out
@@ -95,6 +96,12 @@ class Capture:
     manifest: Manifest | None
     from_cache: bool = False
     read_seconds: float = 0.0
+    phase_pattern: str | None = None  # --phase-pattern; else capture.json's phase_pattern
+
+    def marker_pattern(self) -> re.Pattern[str] | None:
+        """The user's phase-marker pattern (option first, then capture.json), compiled, or None."""
+        text = self.phase_pattern or (self.manifest.phase_pattern if self.manifest else None)
+        return compile_pattern(text) if text else None
 
     @cached_property
     def markers(self) -> pl.DataFrame:
@@ -106,7 +113,7 @@ class Capture:
         ev = self.tables.events
         first = int(ev["ts"][0]) if ev.height else None
         last = int(ev["ts"][-1]) if ev.height else None
-        found = phases_from_markers(self.markers, first, last)
+        found = phases_from_markers(self.markers, first, last, self.marker_pattern())
         if self.manifest and self.manifest.phases:
             have = set(found["name"].to_list())
             rows = [
@@ -184,25 +191,30 @@ def _inside(folder: Path, trace: Path) -> Path:
 
 
 def is_tracedat(path: Path) -> bool:
-    return read_head(path, 10) == TRACEDAT_MAGIC
+    return read_head(path, 10) == MAGIC
 
 
 def read_tables(trace: Path, progress: Any = None) -> EventTables:
     """Read a trace file with the reader its content calls for."""
     if is_tracedat(trace):
-        from kvmtrace.ingest.tracedat import read_tracedat
+        from kvmtrace.ingest.tracedat.reader import read_tracedat
 
         return read_tracedat(trace, progress)
-    from kvmtrace.ingest.text import read_text
+    from kvmtrace.ingest.text.reader import read_text
 
     return read_text(trace)  # its own progress output is step timings, for benchmarks
 
 
-def open_capture(path: str | Path, use_cache: bool = True, progress: Any = None) -> Capture:
+def open_capture(path: str | Path, use_cache: bool = True, progress: Any = None,
+                 phase_pattern: str | None = None) -> Capture:
     """Open a capture file or directory; tables come from the Parquet cache when it holds them
-    (verified: kvmtrace.ingest.cache); a cache that cannot be used is a note, never an error."""
+    (verified: kvmtrace.ingest.cache); a cache that cannot be used is a note, never an error.
+    ``phase_pattern``: the user's phase-marker regex (model.phases), checked before reading."""
     p = Path(path)
     trace, manifest = find_trace(p)
+    pattern = phase_pattern or (manifest.phase_pattern if manifest else None)
+    if pattern:
+        _check_pattern(pattern, manifest_path(p, trace) if not phase_pattern else None)
     started = time.perf_counter()
     key = _content_key(trace) if use_cache else None
     tables, note = cache.load(trace, key) if key else (None, None)
@@ -213,7 +225,20 @@ def open_capture(path: str | Path, use_cache: bool = True, progress: Any = None)
         if key:
             _note(cache.store(trace, key, tables))
     return Capture(path=p, trace_path=trace, tables=tables, manifest=manifest, from_cache=from_cache,
-                   read_seconds=time.perf_counter() - started)
+                   read_seconds=time.perf_counter() - started, phase_pattern=phase_pattern)
+
+
+def manifest_path(path: Path, trace: Path) -> Path:
+    """Where the capture.json of a capture path lies (the folder's, or beside the trace file)."""
+    return (path if path.is_dir() else trace.parent) / MANIFEST_NAME
+
+
+def _check_pattern(pattern: str, source: Path | None) -> None:
+    """A bad phase pattern is one line naming where it came from (capture.json or the option)."""
+    try:
+        compile_pattern(pattern)
+    except CaptureError as exc:
+        raise CaptureError(source, "key 'phase_pattern'" if source else "--phase-pattern", exc.message) from None
 
 
 def _content_key(trace: Path) -> str | None:

@@ -20,7 +20,13 @@ app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_e
 err = Console(stderr=True)
 
 CaptureArg = Annotated[Path, typer.Argument(help="trace.dat, text capture, or capture directory")]
-NoCache = Annotated[bool, typer.Option("--no-cache", help="read the trace again, ignore the Parquet cache")]
+def flag(name: str, help_text: str) -> Any:
+    """An on/off option, shown in --help without a value placeholder (it takes none)."""
+    return typer.Option(name, help=help_text, metavar="")
+
+
+JsonFlag = Annotated[bool, flag("--json", "print the JSON document")]
+NoCache = Annotated[bool, flag("--no-cache", "read the trace again, ignore the Parquet cache")]
 
 
 @contextmanager
@@ -36,19 +42,24 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(130) from None
 
 
+_options: dict[str, Any] = {"phase_pattern": None}  # the root options every command's capture is opened with
+
+
 def _open(capture: Path, no_cache: bool) -> Any:
     from kvmtrace.capture import open_capture
     from kvmtrace.render.progress import LazyProgress
 
     with LazyProgress(f"reading {capture}") as progress:
-        return open_capture(capture, use_cache=not no_cache, progress=progress)
+        return open_capture(capture, use_cache=not no_cache, progress=progress,
+                            phase_pattern=_options["phase_pattern"])
 
 
 @app.command()
-def info(capture: CaptureArg, json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+def info(capture: CaptureArg, json_out: JsonFlag = False,
          no_cache: NoCache = False) -> None:
     """Format, kernel, clock, CPUs, time span, events per type, lost events, markers and phases."""
-    from kvmtrace.render.info import info_dict, render_info
+    from kvmtrace.analysis.info import info_dict
+    from kvmtrace.render.info import render_info
 
     with user_errors():
         doc = info_dict(_open(capture, no_cache))
@@ -78,15 +89,6 @@ Out = Annotated[Path | None, typer.Option(
                   "(JSON records on standard output)")]
 
 
-def _written(df: Any, out: Path) -> None:
-    """Write ``df`` to ``--out`` and say so (on stderr, so that ``--out -`` stays clean)."""
-    from kvmtrace.render.parquet import write_frame
-
-    write_frame(df, out)
-    if str(out) != "-":
-        err.print(f"wrote {df.height:,} rows to {out}", soft_wrap=True, highlight=False)
-
-
 def _window(cap: Any, spec: str | None, default_all: bool = False) -> Any:
     """The one window resolver (analysis/window.py); ``default_all``: no --window means everything."""
     from kvmtrace.analysis.window import resolve_window
@@ -109,7 +111,7 @@ Window = Annotated[str | None, typer.Option("--window", help="phase name, 'all' 
 @app.command()
 def analyze(capture: CaptureArg, window: Window = None,
             worst: Annotated[int, typer.Option("--worst", help="how many worst interrupts to explain")] = 5,
-            json_out: Annotated[bool, typer.Option("--json", help="print the JSON document")] = False,
+            json_out: JsonFlag = False,
             blame_out: Annotated[Path | None, typer.Option(
                 "--blame-out", help="write the blame table (per cause, overall and per vCPU): "
                                     ".parquet, .csv or .json")] = None,
@@ -125,87 +127,47 @@ def analyze(capture: CaptureArg, window: Window = None,
             no_cache: NoCache = False, fmt: Format = "table") -> None:
     """Every guest interrupt (and every wakeup of a real-time thread on the host) as a timeline of stages,
     percentiles, blame, and who is to blame for the worst."""
-    from kvmtrace.analysis.latency import analyze as run
-    from kvmtrace.analysis.latency import choose_window
-    from kvmtrace.analysis.native import native_analysis, native_document
-    from kvmtrace.ingest.cyclictest import read_cyclictest
-    from kvmtrace.render.analyze import render_analyze
-    from kvmtrace.render.native import render_native
+    from kvmtrace.analysis.analyze import analyze_report
+    from kvmtrace.render.emit import emit
     from kvmtrace.render.parquet import write_frame
-    from kvmtrace.render.sections import analyze_sections
-    from kvmtrace.render.tables import output_format, sections_text, table_console
+    from kvmtrace.render.tables import output_format
 
     with user_errors():
         fmt = output_format(fmt, json_out)
         _positive("--worst", worst)
         cap = _open(capture, no_cache)
-        output = read_cyclictest(cyclictest) if cyclictest is not None else None
-        if not cap.tables.has("kvm_entry"):  # a host without guests: its own real-time threads
-            w = choose_window(cap, window)
-            native_analysis(cap, w.start_ns, w.end_ns, worst)  # one clear line when events are missing
-            doc = {"kvmtrace_analyze": 2, "capture": str(cap.path), "window": w.to_dict(),
-                   "native": native_document(cap, w.start_ns, w.end_ns, worst, output),
-                   "cyclictest": cap.cyclictest.to_dicts()}
-            if doc["native"] is None:
-                raise CaptureError(cap.path, None, "no guest (no kvm:kvm_entry) and no real-time thread woken by "
-                                                   "its own timer at least 50 times: nothing to explain")
-            if fmt == "json":
-                sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
-            else:
-                render_native(doc, table_console())
-            return
-        analysis = run(cap, window, worst)
-        if out is not None:  # the per-interrupt table instead of the report
-            if analysis.table.height == 0:
-                raise CaptureError(cap.path, None, f"no guest interrupt in the window {analysis.window.name!r}")
-            _written(analysis.table, out)
-            return
-        doc = analysis.document()
-        doc["native"] = native_document(cap, analysis.window.start_ns, analysis.window.end_ns, worst, output,
-                                        exclude=tuple(analysis.vcpus["vcpu_tid"].to_list()))
-        doc["guest"] = _guest_side(analysis, capture, guest, cyclictest, worst, loops_out, no_cache)
-        if blame_out is not None:
+        output = _cyclictest(cyclictest)
+        gcap, guest_output = _guest(capture, guest, cyclictest, no_cache)
+        rep = analyze_report(cap, window, worst, output, gcap, guest_output)
+        if rep.loops is not None and loops_out is not None:
+            write_frame(rep.loops.table, loops_out)
+            err.print(f"wrote {rep.loops.table.height:,} loops to {loops_out}")
+        if blame_out is not None and rep.analysis is not None:
             import polars as pl
 
-            overall = analysis.blame.with_columns(pl.lit(None, pl.Int32).alias("vcpu_tid"))
-            write_frame(pl.concat([overall, analysis.blame_by_vcpu], how="diagonal_relaxed"), blame_out)
+            a = rep.analysis
+            overall = a.blame.with_columns(pl.lit(None, pl.Int32).alias("vcpu_tid"))
+            write_frame(pl.concat([overall, a.blame_by_vcpu], how="diagonal_relaxed"), blame_out)
             err.print(f"wrote the blame table to {blame_out}")
-    if fmt == "json":
-        sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
-    elif fmt == "table":
-        render_analyze(doc, table_console())
-        if doc["native"] is not None:
-            render_native(doc, table_console())
-        if doc["guest"] is not None:
-            from kvmtrace.render.guest import render_guest
-
-            render_guest(doc, table_console())
-    else:
-        sys.stdout.write(sections_text(analyze_sections(doc), fmt))
+        emit(rep, fmt, out)
 
 
-def _guest_side(analysis: Any, capture: Path, guest: Path | None, cyclictest: Path | None, worst: int,
-                loops_out: Path | None, no_cache: bool) -> dict[str, Any] | None:
-    """The guest capture's loop table and verdicts (analysis/loops.py), or None without a guest capture."""
-    from kvmtrace.analysis.loops import loop_table, loop_verdicts
+def _cyclictest(path: Path | None) -> Any:
     from kvmtrace.ingest.cyclictest import read_cyclictest
-    from kvmtrace.render.parquet import write_frame
 
+    return read_cyclictest(path) if path is not None else None
+
+
+def _guest(capture: Path, guest: Path | None, cyclictest: Path | None, no_cache: bool) -> tuple[Any, Any]:
+    """The guest's capture (--guest, else CAPTURE/guest when it exists) and cyclictest's -v output for it
+    (--cyclictest, else cyclictest.txt beside the guest's or the host's trace)."""
     path = guest if guest is not None else (capture / "guest" if (capture / "guest").is_dir() else None)
     if path is None:
-        return None
+        return None, None
     gcap = _open(path, no_cache)
     out_file = cyclictest or next((p for p in (path / "cyclictest.txt", capture / "cyclictest.txt")
                                    if p.is_file()), None)
-    if out_file is None:
-        raise CaptureError(path, None, "a guest capture needs cyclictest's -v output to compare loop by loop: "
-                                       "give --cyclictest FILE (or put cyclictest.txt beside the guest's trace)")
-    lp = loop_table(analysis, gcap, read_cyclictest(out_file))
-    if loops_out is not None:
-        write_frame(lp.table, loops_out)
-        err.print(f"wrote {lp.table.height:,} loops to {loops_out}")
-    return {"capture": str(path), "alignment": lp.alignment.to_dict(), "summary": lp.summary(),
-            "worst_loops": loop_verdicts(lp, analysis, gcap, worst)}
+    return gcap, _cyclictest(out_file)
 
 
 @app.command()
@@ -225,84 +187,43 @@ def irqs(capture: CaptureArg,
 @app.command()
 def vcpus(capture: CaptureArg, out: Out = None, window: Annotated[str | None, typer.Option(
               "--window", help="phase name, 'all' or START:END seconds (default: all)")] = None,
-          json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+          json_out: JsonFlag = False,
           no_cache: NoCache = False, fmt: Format = "table") -> None:
     """vCPU threads and the time each spent in guest, host_handling, blocked, preempted and waking."""
-    import polars as pl
-
-    from kvmtrace.model.blame import waiting_holders
-    from kvmtrace.model.blockers import cpu_segments
-    from kvmtrace.model.stalls import stalls
-    from kvmtrace.model.throttling import rt_throttling
-    from kvmtrace.model.vcpus import state_summary, state_timeline, vcpu_threads
-    from kvmtrace.render.sections import vcpus_sections
-    from kvmtrace.render.tables import frame_table, output_format, sections_text, table_console
+    from kvmtrace.analysis.vcpus import vcpus_report
+    from kvmtrace.render.emit import emit
+    from kvmtrace.render.tables import output_format
 
     with user_errors():
         fmt = output_format(fmt, json_out)
         cap = _open(capture, no_cache)
-        tables = cap.tables
-        threads = vcpu_threads(tables)
-        w = _window(cap, window, default_all=True)
-        timeline = state_timeline(tables, threads["vcpu_tid"])
-        timeline = timeline.filter(pl.col("end_ns") >= w.start_ns, pl.col("start_ns") <= w.end_ns).with_columns(
-            pl.col("start_ns").clip(lower_bound=w.start_ns), pl.col("end_ns").clip(upper_bound=w.end_ns))
-        if out is not None:
-            _written(timeline, out)
-            return
-        throttling = rt_throttling(tables, cap.manifest.host if cap.manifest else None)
-        holders = waiting_holders(timeline, cpu_segments(tables, stalls(tables)), throttling)
-    sections = vcpus_sections(threads, state_summary(timeline), holders)
-    if fmt == "json":
-        doc = {"kvmtrace_vcpus": 1, "vcpus": threads.to_dicts(), "time_per_state": sections[1][1].to_dicts(),
-               "waiting_holders": holders.to_dicts(), "rt_throttling": throttling.to_dict()}
-        sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
-        return
-    if fmt != "table":
-        sys.stdout.write(sections_text(sections, fmt))
-        return
-    console = table_console()
-    console.print(frame_table(threads, "vCPU threads"))
-    console.print(frame_table(state_summary(timeline), "Time per state"))
-    console.print(frame_table(holders.group_by("vcpu_tid", maintain_order=True).head(8),
-                              "Who held the CPU while the vCPU was runnable (waking, preempted)"))
-    if throttling.intervals.height:
-        console.print(throttling.describe())
+        emit(vcpus_report(cap, _window(cap, window, default_all=True)), fmt, out)
 
 
 @app.command()
 def exits(capture: CaptureArg,
-          json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+          json_out: JsonFlag = False,
           out: Out = None,
           window: Annotated[str | None, typer.Option(
               "--window", help="phase name, 'all' or START:END seconds (default: all)")] = None,
-          by_thread: Annotated[bool, typer.Option("--by-thread", help="also show each vCPU thread")] = False,
+          by_thread: Annotated[bool, flag("--by-thread", "also show each vCPU thread")] = False,
           no_cache: NoCache = False, fmt: Format = "table") -> None:
     """Exit profile per class, vCPU thread and phase: handling and guest-run intervals, what happened inside."""
-    from kvmtrace.model.exits import exits_report
-    from kvmtrace.render.exits import render_exits
-    from kvmtrace.render.sections import exits_sections
-    from kvmtrace.render.tables import output_format, sections_text, table_console
+    from kvmtrace.analysis.exits import exits_report
+    from kvmtrace.render.emit import emit
+    from kvmtrace.render.tables import output_format
 
     with user_errors():
         fmt = output_format(fmt, json_out)
         cap = _open(capture, no_cache)
         w = _window(cap, window, default_all=True)
-        rep = exits_report(cap.tables, cap.phases, str(capture), (w.name, w.start_ns, w.end_ns))
-        if out is not None:
-            _written(rep.exits, out)
-            return
-    if fmt == "json":
-        sys.stdout.write(json.dumps(rep.to_json(), indent=2, default=str) + "\n")
-    elif fmt == "table":
-        render_exits(rep, table_console(), by_thread)
-    else:
-        sys.stdout.write(sections_text(exits_sections(rep), fmt))
+        emit(exits_report(cap.tables, cap.phases, str(capture), (w.name, w.start_ns, w.end_ns)), fmt, out,
+             by_thread=by_thread)
 
 
 @app.command()
 def faults(capture: CaptureArg,
-           json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+           json_out: JsonFlag = False,
            out: Out = None,
            window: Annotated[str | None, typer.Option(
                "--window", help="phase name, 'all' or START:END seconds (default: all)")] = None,
@@ -310,10 +231,9 @@ def faults(capture: CaptureArg,
                "--guest", help="guest-side capture: count stage-1 faults")] = None,
            no_cache: NoCache = False, fmt: Format = "table") -> None:
     """Stage-2 faults: decoded ESR, RAM or MMIO, region, phase, handling cost, and when they happened."""
-    from kvmtrace.model.faults import faults_report
-    from kvmtrace.render.faults import render_faults
-    from kvmtrace.render.sections import faults_sections
-    from kvmtrace.render.tables import output_format, sections_text, table_console
+    from kvmtrace.analysis.faults import faults_report
+    from kvmtrace.render.emit import emit
+    from kvmtrace.render.tables import output_format
 
     with user_errors():
         fmt = output_format(fmt, json_out)
@@ -321,18 +241,9 @@ def faults(capture: CaptureArg,
         gcap = _open(guest, no_cache) if guest is not None else None
         memory = cap.manifest.guest_memory if cap.manifest else None
         w = _window(cap, window) if window is not None else None
-        rep = faults_report(cap.tables, cap.phases, str(capture), (w.name, w.start_ns, w.end_ns) if w else None,
-                            memory, (gcap.tables, gcap.phases) if gcap is not None else None,
-                            _guest_offset(cap, gcap) if gcap is not None else None)
-        if out is not None:
-            _written(rep.faults, out)
-            return
-    if fmt == "json":
-        sys.stdout.write(json.dumps(rep.to_json(), indent=2, default=str) + "\n")
-    elif fmt == "table":
-        render_faults(rep, table_console())
-    else:
-        sys.stdout.write(sections_text(faults_sections(rep), fmt))
+        emit(faults_report(cap.tables, cap.phases, str(capture), (w.name, w.start_ns, w.end_ns) if w else None,
+                           memory, (gcap.tables, gcap.phases) if gcap is not None else None,
+                           _guest_offset(cap, gcap) if gcap is not None else None), fmt, out)
 
 
 @app.command()
@@ -381,8 +292,8 @@ def report(captures: Annotated[list[Path], typer.Argument(help="one or more capt
 
 @app.command()
 def compare(captures: Annotated[list[str], typer.Argument(help="CAPTURE[=LABEL] ..., the first is the baseline")],
-            study: Annotated[bool, typer.Option("--study", help="add the 2014 study's host/guest figures")] = False,
-            json_out: Annotated[bool, typer.Option("--json", help="print the JSON document")] = False,
+            study: Annotated[bool, flag("--study", "add the 2014 study's host/guest figures")] = False,
+            json_out: JsonFlag = False,
             fail_if: Annotated[list[str] | None, typer.Option(
                 "--fail-if", help="exit 3 when it holds for the last run, e.g. 'p99>+20%' or 'max>500'")] = None,
             no_cache: NoCache = False) -> None:
@@ -422,8 +333,8 @@ def synth(scenario: Annotated[str, typer.Argument(help="preset: study-host, stud
           seed: Annotated[int, typer.Option("--seed", help="random seed (same seed, same bytes)")] = 1,
           events: Annotated[int | None, typer.Option("--events", help="scale the run to about N events")] = None,
           loops: Annotated[int | None, typer.Option("--loops", help="cyclictest loops")] = None,
-          text: Annotated[bool, typer.Option("--text", help="also write trace.txt (trace-cmd report)")] = False,
-          zstd: Annotated[bool, typer.Option("--zstd", help="trace.dat v7 with zstd")] = False,
+          text: Annotated[bool, flag("--text", "also write trace.txt (trace-cmd report)")] = False,
+          zstd: Annotated[bool, flag("--zstd", "trace.dat v7 with zstd")] = False,
           overrides: Annotated[list[str] | None, typer.Option("--set", help="override a parameter: key=value")]
           = None) -> None:
     """Simulate a KVM host running a guest; write trace.dat, capture.json and truth/ (docs/synth.md)."""
@@ -465,10 +376,16 @@ def record(ctx: typer.Context) -> None:
 
 
 @app.callback(invoke_without_command=True)
-def _version(version: Annotated[bool, typer.Option("--version", help="print the version")] = False) -> None:
+def _root(version: Annotated[bool, flag("--version", "print the version")] = False,
+          phase_pattern: Annotated[str | None, typer.Option(
+              "--phase-pattern", metavar="REGEX",
+              help="your own phase markers: a regular expression with the groups (?P<name>...) and "
+                   "(?P<edge>start|begin|end|stop), tried before the built-in conventions (docs/capture.md)")] = None,
+          ) -> None:
     if version:
         print(f"kvmtrace {__version__}")
         raise typer.Exit(0)
+    _options["phase_pattern"] = phase_pattern
 
 
 def main() -> None:

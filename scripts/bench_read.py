@@ -8,7 +8,7 @@ For a trace.dat CAPTURE, each repeat runs, in a fresh subprocess:
 
 It prints events, median seconds, events/s, the speed ratio (trace-cmd time / ours), peak RSS
 and bytes per event, and checks the project's targets (>= 10 M events/s, >= 10x trace-cmd,
-< 150 bytes/event at peak). ``--text FILE`` times ``kvmtrace.ingest.text.read_text`` the same
+< 150 bytes/event at peak). ``--text FILE`` times ``kvmtrace.ingest.text.reader.read_text`` the same
 way against >= 3 M lines/s (skipped with a message when that module is absent). ``--profile`` runs the trace.dat reader
 once in this process under cProfile, with per-phase timings from the reader's progress callback.
 
@@ -52,7 +52,7 @@ print(json.dumps({{"events": rows, "typed_rows": typed, "tables": len(tables.by_
                   "import_s": t1 - t0, "read_s": t2 - t1,
                   "lost": tables.report.total_lost()}}))
 """
-IMPORT_ONLY = "import polars, numpy, kvmtrace.ingest.decode, kvmtrace.ingest.tracedat"
+IMPORT_ONLY = "import polars, numpy, kvmtrace.ingest.tracedat.decode, kvmtrace.ingest.tracedat.reader"
 
 
 @dataclass
@@ -119,7 +119,7 @@ def bench_tracedat(capture: Path, repeat: int, with_trace_cmd: bool) -> None:
     mine: list[Run] = []
     theirs: list[Run] = []
     for _ in range(repeat):
-        mine.append(ours(capture, "kvmtrace.ingest.tracedat", "read_tracedat"))
+        mine.append(ours(capture, "kvmtrace.ingest.tracedat.reader", "read_tracedat"))
         if with_trace_cmd:
             theirs.append(trace_cmd(capture))
     events = int(mine[0].events or 0)
@@ -146,11 +146,11 @@ def _targets(events: int, mine: list[Run], tc_wall: float | None) -> None:
 
 
 def bench_text(path: Path, repeat: int) -> None:
-    """Time kvmtrace.ingest.text.read_text, if that module exists."""
-    if importlib.util.find_spec("kvmtrace.ingest.text") is None:
-        print(f"\n--text {path}: skipped, kvmtrace.ingest.text is not there yet")
+    """Time kvmtrace.ingest.text.reader.read_text, if that module exists."""
+    if importlib.util.find_spec("kvmtrace.ingest.text.reader") is None:
+        print(f"\n--text {path}: skipped, kvmtrace.ingest.text.reader is not there yet")
         return
-    runs = [ours(path, "kvmtrace.ingest.text", "read_text") for _ in range(repeat)]
+    runs = [ours(path, "kvmtrace.ingest.text.reader", "read_text") for _ in range(repeat)]
     events = int(runs[0].events or 0)
     print(f"\n{path} ({path.stat().st_size / 1e6:.1f} MB text), median of {repeat}")
     print(HEADER)
@@ -169,8 +169,8 @@ def baseline_rss() -> None:
 
 def profile(capture: Path, top: int) -> None:
     """Per-phase timings (progress callback) and a cProfile of one read in this process."""
-    from kvmtrace.ingest.decode import decode_tracedat
-    from kvmtrace.ingest.tracedat import read_structure
+    from kvmtrace.ingest.tracedat.decode import decode_tracedat
+    from kvmtrace.ingest.tracedat.reader import read_structure
 
     marks: list[tuple[str, float]] = []
     prof = cProfile.Profile()

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from kvmtrace.ingest.text import read_text
+from kvmtrace.ingest.text.reader import read_text
 
 DEFAULT_CAPTURE = Path(__file__).resolve().parent.parent / "captures/arm64-vhe-cyclictest/trace.dat"
 

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Set up everything kvmtrace needs on a fresh Debian machine: trace-cmd, a C compiler (for the
 # trace.dat reader's native kernels) and rt-tests (when root and missing), a virtualenv in .venv,
-# the package itself, and the native kernels built once (kvmtrace/ingest/native.py).
+# the package itself, and the native kernels built once (kvmtrace/ingest/kernels.py).
 #   scripts/bootstrap.sh        runtime only
 #   scripts/bootstrap.sh --dev  plus the test tooling (pytest, hypothesis, ruff, mypy, atheris; Debian's
 #                               chromium for the report's browser test; gcc and trace-cmd also serve the
@@ -30,6 +30,15 @@ if [ -n "$need_pkgs" ]; then
     fi
 fi
 
+# the recording tests (tests/test_record.py, test_lost_events.py) record on this machine: as root, mount
+# tracefs where the kernel has it and nothing is mounted yet (a fresh container often has none)
+if [ "$want_dev" = 1 ] && [ "$(id -u)" = 0 ] && [ ! -e /sys/kernel/tracing/instances ] \
+        && grep -qw tracefs /proc/filesystems 2>/dev/null; then
+    mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null \
+        && echo "bootstrap: mounted tracefs at /sys/kernel/tracing" >&2 \
+        || echo "bootstrap: could not mount tracefs: the recording tests will be skipped" >&2
+fi
+
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
@@ -42,4 +51,4 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     touch "$stamp"
 fi
 # Build the native kernels now rather than on the first read; say which engine reads trace.dat.
-.venv/bin/python -c "from kvmtrace.ingest import native; e = native.engine(); print(f'bootstrap: trace.dat engine: {e.name} ({e.detail})')" >&2
+.venv/bin/python -c "from kvmtrace.ingest import kernels; e = kernels.engine(); print(f'bootstrap: trace.dat engine: {e.name} ({e.detail})')" >&2

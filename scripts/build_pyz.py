@@ -4,7 +4,8 @@
     python3 scripts/build_pyz.py [-o dist/kvmtrace-record.pyz]
     python3 dist/kvmtrace-record.pyz -o CAPTURE_DIR --workload cyclictest
 
-The archive holds kvmtrace/record/*.py (standard library only), a stub kvmtrace/__init__.py and
+The archive holds kvmtrace/record/*.py and kvmtrace/fileformats/*.py (standard library only),
+kvmtrace/errors.py, a stub kvmtrace/__init__.py and
 the microbenchmark sources (scripts/bench/*.c, compiled on the target when it has a C compiler;
 or build them with scripts/bench/build.sh and copy kvmtrace-lat_* next to the pyz).
 """
@@ -19,6 +20,7 @@ import zipapp
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+PACKED = ("record", "fileformats")  # standard library only, Python 3.8+
 MAIN = "import sys\nfrom kvmtrace.record.__main__ import main\nsys.exit(main())\n"
 
 
@@ -29,8 +31,11 @@ def stage(dest: Path) -> None:
     (pkg / "record" / "bench").mkdir(parents=True)
     (pkg / "__init__.py").write_text(
         f'"""kvmtrace recorder (kvmtrace-record.pyz)."""\n\n__version__ = "{version.group(1) if version else "0"}"\n')
-    for src in sorted((ROOT / "kvmtrace" / "record").glob("*.py")):
-        shutil.copy(src, pkg / "record" / src.name)
+    (pkg / "fileformats").mkdir()
+    for part in PACKED:
+        for src in sorted((ROOT / "kvmtrace" / part).glob("*.py")):
+            shutil.copy(src, pkg / part / src.name)
+    shutil.copy(ROOT / "kvmtrace" / "errors.py", pkg / "errors.py")
     for src in sorted((ROOT / "scripts" / "bench").glob("*.c")):
         shutil.copy(src, pkg / "record" / "bench" / src.name)
     (dest / "__main__.py").write_text(MAIN)

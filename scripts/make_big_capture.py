@@ -32,7 +32,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from kvmtrace.ingest.tracedat import TraceDatFile, read_structure
+from kvmtrace.ingest.tracedat.reader import TraceDatFile, read_structure
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_INPUT = ROOT / "captures" / "arm64-vhe-cyclictest" / "trace.dat"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from polars.testing import assert_frame_equal
 
-from kvmtrace.ingest import native
+from kvmtrace.ingest import kernels
 from kvmtrace.ingest.tables import EventTables
 
 Reader = Callable[[Path], EventTables]
@@ -17,7 +17,7 @@ Reader = Callable[[Path], EventTables]
 def read_with(reader: Reader, path: Path, engine: str, monkeypatch: pytest.MonkeyPatch) -> EventTables:
     with monkeypatch.context() as m:
         m.setenv("KVMTRACE_ENGINE", engine)
-        assert native.engine().name == engine
+        assert kernels.engine().name == engine
         return reader(path)
 
 

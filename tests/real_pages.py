@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kvmtrace.ingest.tracedat import read_structure
-from kvmtrace.record.tracedat_writer import TraceDatWriter
+from kvmtrace.fileformats.writer import TraceDatWriter
+from kvmtrace.ingest.tracedat.reader import read_structure
 from tests.report_oracle import CAPTURES
 
 REAL = CAPTURES / "arm64-vhe-cyclictest" / "trace.dat"

@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kvmtrace.errors import CaptureError
-from kvmtrace.ingest.tracedat import read_structure, read_tracedat
-from kvmtrace.record.tracedat_writer import TraceDatWriter
+from kvmtrace.fileformats.writer import TraceDatWriter
+from kvmtrace.ingest.tracedat.reader import read_structure, read_tracedat
 from tests.real_pages import write_real_pages
 from tests.report_oracle import CAPTURES
 

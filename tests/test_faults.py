@@ -10,12 +10,13 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
+from kvmtrace.analysis.faults import faults_report
 from kvmtrace.arch import arm64
 from kvmtrace.capture import open_capture
 from kvmtrace.cli import app
 from kvmtrace.errors import MissingEventsError
 from kvmtrace.model.exits import exit_table
-from kvmtrace.model.faults import fault_table, faults_report
+from kvmtrace.model.faults import fault_table
 from tests.report_oracle import CAPTURES, as_int, have_trace_cmd, parse_fields, report
 
 VHE = CAPTURES / "arm64-vhe-cyclictest"

@@ -43,8 +43,8 @@ def materialise(folder: Path, tmp_path: Path) -> tuple[Case, Path]:
 
 def read_and_analyze(target: Path) -> Any:
     """What ``info`` and ``analyze`` do with the input; an analysis may refuse it (one line)."""
+    from kvmtrace.analysis.info import info_dict
     from kvmtrace.analysis.latency import analyze
-    from kvmtrace.render.info import info_dict
 
     cap = open_capture(target, use_cache=False)
     info_dict(cap)

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from kvmtrace.errors import CaptureError
+from kvmtrace.fileformats.writer import TraceDatWriter, ZlibCompressor
 from kvmtrace.ingest.limits import LimitExceeded, describe
-from kvmtrace.ingest.tracedat import read_tracedat
-from kvmtrace.record.tracedat_writer import TraceDatWriter, ZlibCompressor
+from kvmtrace.ingest.tracedat.reader import read_tracedat
 from tests.engines import assert_same_tables
 
 SHORTY = """name: shorty

@@ -46,7 +46,7 @@ from pathlib import Path
 import pytest
 
 from kvmtrace.ingest.tables import EventTables
-from kvmtrace.ingest.tracedat import read_tracedat
+from kvmtrace.ingest.tracedat.reader import read_tracedat
 
 TRACEFS = Path("/sys/kernel/tracing")
 EVENT_SYSTEMS = ("sched", "irq", "timer")

@@ -1,4 +1,4 @@
-"""The native kernels (kvmtrace/ingest/native.c) against the numpy engine: the same tables and the
+"""The native kernels (kvmtrace/ingest/tracedat/kernels.c) against the numpy engine: the same tables and the
 same report on real captures, on every trace.dat variant, on damaged pages, and on a CPU whose
 time goes backwards; and what happens without a C compiler."""
 
@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kvmtrace.errors import CaptureError
-from kvmtrace.ingest import native
+from kvmtrace.ingest import kernels
 from kvmtrace.ingest.tables import EventTables
-from kvmtrace.ingest.tracedat import read_structure, read_tracedat
+from kvmtrace.ingest.tracedat.reader import read_structure, read_tracedat
 from tests.engines import assert_same_tables
 from tests.real_pages import REAL, write_real_pages
 from tests.report_oracle import CAPTURES
@@ -35,7 +35,7 @@ def small_real(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_the_native_engine_is_what_runs_here() -> None:
     """bootstrap.sh installs a C compiler: the fast path is the one the other tests exercise."""
-    eng = native.engine()
+    eng = kernels.engine()
     assert eng.name == "native", eng.detail
 
 
@@ -86,26 +86,26 @@ def test_damaged_pages_give_the_same_tables_and_report(small_real: Path, flips: 
 def fresh_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """An empty library cache, and the loader's memo cleared before and after."""
     monkeypatch.setenv("KVMTRACE_NATIVE_DIR", str(tmp_path / "native"))
-    native._load.cache_clear()
+    kernels._load.cache_clear()
     yield
-    native._load.cache_clear()
+    kernels._load.cache_clear()
 
 
 def test_it_builds_into_the_cache_dir(tmp_path: Path, fresh_build: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KVMTRACE_ENGINE", "native")
-    eng = native.engine()
+    eng = kernels.engine()
     assert eng.name == "native" and eng.detail.startswith(str(tmp_path / "native"))
     assert [p.suffix for p in (tmp_path / "native").iterdir()] == [".so"]  # no temporary left behind
 
 
 def test_without_a_compiler_numpy_reads_and_says_why(fresh_build: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CC", "false")
-    eng = native.engine()
+    eng = kernels.engine()
     assert eng.name == "numpy" and "native kernels unavailable" in eng.detail and "false" in eng.detail
     assert read_tracedat(REAL).events.height == 1_054_913
     monkeypatch.setenv("KVMTRACE_ENGINE", "native")
     with pytest.raises(CaptureError, match="KVMTRACE_ENGINE=native, but native kernels unavailable"):
-        native.engine()
+        kernels.engine()
 
 
 def test_cli_without_a_compiler_when_native_is_required(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from kvmtrace.ingest.tracedat import read_tracedat
+from kvmtrace.ingest.tracedat.reader import read_tracedat
 from kvmtrace.synth import PRESETS, apply_override, preset, simulate
 from kvmtrace.synth.run import Result, _loops_for_events
 

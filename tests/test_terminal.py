@@ -11,10 +11,10 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from kvmtrace.analysis.verdicts import fmt_ns
 from kvmtrace.cli import app
 from kvmtrace.model.interrupts import STAGES
 from kvmtrace.render.analyze import STAGE_LETTER
+from kvmtrace.units import fmt_ns
 from tests.cli_runner import cli
 from tests.report_oracle import CAPTURES
 

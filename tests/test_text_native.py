@@ -1,4 +1,4 @@
-"""The text reader's native kernels (kvmtrace/ingest/native_text.c) against the numpy engine: the
+"""The text reader's native kernels (kvmtrace/ingest/text/kernels.c) against the numpy engine: the
 same tables and the same report on the bundled captures' report texts (-R, default form, damaged
 lines), and each kernel against its numpy twin on odd values."""
 
@@ -15,11 +15,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
-from kvmtrace.ingest import native, text_modal, text_native, text_raw, text_typed
-from kvmtrace.ingest.formats import EventFormat, FieldFormat
+from kvmtrace.fileformats.formats import EventFormat, FieldFormat
+from kvmtrace.ingest import kernels as native
 from kvmtrace.ingest.tables import EventTables
-from kvmtrace.ingest.text import read_text
-from kvmtrace.ingest.text_fast import ByteText, byte_positions
+from kvmtrace.ingest.text import modal as text_modal
+from kvmtrace.ingest.text import native as text_native
+from kvmtrace.ingest.text import raw as text_raw
+from kvmtrace.ingest.text import typed as text_typed
+from kvmtrace.ingest.text.fast import ByteText, byte_positions
+from kvmtrace.ingest.text.reader import read_text
 from tests.engines import assert_same_tables, read_with
 from tests.test_text_reader import CAPTURES, VHE, X86, report_text
 
@@ -99,7 +103,7 @@ def test_the_native_kernels_are_the_ones_that_run(vhe_raw: Path, monkeypatch: py
 
     monkeypatch.setattr(text_modal, "_native_parse_layout", counted("codes", text_modal._native_parse_layout))
     monkeypatch.setattr(text_modal, "_codes", counted("numpy_codes", text_modal._codes))
-    import kvmtrace.ingest.text as text_module
+    import kvmtrace.ingest.text.reader as text_module
 
     monkeypatch.setattr(text_module, "pack_codes", counted("pack", text_module.pack_codes))
     read_with(read_text, vhe_raw, "native", monkeypatch)
@@ -224,7 +228,7 @@ def test_fields_kernel_splits_as_split(payloads: list[bytes], verdict: bool | No
 
 @pytest.mark.parametrize("data", [b"", b"\n", b"a", b"a\n", b"a\n\nb", b"\n\n", b"ab\ncd\n\n", b"x\r\ny"])
 def test_line_bounds_kernel_is_line_bounds(data: bytes) -> None:
-    from kvmtrace.ingest.text_fast import line_bounds
+    from kvmtrace.ingest.text.fast import line_bounds
 
     lib = native.library()
     assert lib is not None
@@ -339,7 +343,7 @@ def test_damaged_text_merges_its_exact_rows_in_place(vhe_raw: Path, tmp_path: Pa
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """The exact reader's rows of a damaged text go in between the fast ones in place (the same tables:
     test_damaged_text_gives_the_same_tables)."""
-    import kvmtrace.ingest.text as text_module
+    import kvmtrace.ingest.text.reader as text_module
 
     taken = []
 
@@ -360,8 +364,8 @@ def test_damaged_text_merges_its_exact_rows_in_place(vhe_raw: Path, tmp_path: Pa
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.sampled_from([b"a", b"bc", b"\n", b"\n\n", b"x" * 40]), max_size=60))
 def test_line_bounds_kernel_on_two_threads_is_line_bounds(pieces: list[bytes]) -> None:
-    """Cut in two (kt_text_lines_part on two threads), the lines are still text_fast.line_bounds'."""
-    from kvmtrace.ingest.text_fast import line_bounds
+    """Cut in two (kt_text_lines_part on two threads), the lines are still fast.line_bounds'."""
+    from kvmtrace.ingest.text.fast import line_bounds
 
     lib = native.library()
     assert lib is not None
@@ -380,9 +384,9 @@ def test_line_bounds_kernel_on_two_threads_is_line_bounds(pieces: list[bytes]) -
 @given(st.lists(st.binary(max_size=12).map(lambda b: b.replace(b"\n", b"")), min_size=1, max_size=40)
        .map(lambda vs: vs + vs[: len(vs) // 2] + [b"x" * 31, b"x" * 32, b"x" * 32]))
 def test_intern_kernel_is_intern(values: list[bytes]) -> None:
-    """kt_text_intern gives each row the value text_fast.intern gives it (repeats, empties, prefixes of
+    """kt_text_intern gives each row the value fast.intern gives it (repeats, empties, prefixes of
     each other, 32 bytes); values in order of first appearance."""
-    from kvmtrace.ingest.text_fast import intern
+    from kvmtrace.ingest.text.fast import intern
 
     lib = native.library()
     assert lib is not None

@@ -15,7 +15,7 @@ import zstandard
 
 from kvmtrace.errors import CaptureError
 from kvmtrace.ingest.tables import COMMON_SCHEMA, EventTables
-from kvmtrace.ingest.text import read_text
+from kvmtrace.ingest.text.reader import read_text
 
 ROOT = Path(__file__).resolve().parent.parent
 CAPTURES = ROOT / "captures"
@@ -289,7 +289,7 @@ def test_bad_input_raises_capture_error(tmp_path: Path, content: bytes, where: s
 
 def _binary_reader() -> object | None:
     try:
-        from kvmtrace.ingest.tracedat import read_tracedat
+        from kvmtrace.ingest.tracedat.reader import read_tracedat
     except ImportError:
         return None
     return read_tracedat
@@ -353,7 +353,7 @@ def _synthetic_report(odd: list[tuple[bytes, int]]) -> bytes:
 
 def _exact(path: Path, monkeypatch: pytest.MonkeyPatch) -> EventTables:
     """The tables of the exact (regex) reader alone."""
-    import kvmtrace.ingest.text as text_module
+    import kvmtrace.ingest.text.reader as text_module
 
     with monkeypatch.context() as m:
         m.setattr(text_module, "FAST_MIN_BYTES", 1 << 62)

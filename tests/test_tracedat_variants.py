@@ -9,8 +9,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from kvmtrace.ingest.tracedat import read_tracedat
-from kvmtrace.record.tracedat_writer import TimeShiftSample
+from kvmtrace.fileformats.writer import TimeShiftSample
+from kvmtrace.ingest.tracedat.reader import read_tracedat
 from tests.test_tracedat_writer import BASE, COMBOS, Expected, events_of, new_writer, scenario
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from kvmtrace.ingest.tracedat import read_tracedat
+from kvmtrace.ingest.tracedat.reader import read_tracedat
 from tests.report_oracle import CAPTURES, as_int, parse_fields, report
 
 REAL = sorted(str(p) for p in CAPTURES.glob("*/trace.dat"))

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from kvmtrace.ingest.formats import parse_event_format, parse_header_page
-from kvmtrace.record.tracedat_writer import (
+from kvmtrace.fileformats.formats import parse_event_format, parse_header_page
+from kvmtrace.fileformats.writer import (
     CallableCompressor,
     EventEncoder,
     PageEncoder,

@@ -21,17 +21,18 @@ from typing import Any
 
 import polars as pl
 
-from kvmtrace.analysis.verdicts import STAGE_WORDS, dominant_stage, fmt_ns, verdict
+from kvmtrace.analysis.verdicts import STAGE_WORDS, dominant_stage, verdict
 from kvmtrace.analysis.window import Window, resolve_window
 from kvmtrace.capture import Capture
-from kvmtrace.errors import MissingEventsError
 from kvmtrace.model.blame import blame_table, shares, top_cause
 from kvmtrace.model.blockers import cpu_segments, wait_shares
 from kvmtrace.model.deadlines import Deadlines, with_deadlines
 from kvmtrace.model.interrupts import INTERRUPT_SCHEMA, STAGE_COLUMNS, STAGES, interrupts
+from kvmtrace.model.requires import requires_events
 from kvmtrace.model.stalls import stalls
 from kvmtrace.model.throttling import Throttling, rt_throttling
 from kvmtrace.model.vcpus import state_timeline, vcpu_threads
+from kvmtrace.units import fmt_ns
 
 __all__ = ["STAGE_WORDS", "LatencyAnalysis", "Window", "analyze", "choose_window", "fmt_ns"]
 
@@ -164,7 +165,7 @@ class LatencyAnalysis:
 
     def causes(self, irq_no: int) -> list[dict[str, Any]]:
         """One interrupt's causes, largest first (grouped by cause and CPU)."""
-        rows = self.shares.filter(pl.col("irq_no") == irq_no).sort("share_ns", descending=True)
+        rows = self.shares.filter(pl.col("irq_no") == irq_no).sort("share_ns", descending=True, maintain_order=True)
         merged = (rows.group_by("cause_kind", "cause", "cause_pid", "cpu", maintain_order=True)
                   .agg(pl.col("state").first(), pl.col("share_ns").sum())  # worded by its largest piece's state
                   .sort(["share_ns", "cause"], descending=[True, False]))
@@ -274,10 +275,8 @@ def _clean(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if k not in HIDDEN}
 
 
+@requires_events("kvm:kvm_entry", "kvm:kvm_exit", analysis="kvmtrace analyze",
+                 hint="no vCPU threads: record the kvm events on the KVM host")
 def analyze(cap: Capture, window: str | None = None, worst_n: int = 5) -> LatencyAnalysis:
     """The latency analysis of one window (see ``choose_window``)."""
-    t = cap.tables
-    if not t.has("kvm_entry"):
-        raise MissingEventsError(cap.path, "kvmtrace analyze", ["kvm:kvm_entry", "kvm:kvm_exit"],
-                                 "no vCPU threads: record the kvm events on the KVM host")
     return LatencyAnalysis(cap, choose_window(cap, window), worst_n)

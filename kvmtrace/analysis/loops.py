@@ -122,11 +122,12 @@ def loop_table(host: LatencyAnalysis, guest: Capture, cyclictest: CyclictestOutp
 
 def loop_verdicts(lp: Loops, host: LatencyAnalysis, guest: Capture, worst_n: int = 5) -> list[dict[str, Any]]:
     """The slowest loops, each with one sentence covering both sides (host causes, guest scheduler)."""
-    from kvmtrace.analysis.verdicts import cause_phrase, fmt_ns
+    from kvmtrace.analysis.verdicts import cause_phrase
     from kvmtrace.model.blockers import cpu_segments, span_shares
     from kvmtrace.model.stalls import stalls
+    from kvmtrace.units import fmt_ns
 
-    slow = lp.table.sort("measured_ns", descending=True).head(worst_n)
+    slow = lp.table.sort("measured_ns", descending=True, maintain_order=True).head(worst_n)
     g = guest.tables
     off = lp.alignment.offset_ns
     spans = pl.concat([  # the guest's scheduler (wakeup -> switch-in), then its way back to the clock read
@@ -153,7 +154,8 @@ def loop_verdicts(lp: Loops, host: LatencyAnalysis, guest: Capture, worst_n: int
                 parts.append(f"{fmt_ns(part)} in the host: {before}" + cause_phrase(causes[0], host.throttling))
         def who(part: str, loop: int = r["loop"], cpu: int = r["guest_cpu"]) -> str:
             mine = owned.filter(pl.col("key") == loop, pl.col("part") == part).group_by("owner").agg(
-                pl.col("share_ns").sum()).sort("share_ns", descending=True) if owned.height else owned
+                pl.col("share_ns").sum()).sort(["share_ns", "owner"], descending=[True, False]
+                                               ) if owned.height else owned
             if not mine.height:
                 return ""
             owner, ns = mine["owner"][0], fmt_ns(mine["share_ns"][0])

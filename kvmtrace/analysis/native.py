@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from kvmtrace.analysis.verdicts import cause_phrase, fmt_ns
+from kvmtrace.analysis.verdicts import cause_phrase
 from kvmtrace.capture import Capture
 from kvmtrace.errors import MissingEventsError
 from kvmtrace.ingest.cyclictest import CyclictestOutput, breaktrace
@@ -29,6 +29,7 @@ from kvmtrace.model.blockers import cpu_segments, span_shares
 from kvmtrace.model.stalls import stalls
 from kvmtrace.model.throttling import Throttling, rt_throttling
 from kvmtrace.model.wakeups import measuring_threads, thread_wakeups
+from kvmtrace.units import fmt_ns
 
 NEEDED = ["sched:sched_switch", "sched:sched_wakeup", "timer:hrtimer_expire_entry", "timer:hrtimer_expire_exit"]
 NATIVE_STAGES = ("timer", "host_irq", "wait", "user")
@@ -132,7 +133,7 @@ class NativeAnalysis:
                 .join(slow, on=group, how="left", nulls_equal=True)
                 .with_columns(pl.col("slow_top").fill_null(0),
                               (pl.col("total_ns") / pl.col("total_ns").sum()).round(4).alias("share"))
-                .sort("total_ns", descending=True))
+                .sort("total_ns", descending=True, maintain_order=True))
 
     # ---- summaries ------------------------------------------------------------------------
     def percentiles(self, column: str) -> dict[str, Any]:
@@ -164,7 +165,7 @@ class NativeAnalysis:
             causes = (self.shares.filter(pl.col("irq_no") == r["irq_no"])
                       .group_by("cause_kind", "cause", "cause_pid", "cpu", maintain_order=True)
                       .agg(pl.col("state").first(), pl.col("share_ns").sum())
-                      .sort("share_ns", descending=True).to_dicts())
+                      .sort("share_ns", descending=True, maintain_order=True).to_dicts())
             out.append({**{k: v for k, v in r.items() if k not in ("w_idx", "switch_idx", "irq_no")},
                         "path": "native", "t_ns": r["irq_ns"], "irq": None, "vcpu_tid": r["tid"],
                         "latency_basis": "deadline", "causes": causes[:5], "verdict": self._verdict(r, causes)})

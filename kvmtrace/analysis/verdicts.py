@@ -8,10 +8,10 @@ interrupts being off).
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from kvmtrace.model.throttling import Throttling
+from kvmtrace.units import fmt_ns
 
 STAGE_WORDS = {
     "timer": "from the guest's deadline to the host interrupt",
@@ -23,16 +23,6 @@ STAGE_WORDS = {
 }
 WAITING = {"waking": "while the woken thread waited for it", "preempted": "while the runnable thread was switched out",
            "blocked": "while the timer interrupt was due", "host_handling": "on top of the thread"}
-
-
-def fmt_ns(ns: float | None) -> str:
-    if ns is None or (isinstance(ns, float) and math.isnan(ns)):
-        return "-"
-    if abs(ns) >= 1e6:
-        return f"{ns / 1e6:.2f} ms"
-    if abs(ns) >= 1e3:
-        return f"{ns / 1e3:.1f} us"
-    return f"{int(ns)} ns"
 
 
 def _pid(c: dict[str, Any]) -> str:

@@ -2,7 +2,8 @@
 
 ``arm64`` decodes ESR_EL2 (exception class, DFSC/IFSC, WnR, S1PTW, ISV) and ``kvm_exit.ret``;
 ``arm32`` infers the class of 32-bit ARM exits, whose ``kvm_exit`` carries only a PC;
-``x86`` names VMX and SVM exit reasons. Every decoder is a vectorised polars expression.
+``x86`` names VMX and SVM exit reasons. Every decoder is a vectorised polars expression;
+``detect`` says which of them (and which machine) wrote a capture.
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ from typing import Any
 import polars as pl
 
 from kvmtrace import __version__
-from kvmtrace.ingest.formats import parse_event_format
+from kvmtrace.fileformats.formats import parse_event_format
 from kvmtrace.ingest.tables import CaptureMeta, EventTables, ReadReport, SkippedRegion
 
 CACHE_LAYOUT = 2
@@ -82,8 +82,10 @@ def content_key(trace: Path) -> str:
 def reader_fingerprint() -> str:
     """Changes whenever the readers' code (or the cache layout) changes: stale caches are not used."""
     h = hashlib.blake2b(f"{CACHE_LAYOUT}-{__version__}".encode(), digest_size=6)
-    for src in sorted([*Path(__file__).parent.glob("*.py"), *Path(__file__).parent.glob("*.c")]):
-        h.update(src.read_bytes())
+    package = Path(__file__).resolve().parents[1]
+    for folder in (package / "ingest", package / "fileformats"):  # the readers and the layouts they read
+        for src in sorted([*folder.rglob("*.py"), *folder.rglob("*.c")]):
+            h.update(src.relative_to(package).as_posix().encode() + b"\0" + src.read_bytes())
     return h.hexdigest()
 
 

@@ -15,12 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kvmtrace.errors import CaptureError
+from kvmtrace.fileformats.manifest_schema import MAX_MANIFEST_BYTES, MAX_MANIFEST_DEPTH
 
 MAX_CPU_ID = (1 << 16) - 1  # CPU ids in a capture (Linux NR_CPUS is at most 8192)
 MAX_PID = (1 << 31) - 1
 MAX_LINE_BYTES = 1 << 20  # a text line longer than this is not a trace line
-MAX_MANIFEST_BYTES = 1 << 20  # capture.json
-MAX_MANIFEST_DEPTH = 32
 INFLATE_RATIO = 128  # compressed data may inflate to this many times its size (trace data: 5-30x)
 INFLATE_FLOOR = 64 << 20  # ... and always to this much
 TABLE_FACTOR = 16  # the typed tables of a read may take this many times the (uncompressed) data

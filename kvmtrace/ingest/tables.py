@@ -34,7 +34,8 @@ from typing import Any
 
 import polars as pl
 
-from kvmtrace.ingest.formats import EventFormat
+from kvmtrace.fileformats.formats import EventFormat
+from kvmtrace.ingest.dtypes import field_dtype
 
 COMMON_SCHEMA: dict[str, pl.DataType] = {
     "idx": pl.UInt32(),
@@ -57,9 +58,21 @@ def typed_key_names(field_names: list[str] | tuple[str, ...]) -> dict[str, str]:
     return {k: (f"common_{k}" if k in names else k) for k in TYPED_KEY_COLUMNS}
 
 
+def pid_column(table: pl.DataFrame) -> str:
+    """The column of a typed table holding the event's pid: ``common_pid`` when a payload field is
+    itself named ``pid`` (e.g. sched_wakeup), else ``pid``."""
+    return "common_pid" if "common_pid" in table.columns else "pid"
+
+
+def cpu_column(table: pl.DataFrame) -> str:
+    """The column of a typed table holding the CPU that recorded the event (``common_cpu`` when a
+    payload field is named ``cpu``, as in sched_wakeup's target CPU)."""
+    return "common_cpu" if "common_cpu" in table.columns else "cpu"
+
+
 def known_format(name: str) -> EventFormat | None:
     """The newest bundled format of an event (kvmtrace/data/formats), if kvmtrace knows the event."""
-    from kvmtrace.ingest.text_fields import bundled_catalog  # the catalog parses files: only when asked
+    from kvmtrace.ingest.text.fields import bundled_catalog  # the catalog parses files: only when asked
 
     candidates = bundled_catalog().candidates(name)
     return candidates[0] if candidates else None
@@ -128,7 +141,7 @@ def _known_dtypes(name: str, table: pl.DataFrame, own: EventFormat | None, repor
         known = fmt.field(field_name) if fmt is not None and field_name in MODEL_FIELDS[name] else None
         if known is None or field_name not in table.columns:
             continue
-        dtype = known.polars_dtype()
+        dtype = field_dtype(known)
         if table.schema[field_name] != dtype and dtype.is_integer() and table.schema[field_name].is_integer():
             before = table[field_name].null_count()
             table = table.with_columns(pl.col(field_name).cast(dtype, strict=False))
@@ -248,7 +261,7 @@ class EventTables:
         keys = typed_key_names([f.name for f in fields])
         schema: dict[str, pl.DataType] = {keys[k]: COMMON_SCHEMA[k] for k in TYPED_KEY_COLUMNS}
         for f in fields:
-            schema[f.name] = f.polars_dtype()
+            schema[f.name] = field_dtype(f)
         return pl.DataFrame(schema=schema)
 
     def nonconforming(self, name: str) -> list[str]:

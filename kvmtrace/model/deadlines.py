@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from kvmtrace.ingest.tables import EventTables
+from kvmtrace.ingest.tables import EventTables, pid_column
 from kvmtrace.model.clocks import MonoClock, mono_clock
 from kvmtrace.model.hrtimers import timer_wakeups
 from kvmtrace.model.interrupts import TIMER_IDX_TO_IRQ
@@ -133,7 +133,7 @@ def timer_saves(t: EventTables, vcpus: pl.Series) -> pl.DataFrame:
 def _last_entry_before(t: EventTables, df: pl.DataFrame, at: str) -> pl.DataFrame:
     """Adds ``last_entry_idx``: the vCPU's last kvm_entry before the row at ``at`` (null: none)."""
     entries = t.table("kvm_entry")
-    pid = "common_pid" if "common_pid" in entries.columns else "pid"
+    pid = pid_column(entries)
     e = entries.select(pl.col(pid).alias("vcpu_tid"), pl.col("idx").alias("last_entry_idx"))
     return df.sort(at).join_asof(e, left_on=at, right_on="last_entry_idx", by="vcpu_tid", strategy="backward",
                                  check_sortedness=False)
@@ -207,7 +207,7 @@ def host_timer_irq(blocked: pl.DataFrame) -> str | None:
     named = blocked.filter(pl.col("host_irq").is_not_null(), ~pl.col("host_irq").str.starts_with("kvm guest"))
     if named.height == 0:
         return None
-    return str(named.group_by("host_irq").len().sort("len", descending=True)["host_irq"][0])
+    return str(named.group_by("host_irq").len().sort(["len", "host_irq"], descending=[True, False])["host_irq"][0])
 
 
 def fit_counter(t: EventTables, blocked: pl.DataFrame, held: pl.DataFrame, saves: pl.DataFrame) -> CounterMap | None:
@@ -277,7 +277,7 @@ def find_deadlines(t: EventTables, interrupts: pl.DataFrame, vcpus: pl.Series) -
     notes: list[str] = []
     if counter is not None:
         mapped = _rows(held.filter(pl.col("irq") == 27).with_columns(counter.deadline(pl.col("cval")).alias(
-            "deadline_ns")), "cval", pl.lit(round(counter.residual_p99_ns or 0)))
+            "deadline_ns")), "cval", pl.lit(round(counter.residual_p99_ns or 0) + (mono.spread_ns if mono else 0)))
         parts += [mapped, exact]
         checks.append(_compare("hrtimer - cval (calibrated)", mapped, exact))
         notes.append("deadlines from the saved CVAL: " + counter.describe() + "; elsewhere from the background "

@@ -13,17 +13,16 @@ docs/stages.md ("Exits") and adds the inner-event columns listed in ``EXTRA_SCHE
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import polars as pl
 
 from kvmtrace.arch import arm32, arm64, x86
-from kvmtrace.errors import MissingEventsError
-from kvmtrace.ingest.tables import EventTables
+from kvmtrace.arch.detect import kvm_arch
+from kvmtrace.ingest.tables import EventTables, cpu_column, pid_column
 from kvmtrace.model.phases import phase_of
+from kvmtrace.model.requires import requires_events
 from kvmtrace.model.vcpus import vcpu_threads
 
-REQUIRED = ["kvm:kvm_entry", "kvm:kvm_exit"]
 EXIT_SCHEMA: dict[str, pl.DataType] = {
     "t_ns": pl.Int64(), "vcpu_tid": pl.Int32(), "cpu": pl.Int32(), "ret": pl.Int32(), "esr_ec": pl.Int32(),
     "exit_class": pl.String(), "class_inferred": pl.Boolean(), "handling_ns": pl.Int64(),
@@ -53,40 +52,14 @@ USERSPACE_REASONS = {0: "UNKNOWN", 1: "EXCEPTION", 2: "IO", 3: "HYPERCALL", 4: "
 MMIO_READ_UNSATISFIED, MMIO_READ, MMIO_WRITE = 0, 1, 2
 
 
-def require(t: EventTables, analysis: str, events: list[str], hint: str = "") -> None:
-    """MissingEventsError naming every ``system:event`` of ``events`` the capture lacks."""
-    missing = [e for e in events if not t.has(e.split(":")[-1])]
-    if missing:
-        raise MissingEventsError(t.meta.path, analysis, missing,
-                                 hint or "record with " + " ".join(f"-e {e}" for e in missing))
-
-
-def exit_arch(t: EventTables) -> str:
-    """``arm64``, ``x86`` or ``arm32``, from the fields of ``kvm_exit``."""
-    cols = set(t.table("kvm_exit").columns)
-    if "esr_ec" in cols:
-        return "arm64"
-    if "exit_reason" in cols:
-        return "x86"
-    return "arm32"
-
-
-def _pid(df: pl.DataFrame) -> str:
-    return "common_pid" if "common_pid" in df.columns else "pid"
-
-
-def _cpu(df: pl.DataFrame) -> str:
-    return "common_cpu" if "common_cpu" in df.columns else "cpu"
-
-
 def exit_intervals(t: EventTables) -> pl.DataFrame:
     """Per kvm_exit: idx, t_ns, vcpu_tid, cpu, entry_idx, entry_ns, handling_ns, guest_run_ns."""
     vcpus = vcpu_threads(t)["vcpu_tid"].implode()
     parts = []
     for name, is_exit in (("kvm_exit", True), ("kvm_entry", False)):
         df = t.table(name)
-        parts.append(df.select("idx", "ts", pl.col(_pid(df)).alias("vcpu_tid"), pl.col(_cpu(df)).alias("cpu"),
-                               pl.lit(is_exit).alias("is_exit")))
+        parts.append(df.select("idx", "ts", pl.col(pid_column(df)).alias("vcpu_tid"),
+                               pl.col(cpu_column(df)).alias("cpu"), pl.lit(is_exit).alias("is_exit")))
     both = pl.concat(parts).filter(pl.col("vcpu_tid").is_in(vcpus)).sort("vcpu_tid", "idx")
     nxt_entry = ~pl.col("is_exit").shift(-1).over("vcpu_tid").fill_null(True)
     prev_entry = ~pl.col("is_exit").shift(1).over("vcpu_tid").fill_null(True)
@@ -105,7 +78,7 @@ def _inner_frame(t: EventTables, name: str) -> pl.DataFrame:
     df = t.table(name)
     cols = {"hsr": pl.UInt64(), "reason": pl.Int64(), "errno": pl.Int64(), "type": pl.Int64(),
             "gpa": pl.UInt64(), "waited": pl.Boolean(), "ns": pl.Int64(), "new": pl.Int64()}
-    return df.select("idx", "ts", pl.col(_pid(df)).alias("vcpu_tid"), pl.lit(name).alias("event"),
+    return df.select("idx", "ts", pl.col(pid_column(df)).alias("vcpu_tid"), pl.lit(name).alias("event"),
                      *[(pl.col(c) if c in df.columns else pl.lit(None)).cast(dt).alias(c) for c, dt in cols.items()])
 
 
@@ -174,10 +147,10 @@ class ExitTable:
     inner: pl.DataFrame | None = None
 
 
+@requires_events("kvm:kvm_entry", "kvm:kvm_exit", analysis="exits")
 def exit_table(t: EventTables, phases: pl.DataFrame) -> ExitTable:
     """One row per kvm_exit: the docs/stages.md columns, then ``EXTRA_SCHEMA``."""
-    require(t, "exits", REQUIRED)
-    arch = exit_arch(t)
+    arch = kvm_arch(set(t.table("kvm_exit").columns))
     intervals = exit_intervals(t)
     inner = inner_events(t, intervals)
     classes = _classify(t, arch, inner)
@@ -231,45 +204,4 @@ def summarise(exits: pl.DataFrame, by: list[str], span_ns: int | pl.Expr | None)
     out = out.with_columns(rate.cast(pl.Float64).alias("rate_per_s"))
     front = [*by, "count", "rate_per_s"]
     return out.select(*front, *[c for c in out.columns if c not in front]).sort(
-        [*by[:-1], "count"], descending=[False] * (len(by) - 1) + [True], nulls_last=True)
-
-
-@dataclass
-class ExitsReport:
-    """``kvmtrace exits``: the per-exit table and its summaries."""
-
-    capture: str
-    arch: str
-    window: str | None
-    span_ns: int
-    exits: pl.DataFrame
-    by_class: pl.DataFrame
-    by_thread: pl.DataFrame
-    by_phase: pl.DataFrame
-    notes: list[str]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"kvmtrace_exits": 1, "capture": self.capture, "arch": self.arch, "window": self.window,
-                "span_ns": self.span_ns, "exits": self.exits.height,
-                "by_class": self.by_class.to_dicts(), "by_thread": self.by_thread.to_dicts(),
-                "by_phase": self.by_phase.to_dicts(), "notes": self.notes}
-
-
-def exits_report(t: EventTables, phases: pl.DataFrame, capture: str,
-                 window: tuple[str, int, int] | None = None) -> ExitsReport:
-    """Exits of the capture (or of a window: name, start_ns, end_ns): per class, per vCPU thread and class,
-    per phase and class."""
-    table = exit_table(t, phases)
-    if window is None:
-        ts = t.events["ts"]
-        window = ("all", int(ts.min()), int(ts.max()))  # type: ignore[arg-type]
-    name, start, end = window
-    ex = table.exits.filter(pl.col("t_ns").is_between(start, end))
-    span = end - start
-    durations = phases.select(pl.col("name").alias("phase"), pl.col("duration_ns"))
-    by_phase = (summarise(ex.with_columns(pl.col("phase").fill_null("(none)")), ["phase", "exit_class"], None)
-                .join(durations, on="phase", how="left")
-                .with_columns((pl.col("count") / (pl.col("duration_ns") / 1e9)).alias("rate_per_s"))
-                .drop("duration_ns"))
-    return ExitsReport(capture, table.arch, name, span, ex, summarise(ex, ["exit_class"], span),
-                       summarise(ex, ["vcpu_tid", "exit_class"], span), by_phase, table.notes)
+        [*by[:-1], "count", by[-1]], descending=[False] * (len(by) - 1) + [True, False], nulls_last=True)

@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from kvmtrace.arch import arm64
-from kvmtrace.errors import MissingEventsError
-from kvmtrace.ingest.tables import EventTables
+from kvmtrace.ingest.tables import EventTables, pid_column
 from kvmtrace.model.exits import USERSPACE_REASONS, exit_intervals, inner_events
 from kvmtrace.model.phases import phase_of
+from kvmtrace.model.requires import requires_events
 
 FAULT_SCHEMA: dict[str, pl.DataType] = {
     "t_ns": pl.Int64(), "vcpu_tid": pl.Int32(), "ipa": pl.UInt64(), "esr": pl.UInt64(), "ec": pl.Int32(),
@@ -63,19 +63,15 @@ QEMU_VIRT_MAP: list[tuple[int, int, str]] = [
 REGION_SCHEMA = {"start": pl.UInt64(), "end": pl.UInt64(), "name": pl.String(), "source": pl.String()}
 
 
-def _pid(df: pl.DataFrame) -> str:
-    return "common_pid" if "common_pid" in df.columns else "pid"
-
-
 def raw_faults(t: EventTables) -> pl.DataFrame:
     """kvm_guest_fault and kvm_access_fault rows with the decoded ESR (access faults: kind access_flag)."""
     gf = t.table("kvm_guest_fault")
     esr = pl.col("hsr").cast(pl.UInt64)
-    guest = gf.select("idx", pl.col("ts").alias("t_ns"), pl.col(_pid(gf)).alias("vcpu_tid"), "cpu",
+    guest = gf.select("idx", pl.col("ts").alias("t_ns"), pl.col(pid_column(gf)).alias("vcpu_tid"), "cpu",
                       pl.col("ipa").cast(pl.UInt64), esr.alias("esr"), *arm64.decode_esr(esr),
                       pl.lit("kvm_guest_fault").alias("event"))
     af = t.table("kvm_access_fault")
-    access = af.select("idx", pl.col("ts").alias("t_ns"), pl.col(_pid(af)).alias("vcpu_tid"), "cpu",
+    access = af.select("idx", pl.col("ts").alias("t_ns"), pl.col(pid_column(af)).alias("vcpu_tid"), "cpu",
                        pl.col("ipa").cast(pl.UInt64), pl.lit(None, pl.UInt64).alias("esr"),
                        pl.lit(None, pl.Int32).alias("ec"), pl.lit("access_flag").alias("kind"),
                        pl.lit(None, pl.Int8).alias("level"), pl.lit(None, pl.Boolean).alias("write"),
@@ -181,7 +177,7 @@ def inferred_ram(faults: pl.DataFrame) -> pl.DataFrame:
         ipas = faults.filter(pl.col("mmio_evidence") == False)["ipa"]  # noqa: E712
         cl = _clusters(ipas // PAGE * PAGE, RAM_GAP)
     else:
-        cl = _clusters(faults["ipa"] // PAGE * PAGE, RAM_GAP).sort("pages", descending=True).head(1)
+        cl = _clusters(faults["ipa"] // PAGE * PAGE, RAM_GAP).sort(["pages", "start"], descending=[True, False]).head(1)
     return cl.select(
         pl.col("start").cast(pl.UInt64), (pl.col("last") + PAGE).cast(pl.UInt64).alias("end"),
         pl.lit("ram").alias("name"), pl.lit("inferred from faults").alias("source"))
@@ -221,12 +217,11 @@ class FaultTable:
     notes: list[str] = field(default_factory=list)
 
 
+@requires_events("kvm:kvm_guest_fault", analysis="faults",
+                 hint="record with -e kvm:kvm_guest_fault (arm64 / 32-bit ARM hosts)")
 def fault_table(t: EventTables, phases: pl.DataFrame,
                 guest_memory: list[dict[str, object]] | None = None) -> FaultTable:
     """One row per stage-2 fault: the docs/stages.md columns, then ``EXTRA_SCHEMA``."""
-    if not t.has("kvm_guest_fault"):
-        raise MissingEventsError(t.meta.path, "faults", ["kvm:kvm_guest_fault"],
-                                 "record with -e kvm:kvm_guest_fault (arm64 / 32-bit ARM hosts)")
     notes: list[str] = []
     f = _attach_exits(t, raw_faults(t), notes)
     regions = manifest_regions(guest_memory or [])
@@ -287,13 +282,14 @@ def by_region(faults: pl.DataFrame) -> pl.DataFrame:
                 pl.len().cast(pl.UInt32).alias("faults"),
                 pl.col("mmio").any().alias("mmio"),
                 (pl.col("write") == True).sum().cast(pl.UInt32).alias("writes"),  # noqa: E712
-                ((pl.col("write") == False) & ~_ifetch()).sum().cast(pl.UInt32).alias("reads"),  # noqa: E712
-                _ifetch().sum().cast(pl.UInt32).alias("ifetch"),
+                ((pl.col("write") == False) & ~ifetch()).sum().cast(pl.UInt32).alias("reads"),  # noqa: E712
+                ifetch().sum().cast(pl.UInt32).alias("ifetch"),
                 pl.col("t_ns").min().alias("first_ns"))
             .sort("first_ns", "faults", descending=[False, True]).drop("first_ns"))
 
 
-def _ifetch() -> pl.Expr:
+def ifetch() -> pl.Expr:
+    """True for instruction-fetch aborts (IABT), by exception class."""
     return pl.col("ec").is_in([arm64.EC_IABT_LOW, arm64.EC_IABT_CUR]).fill_null(False)
 
 
@@ -309,73 +305,6 @@ def timeline(faults: pl.DataFrame, start_ns: int, end_ns: int, bins: int = TIMEL
                     (pl.col("len").fill_null(0) / (width / 1e9)).alias("per_s")))
 
 
-def split(faults: pl.DataFrame, start_ns: int, end_ns: int) -> dict[str, int]:
-    """Faults before, inside and after [start_ns, end_ns]."""
-    t = faults["t_ns"]
-    return {"before": int((t < start_ns).sum()), "inside": int(t.is_between(start_ns, end_ns).sum()),
-            "after": int((t > end_ns).sum())}
-
-
-def _n(n: int) -> str:
-    return "one" if n == 1 else f"{n:,}"
-
-
-def _plural(n: int, word: str, plural: str) -> str:
-    return f"{_n(n)} {word if n == 1 else plural}"
-
-
-def _inside_words(inside: pl.DataFrame) -> list[str]:
-    """Phrases for what the focus window saw: MMIO per region, RAM faults by kind."""
-    parts = []
-    mmio = inside.filter("mmio").group_by("region").agg(
-        pl.len().alias("n"), (pl.col("write") == True).sum().alias("w"),  # noqa: E712
-        (pl.col("write") == False).sum().alias("r")).sort("n", descending=True)  # noqa: E712
-    for row in mmio.iter_rows(named=True):
-        name = row["region"].upper() if row["region"] in ("uart", "gic", "rtc", "gpio") else row["region"]
-        parts.append(f"{_plural(row['n'], 'MMIO access', 'MMIO accesses')} to the {name} "
-                     f"({_n(row['r'])} reads, {_n(row['w'])} writes)")
-    ram = inside.filter(~pl.col("mmio")).group_by("kind", _ifetch().alias("ifetch")).len().sort("len", descending=True)
-    for row in ram.iter_rows(named=True):
-        what = "instruction-fetch" if row["ifetch"] else "data"
-        parts.append(f"{_n(row['len'])} {what} {row['kind'].replace('_', '-')} "
-                     f"fault{'' if row['len'] == 1 else 's'} in RAM")
-    return parts
-
-
-def verdict(faults: pl.DataFrame, phases: pl.DataFrame, focus: str | None) -> str:
-    """One plain sentence or two on when the stage-2 faults happened."""
-    total = faults.height
-    if total == 0:
-        return "no stage-2 faults in this capture"
-    if focus is None or focus not in phases["name"].to_list():
-        bp = by_phase(faults).sort("faults", descending=True).row(0, named=True)
-        return (f"{100 * bp['faults'] / total:.0f}% of stage-2 faults ({bp['faults']:,} of {total:,}) "
-                f"happened in the {bp['phase']} phase")
-    row = phases.filter(pl.col("name") == focus).row(0, named=True)
-    s = split(faults, row["start_ns"], row["end_ns"])
-    before = faults.filter(pl.col("t_ns") < row["start_ns"])
-    in_boot = int((before["phase"] == "boot").sum())
-    where = ", during guest boot" if before.height and in_boot >= 0.9 * before.height else ""
-    text = (f"{100 * s['before'] / total:.0f}% of stage-2 faults ({s['before']:,}) happened before the {focus} "
-            f"phase{where}; the {focus} phase saw {s['inside']:,}")
-    inside = faults.filter(pl.col("t_ns").is_between(row["start_ns"], row["end_ns"]))
-    parts = _inside_words(inside)
-    if parts:
-        text += ": " + ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1]
-    if s["after"]:
-        text += f"; {s['after']:,} came after it"
-    return text
-
-
-def focus_phase(phases: pl.DataFrame, window: str | None) -> str | None:
-    """The phase the verdict is about: ``window``, else ``cyclictest``, else the first phase that is not boot."""
-    names = phases["name"].to_list()
-    if window is not None:
-        return window
-    if "cyclictest" in names:
-        return "cyclictest"
-    return next((n for n in names if n != "boot"), None)
-
 
 def guest_stage1(t: EventTables, phases: pl.DataFrame, offset_ns: int = 0) -> tuple[pl.DataFrame, list[str]]:
     """Stage-1 page faults of a guest-side capture per phase: phase, stage1_faults; and the events used.
@@ -388,83 +317,3 @@ def guest_stage1(t: EventTables, phases: pl.DataFrame, offset_ns: int = 0) -> tu
     out = (ts.select(phase_of(pl.col("ts"), phases).fill_null("(none)").alias("phase"))
            .group_by("phase").agg(pl.len().cast(pl.UInt32).alias("stage1_faults")))
     return out, names
-
-
-@dataclass
-class FaultsReport:
-    """``kvmtrace faults``: the per-fault table and its summaries."""
-
-    capture: str
-    window: str | None          # --window: rows restricted to this phase
-    focus: str | None           # the phase of the before/inside/after split and the verdict
-    faults: pl.DataFrame
-    regions: pl.DataFrame
-    phases: pl.DataFrame
-    split: dict[str, int] | None
-    timeline: pl.DataFrame
-    verdict: str
-    notes: list[str]
-    stage1: pl.DataFrame | None = None   # phase, stage2_faults, stage1_faults (with --guest)
-    stage1_events: list[str] = field(default_factory=list)
-
-    def by_phase(self) -> pl.DataFrame:
-        return by_phase(self.faults)
-
-    def by_region(self) -> pl.DataFrame:
-        return by_region(self.faults)
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "kvmtrace_faults": 1, "capture": self.capture, "window": self.window, "focus": self.focus,
-            "faults": self.faults.height, "split": self.split, "verdict": self.verdict,
-            "by_phase": self.by_phase().to_dicts(), "by_region": self.by_region().to_dicts(),
-            "regions": self.regions.to_dicts(), "timeline": self.timeline.to_dicts(),
-            "stage1": self.stage1.to_dicts() if self.stage1 is not None else None,
-            "stage1_events": self.stage1_events, "notes": self.notes,
-        }
-
-
-def faults_report(t: EventTables, phases: pl.DataFrame, capture: str,
-                  window: tuple[str, int, int] | None = None,
-                  guest_memory: list[dict[str, object]] | None = None,
-                  guest: tuple[EventTables, pl.DataFrame] | None = None,
-                  guest_offset_ns: int | None = None) -> FaultsReport:
-    """Stage-2 faults of the capture (or of a window: name, start_ns, end_ns) with the split around the
-    focus phase and a verdict."""
-    table = fault_table(t, phases, guest_memory)
-    f = table.faults
-    names = phases["name"].to_list()
-    focus = focus_phase(phases, window[0] if window is not None and window[0] in names else None)
-    sp = None
-    if focus is not None and focus in names:
-        row = phases.filter(pl.col("name") == focus).row(0, named=True)
-        sp = split(f, row["start_ns"], row["end_ns"])
-    text = verdict(f, phases, focus if focus in names else None)
-    if window is not None:
-        _, start, end = window
-        f = f.filter(pl.col("t_ns").is_between(start, end))
-    else:
-        start, end = int(t.events["ts"].min()), int(t.events["ts"].max())  # type: ignore[arg-type]
-    report = FaultsReport(capture, window[0] if window else None, focus, f, table.regions, phases, sp,
-                          timeline(f, start, end), text, table.notes)
-    if guest is not None:
-        _add_stage1(report, *guest, guest_offset_ns)
-    return report
-
-
-def _add_stage1(report: FaultsReport, gt: EventTables, gphases: pl.DataFrame, offset_ns: int | None = None) -> None:
-    if offset_ns is not None:  # the guest aligned on the host's clock: the host's phases for both
-        s1, used = guest_stage1(gt, report.phases, offset_ns)
-        report.notes.append(f"guest clock aligned on the host's (guest + {offset_ns / 1e9:.6f} s): stage-1 faults "
-                            "counted in the host's phases")
-    else:
-        s1, used = guest_stage1(gt, gphases)
-    report.stage1_events = used
-    if not used:
-        report.notes.append("the guest capture has no page-fault events (page_fault_user/kernel, kprobes on "
-                            "do_page_fault / do_mem_abort / handle_mm_fault): stage-1 faults not counted")
-    s2 = by_phase(report.faults).select("phase", pl.col("faults").alias("stage2_faults"))
-    # without fault events in the guest capture, stage-1 faults are not recorded (null), not zero
-    recorded = pl.col("stage1_faults").fill_null(0) if used else pl.lit(None, pl.UInt32)
-    report.stage1 = (s2.join(s1, on="phase", how="full", coalesce=True)
-                     .with_columns(pl.col("stage2_faults").fill_null(0), recorded.alias("stage1_faults")))

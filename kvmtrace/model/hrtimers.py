@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from kvmtrace.ingest.tables import EventTables
+from kvmtrace.ingest.tables import EventTables, cpu_column
 from kvmtrace.model.clocks import MonoClock
 
 TIMER_WAKEUP_SCHEMA = {
@@ -31,7 +31,7 @@ def timer_wakeups(t: EventTables, mono: MonoClock | None, pids: pl.Series | None
     wake = t.table("sched_wakeup")
     if pids is not None:
         wake = wake.filter(pl.col("pid").is_in(pids.implode()))
-    cpu = "common_cpu" if "common_cpu" in wake.columns else "cpu"
+    cpu = cpu_column(wake)
     wake = wake.select(pl.col("idx").alias("w_idx"), pl.col("ts").alias("w_ts"), "pid", pl.col(cpu).alias("ev_cpu"))
     entry = t.table("hrtimer_expire_entry").select(pl.col("cpu").alias("ev_cpu"), pl.col("idx").alias("x_idx"),
                                                    pl.col("ts").alias("x_ts"), "hrtimer",

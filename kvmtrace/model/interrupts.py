@@ -17,7 +17,7 @@ from __future__ import annotations
 import polars as pl
 
 from kvmtrace.errors import MissingEventsError
-from kvmtrace.ingest.tables import EventTables
+from kvmtrace.ingest.tables import EventTables, pid_column
 
 STAGES = ("timer", "host_irq", "vcpu_wait", "inject", "exit", "entry")
 STAGE_COLUMNS = tuple(f"{s}_ns" for s in STAGES)
@@ -36,14 +36,10 @@ INTERRUPT_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
-def _pid(df: pl.DataFrame) -> str:
-    return "common_pid" if "common_pid" in df.columns else "pid"
-
-
 def _by_vcpu(t: EventTables, name: str, vcpus: pl.Series, *extra: str | pl.Expr) -> pl.DataFrame:
     df = t.table(name)
-    return (df.filter(pl.col(_pid(df)).is_in(vcpus.implode()))
-              .select(pl.col(_pid(df)).alias("vcpu_tid"), "idx", "ts", "cpu", *extra))
+    return (df.filter(pl.col(pid_column(df)).is_in(vcpus.implode()))
+              .select(pl.col(pid_column(df)).alias("vcpu_tid"), "idx", "ts", "cpu", *extra))
 
 
 def _next(left: pl.DataFrame, right: pl.DataFrame, left_on: str, prefix: str) -> pl.DataFrame:
@@ -237,10 +233,10 @@ def vcpu_ids(t: EventTables, vcpus: pl.Series) -> pl.DataFrame:
     for name in ("kvm_timer_update_irq", "kvm_get_timer_map", "vgic_update_irq_pending"):
         if t.has(name):
             df = t.table(name)
-            own = df.filter(pl.col(_pid(df)).is_in(vcpus.implode()))
+            own = df.filter(pl.col(pid_column(df)).is_in(vcpus.implode()))
             if own.height:
-                return (own.group_by(pl.col("vcpu_id").cast(pl.Int64)).agg(pl.col(_pid(df)).mode().first())
-                        .select("vcpu_id", pl.col(_pid(df)).alias("vcpu_tid").cast(pl.Int32)))
+                return (own.group_by(pl.col("vcpu_id").cast(pl.Int64)).agg(pl.col(pid_column(df)).mode().first())
+                        .select("vcpu_id", pl.col(pid_column(df)).alias("vcpu_tid").cast(pl.Int32)))
     return pl.DataFrame({"vcpu_id": [0], "vcpu_tid": vcpus.head(1).cast(pl.Int32)})
 
 
@@ -249,12 +245,12 @@ def device_interrupts(t: EventTables, vcpus: pl.Series) -> pl.DataFrame:
     ``vgic_update_irq_pending`` names: blocked (wakeup -> switch-in -> entry), running (kick ->
     kvm_exit -> entry) or in the host (the next entry delivers it)."""
     lines = t.table("kvm_irq_line").filter(pl.col("level") == 1)
-    pid = _pid(lines)
+    pid = pid_column(lines)
     df = lines.select(pl.col(pid).alias("injector"), pl.col("idx").alias("t_idx"), pl.col("ts").alias("t_ns"),
                       pl.col("irq_num").cast(pl.Int32).alias("irq"), pl.col("vcpu_idx").cast(pl.Int64).alias("vcpu_id"))
     if t.has("vgic_update_irq_pending"):  # the target the vgic chose
         vg = t.table("vgic_update_irq_pending").filter(pl.col("level").cast(pl.Int32) == 1)
-        vg = vg.select(pl.col(_pid(vg)).alias("injector"), pl.col("idx").alias("v_idx"),
+        vg = vg.select(pl.col(pid_column(vg)).alias("injector"), pl.col("idx").alias("v_idx"),
                        pl.col("irq").cast(pl.Int32).alias("irq"), pl.col("vcpu_id").cast(pl.Int64).alias("v_id"))
         df = df.sort("t_idx").join_asof(vg, left_on="t_idx", right_on="v_idx", by=["injector", "irq"],
                                         strategy="forward", check_sortedness=False)

@@ -81,7 +81,8 @@ def _period(df: pl.DataFrame) -> tuple[int | None, int | None]:
     """Median spacing of the throttled intervals of the most throttled task on its CPU, and their median length."""
     if df.height == 0:
         return None, None
-    top = df.group_by("cpu", "task_pid").len().sort("len", descending=True).row(0, named=True)
+    top = (df.group_by("cpu", "task_pid").len()
+           .sort(["len", "cpu", "task_pid"], descending=[True, False, False]).row(0, named=True))
     mine = df.filter(pl.col("cpu") == top["cpu"], pl.col("task_pid") == top["task_pid"]).sort("start_ns")
     length = int(pl.Series(mine["end_ns"] - mine["start_ns"]).median())  # type: ignore[arg-type]
     if mine.height < 2:

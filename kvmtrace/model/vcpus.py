@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from kvmtrace.errors import MissingEventsError
-from kvmtrace.ingest.tables import EventTables
+from kvmtrace.ingest.tables import EventTables, pid_column
+from kvmtrace.model.requires import requires_events
 
 STATES = ("guest", "host_handling", "blocked", "preempted", "waking")
 TASK_STATE_MASK = 0xFF  # TASK_REPORT bits; 0 means runnable (printed R or R+)
@@ -27,14 +27,12 @@ STATE_SCHEMA = {"vcpu_tid": pl.Int32(), "state": pl.String(), "start_ns": pl.Int
                 "cpu": pl.Int32(), "start_idx": pl.UInt32()}
 
 
+@requires_events("kvm:kvm_entry", "kvm:kvm_exit", analysis="vCPU discovery", any_of=True)
 def vcpu_threads(t: EventTables) -> pl.DataFrame:
     """One row per vCPU thread: vcpu_tid, comm, entries (kvm_entry count), cpus it entered the guest on."""
-    if not t.has("kvm_entry") and not t.has("kvm_exit"):
-        raise MissingEventsError(t.meta.path, "vCPU discovery", ["kvm:kvm_entry", "kvm:kvm_exit"],
-                                 "record with -e kvm:kvm_entry -e kvm:kvm_exit")
     name = "kvm_entry" if t.has("kvm_entry") else "kvm_exit"
     entries = t.table(name)
-    pid = _pid_col(entries)
+    pid = pid_column(entries)
     last = entries.group_by(pid).agg(pl.col("idx").last())  # the comm of each thread's last entry
     comm = last.select(pl.col(pid).alias("vcpu_tid"), t.at(pl.col("idx"), "comm").alias("comm"))
     return (entries.select(pl.col(pid).alias("vcpu_tid"), "cpu")
@@ -45,18 +43,14 @@ def vcpu_threads(t: EventTables) -> pl.DataFrame:
             .cast(VCPU_SCHEMA))  # type: ignore[arg-type]
 
 
-def _pid_col(df: pl.DataFrame) -> str:
-    return "common_pid" if "common_pid" in df.columns else "pid"
-
-
 def state_transitions(t: EventTables, vcpus: pl.Series) -> pl.DataFrame:
     """Every event that changes a vCPU thread's state: vcpu_tid, idx, ts, cpu, to_state."""
     parts = []
     for name, state in (("kvm_entry", "guest"), ("kvm_exit", "host_handling")):
         if t.has(name):
             df = t.table(name)
-            parts.append(df.filter(pl.col(_pid_col(df)).is_in(vcpus.implode()))
-                         .select(pl.col(_pid_col(df)).alias("vcpu_tid"), "idx", "ts", "cpu",
+            parts.append(df.filter(pl.col(pid_column(df)).is_in(vcpus.implode()))
+                         .select(pl.col(pid_column(df)).alias("vcpu_tid"), "idx", "ts", "cpu",
                                  pl.lit(state).alias("to_state")))
     if t.has("sched_switch"):
         sw = t.table("sched_switch")

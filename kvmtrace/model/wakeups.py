@@ -39,7 +39,7 @@ import math
 import numpy as np
 import polars as pl
 
-from kvmtrace.ingest.tables import EventTables
+from kvmtrace.ingest.tables import EventTables, cpu_column, pid_column
 from kvmtrace.model.clocks import mono_clock
 from kvmtrace.model.hrtimers import timer_wakeups
 from kvmtrace.model.interrupts import irq_context
@@ -62,7 +62,7 @@ def irq_wakeups(t: EventTables, tids: pl.Series | None) -> pl.DataFrame:
     wake = t.table("sched_wakeup")
     if tids is not None:
         wake = wake.filter(pl.col("pid").is_in(tids.implode()))
-    cpu = "common_cpu" if "common_cpu" in wake.columns else "cpu"
+    cpu = cpu_column(wake)
     wake = wake.select(pl.col("idx").alias("w_idx"), pl.col("ts").alias("w_ts"), "pid", pl.col(cpu).alias("ev_cpu"))
     irqs = irq_context(t).select(pl.col("cpu").alias("ev_cpu"), pl.col("idx").alias("x_idx"),
                                  pl.col("ts").alias("x_ts"), pl.col("end_idx").alias("x_end"))
@@ -106,7 +106,7 @@ def _with_user_return(t: EventTables, df: pl.DataFrame) -> pl.DataFrame:
     if not t.has("sys_exit"):
         return df.with_columns(pl.lit(None, pl.Int64).alias("user_ns"))
     exits = t.table("sys_exit")
-    pid = "common_pid" if "common_pid" in exits.columns else "pid"
+    pid = pid_column(exits)
     ex = exits.select(pl.col(pid).alias("pid"), pl.col("idx").alias("u_idx"), pl.col("ts").alias("user_ns"))
     df = df.sort("switch_idx").join_asof(ex, left_on="switch_idx", right_on="u_idx", by="pid", strategy="forward",
                                          check_sortedness=False)

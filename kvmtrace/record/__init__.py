@@ -1,1 +1,1 @@
-"""Recording side of kvmtrace: capture helpers and the trace.dat writer."""
+"""Recording side of kvmtrace (standard library only): tracefs, workloads, the recorder (writes via fileformats)."""

@@ -14,8 +14,8 @@ import sys
 from collections.abc import Iterator
 from typing import IO
 
+from kvmtrace.fileformats.writer import TraceDatWriter
 from kvmtrace.record.rawdir import page_geometry
-from kvmtrace.record.tracedat_writer import TraceDatWriter
 from kvmtrace.record.tracefs import RecordError, os_message
 
 _CPU_RAW = re.compile(r"^cpu(\d+)\.raw$")

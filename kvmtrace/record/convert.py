@@ -12,8 +12,8 @@ import shutil
 import sys
 from typing import Any
 
+from kvmtrace.fileformats.manifest import MANIFEST_NAME, write_manifest
 from kvmtrace.record.assemble import assemble, cpu_stats, lost_from_stats, read_info
-from kvmtrace.record.manifest import MANIFEST_NAME, write_manifest
 from kvmtrace.record.options import RecordOptions
 from kvmtrace.record.tracefs import RecordError
 

@@ -22,10 +22,10 @@ import time
 import traceback
 from typing import IO, Any
 
+from kvmtrace.fileformats.manifest import write_manifest
 from kvmtrace.record import events as ev
 from kvmtrace.record import rawdir, sysinfo, workloads
 from kvmtrace.record.assemble import assemble, cpu_stats, lost_from_stats
-from kvmtrace.record.manifest import write_manifest
 from kvmtrace.record.options import RecordOptions
 from kvmtrace.record.signals import Interrupted, SignalGuard
 from kvmtrace.record.tracefs import Instance, RecordError, TopLevelState, TraceFs, os_message

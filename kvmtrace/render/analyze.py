@@ -10,9 +10,10 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from kvmtrace.analysis.verdicts import STAGE_WORDS, fmt_ns
+from kvmtrace.analysis.verdicts import STAGE_WORDS
 from kvmtrace.model.interrupts import STAGES
 from kvmtrace.render.tables import facts_table
+from kvmtrace.units import fmt_ns, us_or_ms
 
 STAGE_SPAN = {"timer": "deadline -> host IRQ", "host_irq": "host IRQ -> wakeup / injection",
               "vcpu_wait": "wakeup -> switch-in", "inject": "switch-in -> injection",
@@ -22,6 +23,20 @@ STAGE_STYLE = {"timer": "magenta", "host_irq": "red", "vcpu_wait": "yellow", "in
 STAGE_LETTER = {"timer": "T", "host_irq": "H", "vcpu_wait": "W", "inject": "I", "exit": "X", "entry": "E"}
 BAR_WIDTH = 50
 HIST_WIDTH = 36
+
+
+def render_analyze_report(doc: dict[str, Any], console: Console) -> None:
+    """The analyze document: the guest's interrupts, then the host's real-time threads and the guest's
+    loops when it has them (a host without guests: its threads alone)."""
+    from kvmtrace.render.guest import render_guest
+    from kvmtrace.render.native import render_native
+
+    if "interrupts" in doc:
+        render_analyze(doc, console)
+    if doc.get("native") is not None:
+        render_native(doc, console)
+    if doc.get("guest") is not None:
+        render_guest(doc, console)
 
 
 def render_analyze(doc: dict[str, Any], console: Console) -> None:
@@ -113,12 +128,8 @@ def _histogram(irqs: dict[str, Any]) -> Table:
     top = max((b["count"] for b in irqs["histogram"]), default=1)
     for b in irqs["histogram"]:
         width = max(1, round(HIST_WIDTH * math.log10(b["count"] + 1) / math.log10(top + 1)))
-        t.add_row(f"{_us(b['from_us'])} - {_us(b['to_us'])}", f"{b['count']:,}", "█" * width)
+        t.add_row(f"{us_or_ms(b['from_us'])} - {us_or_ms(b['to_us'])}", f"{b['count']:,}", "█" * width)
     return t
-
-
-def _us(us: int) -> str:
-    return f"{us / 1000:g} ms" if us >= 1000 else f"{us} us"
 
 
 def plain_output(console: Console) -> bool:

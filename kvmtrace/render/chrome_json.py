@@ -19,12 +19,9 @@ from typing import Any
 import polars as pl
 
 from kvmtrace.render.timeline import Layer, Timeline, Track
+from kvmtrace.units import us_value
 
 FLOW_PHASES = {0: "s", 1: "t", 2: "f"}
-
-
-def _us(ns: int) -> float:
-    return round(ns / 1000, 3)
 
 
 def placement(tl: Timeline) -> dict[int, tuple[int, int]]:
@@ -70,14 +67,14 @@ def _slices(layer: Layer, where: dict[int, tuple[int, int]]) -> list[dict[str, A
         for (track, s, e, name), a in zip(f.select("track", "start_ns", "end_ns", "name").iter_rows(), args,
                                           strict=True):
             pid, tid = where[track]
-            out.append({"ph": "X", "name": name, "cat": layer.category, "ts": _us(s), "dur": _us(e - s),
+            out.append({"ph": "X", "name": name, "cat": layer.category, "ts": us_value(s), "dur": us_value(e - s),
                         "pid": pid, "tid": tid, "args": a})
         return out
     for (track, s, e, name, key), a in zip(f.select("track", "start_ns", "end_ns", "name", layer.async_id)
                                            .iter_rows(), args, strict=True):
         pid, tid = where[track]
         common = {"name": name, "cat": "interrupt", "id": str(key), "pid": pid, "tid": tid}
-        out += [{**common, "ph": "b", "ts": _us(s), "args": a}, {**common, "ph": "e", "ts": _us(e)}]
+        out += [{**common, "ph": "b", "ts": us_value(s), "args": a}, {**common, "ph": "e", "ts": us_value(e)}]
     return out
 
 
@@ -85,7 +82,7 @@ def _instants(layer: Layer, where: dict[int, tuple[int, int]]) -> list[dict[str,
     out = []
     for (track, ts, name), a in zip(layer.frame.select("track", "ts", "name").iter_rows(), _args(layer), strict=True):
         pid, tid = where[track]
-        out.append({"ph": "i", "s": "t", "name": name, "cat": layer.category, "ts": _us(ts), "pid": pid,
+        out.append({"ph": "i", "s": "t", "name": name, "cat": layer.category, "ts": us_value(ts), "pid": pid,
                     "tid": tid, "args": a})
     return out
 
@@ -95,7 +92,7 @@ def _counters(tl: Timeline, where: dict[int, tuple[int, int]]) -> list[dict[str,
     out = []
     for track, ts, value in tl.counters.select("track", "ts", "value").iter_rows():
         t = by_uid[track]
-        out.append({"ph": "C", "name": t.name, "ts": _us(ts), "pid": where[track][0],
+        out.append({"ph": "C", "name": t.name, "ts": us_value(ts), "pid": where[track][0],
                     "args": {t.unit or "value": round(value, 3)}})
     return out
 
@@ -104,8 +101,8 @@ def _flows(tl: Timeline, where: dict[int, tuple[int, int]]) -> list[dict[str, An
     out = []
     for fid, track, ts, step in tl.flows.select("flow_id", "track", "ts", "step").iter_rows():
         pid, tid = where[track]
-        ev = {"ph": FLOW_PHASES[step], "name": "interrupt", "cat": "flow", "id": str(fid), "ts": _us(ts), "pid": pid,
-              "tid": tid}
+        ev = {"ph": FLOW_PHASES[step], "name": "interrupt", "cat": "flow", "id": str(fid), "ts": us_value(ts),
+              "pid": pid, "tid": tid}
         if step == 2:
             ev["bp"] = "e"
         out.append(ev)

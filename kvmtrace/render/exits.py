@@ -6,15 +6,11 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
-from kvmtrace.model.exits import ExitsReport
+from kvmtrace.analysis.exits import ExitsReport
+from kvmtrace.units import us
 
 HANDLING = "handling (kvm_exit -> next kvm_entry, time in the host)"
 GUEST_RUN = "guest run (kvm_entry -> kvm_exit, time in the guest before the exit)"
-
-
-def us(ns: int | float | None) -> str:
-    """Nanoseconds as microseconds with one decimal; '-' for null."""
-    return "-" if ns is None else f"{ns / 1000:,.1f}"
 
 
 def _interval_table(df: pl.DataFrame, keys: list[str], label: str, prefix: str) -> Table:

@@ -6,8 +6,8 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
-from kvmtrace.model.faults import FaultsReport
-from kvmtrace.render.exits import us
+from kvmtrace.analysis.faults import FaultsReport
+from kvmtrace.units import us
 
 SPARK = " ▁▂▃▄▅▆▇█"
 

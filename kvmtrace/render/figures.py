@@ -19,9 +19,9 @@ import polars as pl
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from kvmtrace.analysis.verdicts import fmt_ns
 from kvmtrace.model.interrupts import STAGES
 from kvmtrace.render.analyze import STAGE_LETTER
+from kvmtrace.units import fmt_ns
 
 matplotlib.rcParams.update({"svg.fonttype": "none", "svg.hashsalt": "kvmtrace", "font.size": 9,
                             "axes.spines.top": False, "axes.spines.right": False})

@@ -7,8 +7,8 @@ from typing import Any
 
 from rich.console import Console
 
-from kvmtrace.analysis.verdicts import fmt_ns
 from kvmtrace.render.tables import facts_table
+from kvmtrace.units import fmt_ns
 
 
 def render_guest(doc: dict[str, Any], console: Console) -> None:

@@ -8,8 +8,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from kvmtrace.analysis.verdicts import fmt_ns
 from kvmtrace.render.tables import facts_table
+from kvmtrace.units import fmt_ns
 
 STAGE_SPAN = {"timer": "deadline -> timer IRQ", "host_irq": "timer IRQ -> wakeup", "wait": "wakeup -> switch-in",
               "user": "switch-in -> back in user space"}

@@ -17,14 +17,14 @@ from typing import Any
 import polars as pl
 from matplotlib.figure import Figure
 
+from kvmtrace.analysis.faults import FaultsReport, faults_report
+from kvmtrace.analysis.info import info_dict
 from kvmtrace.analysis.latency import LatencyAnalysis, analyze, choose_window
 from kvmtrace.capture import Capture
 from kvmtrace.errors import MissingEventsError
 from kvmtrace.model.exits import exit_table, summarise
-from kvmtrace.model.faults import FaultsReport, faults_report
 from kvmtrace.model.wakeups import thread_wakeups
 from kvmtrace.render import figures
-from kvmtrace.render.info import info_dict
 from kvmtrace.render.timeline import owner_kind, owner_name, rates
 
 TOP_EXIT_CLASSES = 5
@@ -86,7 +86,8 @@ def _exits(rep: CaptureReport, a: LatencyAnalysis) -> None:
     w = a.window
     rep.exits = summarise(table.filter(pl.col("t_ns").is_between(w.start_ns, w.end_ns)), ["exit_class"],
                           w.end_ns - w.start_ns)
-    top = table.group_by("exit_class").len().sort("len", descending=True).head(TOP_EXIT_CLASSES)["exit_class"]
+    top = (table.group_by("exit_class").len().sort(["len", "exit_class"], descending=[True, False])
+           .head(TOP_EXIT_CLASSES)["exit_class"])
     keyed = table.select(pl.when(pl.col("exit_class").is_in(top.implode())).then(pl.col("exit_class"))
                          .otherwise(pl.lit("other")).alias("key"), pl.col("t_ns").alias("ts"))
     ts = cap.tables.events["ts"]

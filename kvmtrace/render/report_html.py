@@ -16,12 +16,12 @@ import json
 from typing import Any
 
 from kvmtrace import __version__
-from kvmtrace.analysis.verdicts import fmt_ns
 from kvmtrace.model.interrupts import STAGES
 from kvmtrace.render import figures
 from kvmtrace.render.analyze import STAGE_LETTER, STAGE_SPAN, facts_rows
 from kvmtrace.render.comparison import Cell, compare
 from kvmtrace.render.report import CaptureReport, comparison_series
+from kvmtrace.units import fmt_ns
 
 STYLE = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto; max-width: 1100px;

@@ -10,8 +10,9 @@ from typing import Any
 
 import polars as pl
 
-from kvmtrace.model.exits import ExitsReport
-from kvmtrace.model.faults import FaultsReport
+from kvmtrace.analysis.exits import ExitsReport
+from kvmtrace.analysis.faults import FaultsReport
+from kvmtrace.analysis.vcpus import VcpusReport
 from kvmtrace.model.interrupts import STAGES
 from kvmtrace.render.analyze import STAGE_SPAN, facts_rows
 from kvmtrace.render.tables import Sections, rows_frame
@@ -20,7 +21,19 @@ MEASURES = ("best_latency_ns", "total_ns", "latency_ns", "timer_ns")
 
 
 def analyze_sections(doc: dict[str, Any]) -> Sections:
-    """``kvmtrace analyze``: facts, latency, stages, histogram, per vCPU, blame, worst interrupts, notes."""
+    """``kvmtrace analyze``: facts, latency, stages, histogram, per vCPU, blame, worst interrupts, notes;
+    then the host's real-time threads and the guest's loops when the document has them."""
+    if "interrupts" not in doc:  # a host without guests
+        return native_sections(doc["native"])
+    out = _guest_interrupt_sections(doc)
+    if doc.get("native"):
+        out += native_sections(doc["native"])
+    if doc.get("guest"):
+        out.append(("slowest cyclictest loops in the guest", rows_frame(doc["guest"]["worst_loops"])))
+    return out
+
+
+def _guest_interrupt_sections(doc: dict[str, Any]) -> Sections:
     irqs = doc["interrupts"]
     out: Sections = [("facts", pl.DataFrame(facts_rows(doc), schema=["fact", "value"], orient="row"))]
     latency = [{"measure": m, **irqs[m]} for m in MEASURES if irqs[m].get("count")]
@@ -64,7 +77,23 @@ def faults_sections(rep: FaultsReport) -> Sections:
     return out
 
 
-def vcpus_sections(threads: pl.DataFrame, summary: pl.DataFrame, holders: pl.DataFrame) -> Sections:
+def vcpus_sections(rep: VcpusReport) -> Sections:
     """``kvmtrace vcpus``: the threads, time per state, who held the CPU while each was runnable."""
-    return [("vCPU threads", threads), ("time per state", summary),
-            ("who held the CPU while the vCPU was runnable (waking, preempted)", holders)]
+    return [("vCPU threads", rep.threads), ("time per state", rep.time_per_state),
+            ("who held the CPU while the vCPU was runnable (waking, preempted)", rep.holders)]
+
+
+def native_sections(native: dict[str, Any]) -> Sections:
+    """The host's real-time threads (analysis/native.py): wakeup latency, stages, blame, worst wakeups."""
+    w = native["wakeups"]
+    out: Sections = [("real-time threads on the host", rows_frame(native["threads"]))]
+    latency = [{"measure": m, **w[m]} for m in ("latency_ns", "timer_ns") if w[m].get("count")]
+    if latency:
+        out.append(("wakeup latency (ns)", rows_frame(latency)))
+    if w["stages"]:
+        out.append(("wakeup stages (ns)", rows_frame([{"stage": k, **v} for k, v in w["stages"].items()])))
+    if native["blame"]:
+        out.append(("blame over all wakeups", rows_frame(native["blame"])))
+    if w["worst"]:
+        out.append(("worst wakeups", rows_frame([{"rank": n, **r} for n, r in enumerate(w["worst"], 1)])))
+    return out

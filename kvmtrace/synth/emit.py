@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from kvmtrace.record.tracedat_writer import (
+from kvmtrace.fileformats.writer import (
     TS_MASK,
     TYPE_PADDING,
     TYPE_TIME_EXTEND,

@@ -12,8 +12,8 @@ import numpy as np
 import polars as pl
 
 from kvmtrace.capture import Manifest
+from kvmtrace.fileformats.writer import CallableCompressor, TraceDatWriter
 from kvmtrace.model.phases import phases_from_markers
-from kvmtrace.record.tracedat_writer import CallableCompressor, TraceDatWriter
 from kvmtrace.synth.emit import EventSink, comm_bytes, load_formats
 from kvmtrace.synth.episodes import CAUSE_SHARE, HOST_IRQS, IPI_IRQ, NET_RX, NIC_IRQ, Ev, counter, net_split
 from kvmtrace.synth.scenario import sample

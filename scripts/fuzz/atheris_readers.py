@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Coverage-guided fuzzing of the readers with atheris (libFuzzer for Python), the C kernels built
-with AddressSanitizer and UBSan (KVMTRACE_NATIVE_SANITIZE=1, see kvmtrace/ingest/native.py).
+with AddressSanitizer and UBSan (KVMTRACE_NATIVE_SANITIZE=1, see kvmtrace/ingest/kernels.py).
 
     scripts/fuzz/atheris_readers.py -max_total_time=120            # the short CI run
     nice -n 19 scripts/fuzz/atheris_readers.py -max_total_time=1800 -jobs=1 WORK_DIR
@@ -66,7 +66,7 @@ def main() -> None:
     with atheris.instrument_imports(include=["kvmtrace"]):
         from kvmtrace.capture import Manifest, read_tables
         from kvmtrace.errors import CaptureError
-        from kvmtrace.ingest import native
+        from kvmtrace.ingest import kernels as native
 
     native.engine()  # build (sanitized) and load the kernels before fuzzing
     work = Path(tempfile.mkdtemp(prefix="kvmtrace-atheris-"))

@@ -105,7 +105,7 @@ def _irq_value(m: DatModel) -> None:
     """The first vgic_update_irq_pending record's irq (a __u32 at payload offset 16) set to 2516582427."""
     import numpy as np
 
-    from kvmtrace.ingest.pages import walk_pages
+    from kvmtrace.ingest.tracedat.pages import walk_pages
 
     wanted = next(int(re.search(r"ID: (\d+)", t).group(1))  # type: ignore[union-attr]
                   for _s, t in m.event_formats if "name: vgic_update_irq_pending\n" in t)

@@ -8,8 +8,8 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kvmtrace.ingest.tracedat import read_structure
-from kvmtrace.record.tracedat_writer import CallableCompressor, TraceDatWriter, header_page_text
+from kvmtrace.fileformats.writer import CallableCompressor, TraceDatWriter, header_page_text
+from kvmtrace.ingest.tracedat.reader import read_structure
 
 
 @dataclass

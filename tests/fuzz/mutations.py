@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from kvmtrace.record.tracedat_writer import OPT_DATE, OPT_OFFSET, OPT_TIME_SHIFT, OPT_TSC2NSEC
+from kvmtrace.fileformats.tracedat import OPT_DATE, OPT_OFFSET, OPT_TIME_SHIFT, OPT_TSC2NSEC
 from tests.fuzz.layout import Region, regions
 from tests.fuzz.model import DatModel, _compress_zeros
 

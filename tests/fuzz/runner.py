@@ -192,8 +192,8 @@ def _preload() -> None:
     import kvmtrace.analysis.latency
     import kvmtrace.capture
     import kvmtrace.cli
-    import kvmtrace.ingest.decode
-    import kvmtrace.ingest.text
+    import kvmtrace.ingest.text.reader
+    import kvmtrace.ingest.tracedat.decode
     import kvmtrace.render.analyze
     import kvmtrace.render.info  # noqa: F401
 

@@ -2,12 +2,12 @@
 
 Line prefixes are parsed in three tiers: the lines in the file's dominant column layout by
 text_modal, most others by text_fast (both numpy over the bytes, no per-line Python), the rest by the
-exact regexes of text_lines. ``-R`` payloads are read from 8-byte words (text_raw, text_typed), other
-payload forms by text_fields. The fast tiers take a line only where they give what the exact reader
+exact regexes of lines. ``-R`` payloads are read from 8-byte words (raw, typed), other
+payload forms by fields. The fast tiers take a line only where they give what the exact reader
 gives (tests/test_text_reader.py checks both ways). This module puts the parts together into the
 common table (time ordered) and one typed table per event, and reports everything it skipped.
 
-With the native engine (native.library(), KVMTRACE_ENGINE) the hot loops run in C (native_text.c via
+With the native engine (native.library(), KVMTRACE_ENGINE) the hot loops run in C (text/kernels.c via
 text_native: line bounds, the dominant-layout prefixes straight into their columns, the exact reader's
 few rows merged in place, grouping by event, packing and splitting the -R payloads, their integers and
 short strings) and the typed tables are made on two threads; the tables are the same as numpy's
@@ -31,7 +31,7 @@ import numpy as np
 import polars as pl
 
 from kvmtrace.errors import CaptureError
-from kvmtrace.ingest.formats import EventFormat
+from kvmtrace.fileformats.formats import EventFormat
 from kvmtrace.ingest.limits import LINE, LimitExceeded, line_limit
 from kvmtrace.ingest.memory import without_hugepage_advice
 from kvmtrace.ingest.tables import (
@@ -43,7 +43,7 @@ from kvmtrace.ingest.tables import (
     SkippedRegion,
     typed_key_names,
 )
-from kvmtrace.ingest.text_fast import (
+from kvmtrace.ingest.text.fast import (
     ByteText,
     FastPrefixes,
     Interned,
@@ -52,8 +52,8 @@ from kvmtrace.ingest.text_fast import (
     line_bounds,
     parse_prefixes,
 )
-from kvmtrace.ingest.text_fields import FormatCatalog, PayloadResult, bundled_catalog, parse_payload
-from kvmtrace.ingest.text_lines import (
+from kvmtrace.ingest.text.fields import FormatCatalog, PayloadResult, bundled_catalog, parse_payload
+from kvmtrace.ingest.text.lines import (
     ClassifiedLines,
     classify,
     looks_binary,
@@ -61,10 +61,10 @@ from kvmtrace.ingest.text_lines import (
     read_raw,
     split_lines,
 )
-from kvmtrace.ingest.text_modal import merge_prefixes, modal_prefixes
-from kvmtrace.ingest.text_native import group_rows, open_gaps, pack_codes, pack_groups, text_library
-from kvmtrace.ingest.text_native import line_bounds as native_line_bounds
-from kvmtrace.ingest.text_typed import Compact, compact_groups, fast_payload, native_payload
+from kvmtrace.ingest.text.modal import merge_prefixes, modal_prefixes
+from kvmtrace.ingest.text.native import group_rows, open_gaps, pack_codes, pack_groups, text_library
+from kvmtrace.ingest.text.native import line_bounds as native_line_bounds
+from kvmtrace.ingest.text.typed import Compact, compact_groups, fast_payload, native_payload
 
 SKIPPED_LIMIT = 100
 KERNEL_MARKER = "tracing_mark_write"  # tracefs prints the print event by its ip symbol
@@ -80,7 +80,7 @@ def read_text(path: str | Path, progress: bool = False) -> EventTables:
 
 def _read_text(path: Path, progress: bool) -> EventTables:
     """Lines framed (blank ones dropped), prefixes read by the fastest tier that takes them
-    (text_modal, then the window tier, then the exact reader for the rest), ordered, then the typed
+    (modal, then the window tier, then the exact reader for the rest), ordered, then the typed
     tables."""
     clock = _Progress(progress)
     raw = read_raw(path)
@@ -285,7 +285,7 @@ def _fast_frame(fast: FastPrefixes) -> pl.DataFrame:
 
 
 def _merged_in_place(fast: FastPrefixes, slow: pl.DataFrame) -> pl.DataFrame | None:
-    """_merged for the native columns (text_modal: views with room behind them): a few exact rows
+    """_merged for the native columns (modal: views with room behind them): a few exact rows
     opened in place between the fast ones (text_native.open_gaps), then one frame; the same frame as
     _merged(_fast_frame(fast), slow) without copying every column again. None where that is not so."""
     lib = text_library()

@@ -18,15 +18,10 @@ from typing import Any
 import numpy as np
 
 from kvmtrace.errors import CaptureError
-from kvmtrace.ingest.files import open_regular
-from kvmtrace.ingest.formats import EventFormat, FieldFormat, parse_event_format, parse_header_page
-from kvmtrace.ingest.inflate import InflateError, inflate_exact
-from kvmtrace.ingest.limits import MAX_CPU_ID, MAX_TS_NS, check_inflate
-from kvmtrace.ingest.memory import without_hugepage_advice
-from kvmtrace.ingest.tables import EventTables
+from kvmtrace.fileformats.formats import EventFormat, FieldFormat, parse_event_format, parse_header_page
 
-# The file format's constants live in one place, the (standard-library only) writer.
-from kvmtrace.record.tracedat_writer import (
+# The file format's constants live in one place: fileformats/tracedat.py (standard library only).
+from kvmtrace.fileformats.tracedat import (
     MAGIC,
     OPT_BUFFER,
     OPT_BUFFER_TEXT,
@@ -51,7 +46,12 @@ from kvmtrace.record.tracedat_writer import (
     OPT_UNAME,
     OPT_VERSION,
 )
-from kvmtrace.record.tracedat_writer import SEC_FL_COMPRESS as SECTION_FLAG_COMPRESSED
+from kvmtrace.fileformats.tracedat import SEC_FL_COMPRESS as SECTION_FLAG_COMPRESSED
+from kvmtrace.ingest.files import open_regular
+from kvmtrace.ingest.inflate import InflateError, inflate_exact
+from kvmtrace.ingest.limits import MAX_CPU_ID, MAX_TS_NS, check_inflate
+from kvmtrace.ingest.memory import without_hugepage_advice
+from kvmtrace.ingest.tables import EventTables
 
 OPTION_NAMES = {
     OPT_DATE: "DATE", OPT_CPUSTAT: "CPUSTAT", OPT_BUFFER: "BUFFER", OPT_TRACECLOCK: "TRACECLOCK",
@@ -741,7 +741,7 @@ def _check_header_page(fields: dict[str, FieldFormat], path: str, where: str) ->
 
 def read_tracedat(path: str | Path, progress: Any = None) -> EventTables:
     """Read a trace.dat file into EventTables (see ``kvmtrace.ingest.tables``)."""
-    from kvmtrace.ingest.decode import decode_tracedat
+    from kvmtrace.ingest.tracedat.decode import decode_tracedat
 
     with without_hugepage_advice():
         return decode_tracedat(read_structure(path), progress)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from kvmtrace.ingest.formats import EventFormat
+from kvmtrace.fileformats.formats import EventFormat
 
 _SPEC_RE = re.compile(
     r"%(?P<flags>[-+ #0]*)(?P<width>\d+|\*)?(?:\.(?P<prec>\d+|\*))?(?P<len>hh|h|ll|l|z|L|j|t)?"

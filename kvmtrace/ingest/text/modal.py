@@ -11,11 +11,11 @@ byte compares per line), the prefix splits into
 * the timestamp, read from fixed columns.
 
 Lines whose key is not plain (non-ASCII, tabs, a second ``[``, a long event name) or whose columns differ
-go on to the next tier (text_fast.parse_prefixes) and from there to the exact regex reader.
+go on to the next tier (fast.parse_prefixes) and from there to the exact regex reader.
 
 With the native engine the per-line checks, timestamps and key hashes come from kt_text_layout (on two
 threads), the codes of the distinct keys from kt_text_modal_codes and the columns of the lines taken
-from kt_text_modal_fill (native_text.c); only the decoding of the few distinct keys is shared.
+from kt_text_modal_fill (text/kernels.c); only the decoding of the few distinct keys is shared.
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from kvmtrace.ingest.kernels import ptr
 from kvmtrace.ingest.limits import MAX_CPU_ID, MAX_PID, MAX_TS_SECONDS
-from kvmtrace.ingest.native import ptr
-from kvmtrace.ingest.text_fast import I64, U64, ByteText, FastPrefixes, Interned, Mask, _swar8
-from kvmtrace.ingest.text_native import text_library
+from kvmtrace.ingest.text.fast import I64, U64, ByteText, FastPrefixes, Interned, Mask, _swar8
+from kvmtrace.ingest.text.native import text_library
 
 KEY2 = 24  # bytes hashed from the event name on (name, ':', padding, first payload byte)
 SAMPLE = 1000  # lines looked at to find the dominant layout

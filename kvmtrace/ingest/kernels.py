@@ -1,4 +1,4 @@
-"""The native kernels (native*.c): built once per machine with the C compiler, loaded with ctypes.
+"""The native kernels (tracedat/kernels.c, text/kernels.c): built once per machine, loaded with ctypes.
 
 ``engine()`` says which engine reads trace.dat files: ``native`` when the kernels are built and
 loaded, else ``numpy`` (the same results, 2-4x slower), with the reason. ``KVMTRACE_ENGINE``
@@ -6,7 +6,7 @@ chooses: ``auto`` (default), ``native`` (an error if it cannot be built) or ``nu
 
 The library is compiled with ``$CC`` (default ``cc``) into ``$KVMTRACE_NATIVE_DIR`` (default
 ``$XDG_CACHE_HOME/kvmtrace``, i.e. ``~/.cache/kvmtrace``), named by the hash of its source, so an
-edited native.c is rebuilt and concurrent first uses cannot see a half-written file.
+edited tracedat/kernels.c is rebuilt and concurrent first uses cannot see a half-written file.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ import numpy as np
 
 from kvmtrace.errors import CaptureError
 
-SOURCE = Path(__file__).with_name("native.c")
-SOURCES = (SOURCE, Path(__file__).with_name("native_text.c"))  # compiled into the one library
+HERE = Path(__file__).parent
+SOURCE = HERE / "tracedat" / "kernels.c"
+SOURCES = (SOURCE, HERE / "text" / "kernels.c")  # compiled into the one library
 ABI_VERSION = 2
 _P = ctypes.c_void_p
 _I64 = ctypes.c_int64
@@ -135,7 +136,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.kt_walk.restype = _I64
     lib.kt_walk.argtypes = [_P, *[_I64] * 5, _I32, *[_P] * 9, _I64, _P, _I64, _P]
     lib.kt_merge_scatter.restype = _I32
-    lib.kt_merge_scatter.argtypes = [_P]  # a MergeScatter struct (native_read.py)
+    lib.kt_merge_scatter.argtypes = [_P]  # a MergeScatter struct (tracedat/native.py)
     lib.kt_type_max_len.restype = None
     lib.kt_type_max_len.argtypes = [_P, _P, _I64, _I64, _P]
     lib.kt_text_fields.restype = _I32

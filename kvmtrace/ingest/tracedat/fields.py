@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from kvmtrace.ingest.formats import EventFormat, FieldFormat
+from kvmtrace.fileformats.formats import EventFormat, FieldFormat
+from kvmtrace.ingest.dtypes import field_dtype
 
 _HASH_MULT = np.uint64(0x9E3779B97F4A7C15)
 _MAX_STRING_WIDTH = 4096
@@ -130,7 +131,7 @@ def field_series(blob: Blob, payload: np.ndarray, length: np.ndarray, f: FieldFo
             return strings_from_spans(blob, starts, span).alias(f.name)
         return _int_lists(blob, starts, span, f).alias(f.name)
     if f.size not in (1, 2, 4, 8):  # as libtraceevent's tep_read_number: 0
-        return pl.Series(f.name, np.zeros(len(payload), np.uint64), dtype=f.polars_dtype())
+        return pl.Series(f.name, np.zeros(len(payload), np.uint64), dtype=field_dtype(f))
     values = blob.integer(payload, f.size, f.signed, f.offset)
     outside = length < f.offset + f.size
     if outside.any():
@@ -140,7 +141,7 @@ def field_series(blob: Blob, payload: np.ndarray, length: np.ndarray, f: FieldFo
                          f"{f.offset}..{f.offset + f.size}: read as 0")
     if f.is_bool:
         return pl.Series(f.name, values != 0)
-    return pl.Series(f.name, values, dtype=f.polars_dtype())
+    return pl.Series(f.name, values, dtype=field_dtype(f))
 
 
 def _dynamic_field(blob: Blob, payload: np.ndarray, length: np.ndarray, f: FieldFormat,
@@ -165,7 +166,7 @@ def _int_lists(blob: Blob, starts: np.ndarray, spans: np.ndarray, f: FieldFormat
     n, total = len(counts), int(counts.sum())
     first = np.cumsum(counts) - counts
     addr = np.repeat(np.asarray(starts, np.int64) - first * elem, counts) + np.arange(total, dtype=np.int64) * elem
-    dtype = pl.List(FieldFormat("x", "", 0, elem, f.signed).polars_dtype())
+    dtype = pl.List(field_dtype(FieldFormat("x", "", 0, elem, f.signed)))
     values = pl.Series("v", blob.integer(addr, elem, f.signed), dtype=dtype.inner)
     grouped = pl.DataFrame({"row": np.repeat(np.arange(n, dtype=np.int64), counts), "v": values}).group_by(
         "row", maintain_order=True).agg("v")
@@ -216,7 +217,7 @@ def plain_series(f: FieldFormat, values: np.ndarray) -> pl.Series:
     if f.is_bool:
         return pl.Series(f.name, values != 0)
     native = np.ascontiguousarray(values).astype(plain_code(f, "="), copy=False)
-    return pl.Series(f.name, native, dtype=f.polars_dtype())
+    return pl.Series(f.name, native, dtype=field_dtype(f))
 
 
 def string_width(f: FieldFormat, max_len: int) -> int:

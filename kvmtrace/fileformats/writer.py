@@ -20,7 +20,6 @@ The module must stay Python 3.8 compatible and import nothing outside the standa
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import struct
 import tempfile
@@ -28,78 +27,50 @@ import zlib
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
+from kvmtrace.fileformats.formats import EventFormat, FieldFormat, parse_format
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
 
-MAGIC = b"\x17\x08\x44tracing"
-
-# Ring-buffer event types (kernel/trace/ring_buffer.c).
-TYPE_PADDING = 29
-TYPE_TIME_EXTEND = 30
-TYPE_TIME_STAMP = 31
-TS_BITS = 27
-TS_MASK = (1 << TS_BITS) - 1
-MAX_SMALL_DATA = 28 * 4
-COMMIT_MASK = (1 << 27) - 1
-RB_MISSED_EVENTS = 1 << 31
-RB_MISSED_STORED = 1 << 30
-
-# trace-cmd option / section ids (trace-cmd-private.h).
-OPT_DONE = 0
-OPT_DATE = 1
-OPT_CPUSTAT = 2
-OPT_BUFFER = 3
-OPT_TRACECLOCK = 4
-OPT_UNAME = 5
-OPT_HOOK = 6
-OPT_OFFSET = 7
-OPT_CPUCOUNT = 8
-OPT_VERSION = 9
-OPT_PROCMAPS = 10
-OPT_TRACEID = 11
-OPT_TIME_SHIFT = 12
-OPT_GUEST = 13
-OPT_TSC2NSEC = 14
-OPT_STRINGS = 15
-OPT_HEADER_INFO = 16
-OPT_FTRACE_EVENTS = 17
-OPT_EVENT_FORMATS = 18
-OPT_KALLSYMS = 19
-OPT_PRINTK = 20
-OPT_CMDLINES = 21
-OPT_BUFFER_TEXT = 22
-SEC_FL_COMPRESS = 1
-
-#: ``events/header_event`` as the kernel prints it (independent of the long size).
-HEADER_EVENT_TEXT = (
-    "# compressed entry header\n"
-    "\ttype_len    :    5 bits\n"
-    "\ttime_delta  :   27 bits\n"
-    "\tarray       :   32 bits\n"
-    "\n"
-    "\tpadding     : type == 29\n"
-    "\ttime_extend : type == 30\n"
-    "\ttime_stamp : type == 31\n"
-    "\tdata max type_len  == 28\n"
+from kvmtrace.fileformats.tracedat import (  # noqa: F401 - the layout, re-exported for the writer's users
+    COMMIT_MASK,
+    HEADER_EVENT_TEXT,
+    MAGIC,
+    MAX_SMALL_DATA,
+    OPT_BUFFER,
+    OPT_BUFFER_TEXT,
+    OPT_CMDLINES,
+    OPT_CPUCOUNT,
+    OPT_CPUSTAT,
+    OPT_DATE,
+    OPT_DONE,
+    OPT_EVENT_FORMATS,
+    OPT_FTRACE_EVENTS,
+    OPT_GUEST,
+    OPT_HEADER_INFO,
+    OPT_HOOK,
+    OPT_KALLSYMS,
+    OPT_OFFSET,
+    OPT_PRINTK,
+    OPT_PROCMAPS,
+    OPT_STRINGS,
+    OPT_TIME_SHIFT,
+    OPT_TRACECLOCK,
+    OPT_TRACEID,
+    OPT_TSC2NSEC,
+    OPT_UNAME,
+    OPT_VERSION,
+    RB_MISSED_EVENTS,
+    RB_MISSED_STORED,
+    SEC_FL_COMPRESS,
+    TS_BITS,
+    TS_MASK,
+    TYPE_PADDING,
+    TYPE_TIME_EXTEND,
+    TYPE_TIME_STAMP,
+    _check_long_size,
+    header_page_text,
 )
-
-
-def header_page_text(long_size: int = 8, page_size: int = 4096) -> str:
-    """``events/header_page`` for a kernel with a ``long_size``-byte ``long`` (the commit word)."""
-    _check_long_size(long_size)
-    data = 8 + long_size
-    return (
-        "\tfield: u64 timestamp;\toffset:0;\tsize:8;\tsigned:0;\n"
-        f"\tfield: local_t commit;\toffset:8;\tsize:{long_size};\tsigned:1;\n"
-        "\tfield: int overwrite;\toffset:8;\tsize:1;\tsigned:1;\n"
-        f"\tfield: char data;\toffset:{data};\tsize:{page_size - data};\tsigned:0;\n"
-    )
-
-
-def _check_long_size(long_size: int) -> None:
-    if long_size not in (4, 8):
-        raise ValueError(f"long size must be 4 or 8, got {long_size}")
-
 
 # --------------------------------------------------------------------------- compression
 
@@ -148,95 +119,7 @@ def _resolve_compressor(compression: str | Compressor | None) -> Compressor | No
     return compression
 
 
-# --------------------------------------------------------------------------- event formats
-
-_FIELD_RE = re.compile(
-    r"field:\s*(?P<decl>[^;]+);\s*offset:\s*(?P<offset>\d+);\s*size:\s*(?P<size>\d+);"
-    r"(?:\s*signed:\s*(?P<signed>-?\d+);)?"
-)
-_ARRAY_RE = re.compile(r"^(?P<head>.*?)(?P<name>\w+)\s*\[(?P<len>[^\]]*)\]\s*$")
-
-
-@dataclass(frozen=True)
-class FormatField:
-    """One field of an event record as its format file declares it."""
-
-    name: str
-    offset: int
-    size: int
-    signed: bool
-    kind: str  # "scalar", "array", "tail" (trailing name[]), "data_loc" or "rel_loc"
-    array_len: int = 0
-    ctype: str = ""
-
-    @property
-    def element_size(self) -> int:
-        """Bytes per element of an array (fixed arrays: size/len; others: from the C type)."""
-        if self.kind == "array" and self.array_len:
-            return max(1, self.size // self.array_len)
-        if self.kind == "scalar":
-            return self.size
-        return _ELEMENT_SIZES.get(self.ctype, 1)
-
-
-_ELEMENT_SIZES = {
-    "short": 2, "unsigned short": 2, "u16": 2, "s16": 2, "__u16": 2,
-    "int": 4, "unsigned int": 4, "u32": 4, "s32": 4, "__u32": 4, "pid_t": 4,
-    "u64": 8, "s64": 8, "__u64": 8, "long long": 8, "unsigned long long": 8,
-}
-
-
-@dataclass
-class EventFormat:
-    """An event type parsed from its format text (``name:``, ``ID:`` and ``field:`` lines)."""
-
-    system: str
-    name: str
-    id: int
-    fields: list[FormatField]
-    text: str
-
-    @property
-    def fixed_size(self) -> int:
-        return max((f.offset + f.size for f in self.fields), default=0)
-
-
-def parse_format(text: str, system: str = "") -> EventFormat:
-    """Parse one ``events/<system>/<event>/format`` text."""
-    name, event_id, fields = "", -1, []
-    for line in text.splitlines():
-        stripped = line.strip()
-        if stripped.startswith("name:"):
-            name = stripped[5:].strip()
-        elif stripped.startswith("ID:"):
-            event_id = int(stripped[3:].strip())
-        elif stripped.startswith("field:"):
-            fields.append(_parse_field(stripped))
-    if not name or event_id < 0:
-        raise ValueError("format text needs 'name:' and 'ID:' lines")
-    return EventFormat(system=system, name=name, id=event_id, fields=fields, text=text)
-
-
-def _parse_field(line: str) -> FormatField:
-    m = _FIELD_RE.match(line)
-    if not m:
-        raise ValueError(f"cannot parse field line {line!r}")
-    decl = m.group("decl").strip()
-    offset, size = int(m.group("offset")), int(m.group("size"))
-    signed = bool(int(m.group("signed") or 0))
-    for prefix in ("__data_loc", "__rel_loc"):
-        if decl.startswith(prefix):
-            head, name = decl[len(prefix):].rsplit(None, 1)
-            ctype = head.replace("[]", "").replace("const", "").strip()
-            return FormatField(name, offset, size, signed, prefix[2:], 0, ctype)
-    am = _ARRAY_RE.match(decl)
-    if am:
-        length = am.group("len").strip()
-        count = int(length, 0) if length.isdigit() else 0
-        kind = "array" if count else "tail"
-        ctype = am.group("head").replace("const", "").strip()
-        return FormatField(am.group("name"), offset, size, signed, kind, count, ctype)
-    return FormatField(decl.split()[-1], offset, size, signed, "scalar")
+# --------------------------------------------------------------------------- event formats: fileformats/formats.py
 
 
 _INT_CODES = {1: "b", 2: "h", 4: "i", 8: "q"}
@@ -274,7 +157,7 @@ class EventEncoder:
         vals = dict(values or {})
         vals.setdefault("common_type", self.format.id)
         record = bytearray(self.format.fixed_size)
-        dynamic: list[tuple[FormatField, bytes]] = []
+        dynamic: list[tuple[FieldFormat, bytes]] = []
         for fld in self.format.fields:
             value = vals.get(fld.name)
             if fld.kind in ("data_loc", "rel_loc"):
@@ -291,7 +174,7 @@ class EventEncoder:
             record += data
         return bytes(record)
 
-    def _fixed_bytes(self, fld: FormatField, value: Any) -> bytes:
+    def _fixed_bytes(self, fld: FieldFormat, value: Any) -> bytes:
         if fld.kind == "array":
             if isinstance(value, (list, tuple)):
                 size = fld.element_size
@@ -303,7 +186,7 @@ class EventEncoder:
             return data.ljust(fld.size, b"\0")
         return _pack_int(self._endian, fld.size, int(value))
 
-    def _dynamic_bytes(self, fld: FormatField, value: Any) -> bytes:
+    def _dynamic_bytes(self, fld: FieldFormat, value: Any) -> bytes:
         if value is None:
             return b""
         if isinstance(value, (list, tuple)):

@@ -17,11 +17,9 @@ import numpy as np
 import polars as pl
 
 from kvmtrace.errors import CaptureError
-from kvmtrace.ingest import native, native_read
-from kvmtrace.ingest.fields import Blob, event_columns, field_extent, field_series, plain_extent, plain_series
-from kvmtrace.ingest.formats import EventFormat
+from kvmtrace.fileformats.formats import EventFormat
+from kvmtrace.ingest import kernels
 from kvmtrace.ingest.limits import MAX_CPU_ID, MAX_TS_NS, check_tables
-from kvmtrace.ingest.pages import PageRecords, walk_pages
 from kvmtrace.ingest.tables import (
     COMMON_SCHEMA,
     CaptureMeta,
@@ -30,7 +28,10 @@ from kvmtrace.ingest.tables import (
     SkippedRegion,
     typed_key_names,
 )
-from kvmtrace.ingest.tracedat import BufferData, CpuData, TimestampCorrection, TraceDatFile
+from kvmtrace.ingest.tracedat import native
+from kvmtrace.ingest.tracedat.fields import Blob, event_columns, field_extent, field_series, plain_extent, plain_series
+from kvmtrace.ingest.tracedat.pages import PageRecords, walk_pages
+from kvmtrace.ingest.tracedat.reader import BufferData, CpuData, TimestampCorrection, TraceDatFile
 
 Progress = Callable[[str, float], None]
 
@@ -51,7 +52,7 @@ def decode_tracedat(f: TraceDatFile, progress: Progress | None = None) -> EventT
     report = ReadReport()
     layout = _common_layout(f.formats)
     formats = _formats_by_id(f.formats)
-    lib = native.library() if len(f.blob) < 1 << 32 and layout == STANDARD_COMMON else None
+    lib = kernels.library() if len(f.blob) < 1 << 32 and layout == STANDARD_COMMON else None
     streams = _walk_all(f, report, progress, keep_header=lib is not None)
     if progress:
         progress("ordering events", 0.6)
@@ -117,18 +118,18 @@ class _Merged(_Common):
 
 def _merge_scatter_native(lib: Any, streams: list[_Stream], f: TraceDatFile, blob: Blob,
                           formats: dict[int, EventFormat], report: ReadReport
-                          ) -> tuple[_Common, list[native_read.TypeColumns]] | None:
+                          ) -> tuple[_Common, list[native.TypeColumns]] | None:
     """The native engine: merge, common columns and typed columns in one pass per thread
-    (native_read.merge_scatter)."""
-    walked = [native_read.Walked(s.ts, s.payload, s.length, s.header, broken=[]) for s in streams]
-    cut = native_read.parts(lib, walked, _workers())
+    (native.merge_scatter)."""
+    walked = [native.Walked(s.ts, s.payload, s.length, s.header, broken=[]) for s in streams]
+    cut = native.parts(lib, walked, _workers())
     if cut is None:
         return None
     names = [f.buffers[s.buffer_index].name for s in streams] or [""]
     several_buffers = len(set(names)) > 1
     event_names, event_code_of_type = _type_names(cut.totals, formats)
     comm_names, comm_code_of_pid = _comm_table(f.cmdlines)
-    out = native_read.merge_scatter(lib, walked, cut, [s.cpu for s in streams], several_buffers, blob.data, blob.e,
+    out = native.merge_scatter(lib, walked, cut, [s.cpu for s in streams], several_buffers, blob.data, blob.e,
                                     formats, event_code_of_type, comm_code_of_pid)
     if out is None:
         return None
@@ -402,13 +403,13 @@ def _typed_tables(blob: Blob, formats: dict[int, EventFormat], m: _Merged, repor
     return out
 
 
-def _typed_tables_native(blob: Blob, types: list[native_read.TypeColumns], report: ReadReport
+def _typed_tables_native(blob: Blob, types: list[native.TypeColumns], report: ReadReport
                          ) -> dict[str, pl.DataFrame]:
     """One table per event type from the columns kt_merge_scatter filled: keys and plain fields
     wrapped as they are; strings, dynamic and array fields cut from the payload addresses kept."""
     notes: list[tuple[str, str]] = []
 
-    def build(col: native_read.TypeColumns) -> tuple[str, pl.DataFrame]:
+    def build(col: native.TypeColumns) -> tuple[str, pl.DataFrame]:
         fmt = col.fmt
         keys = _key_columns(fmt, col.idx, col.ts, col.cpu, col.pid)
         lengths = None if col.length is None else col.length.astype(np.int32)

@@ -1,4 +1,4 @@
-"""numpy-facing wrappers of the trace.dat kernels in native.c: the page walk of one CPU, and the
+"""numpy-facing wrappers of the trace.dat kernels in tracedat/kernels.c: the page walk of one CPU, and the
 merge of all CPUs into global time order fused with the copy of every event into its type's
 columns. decode.py chooses between these and the numpy engine."""
 
@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kvmtrace.ingest.fields import field_extent, is_plain, plain_code
-from kvmtrace.ingest.formats import EventFormat
-from kvmtrace.ingest.native import pointers, ptr
+from kvmtrace.fileformats.formats import EventFormat
+from kvmtrace.ingest.kernels import pointers, ptr
+from kvmtrace.ingest.tracedat.fields import field_extent, is_plain, plain_code
 
 _P = ctypes.c_void_p
 
@@ -101,7 +101,7 @@ class Merged:
 
 
 class _MergeScatter(ctypes.Structure):
-    """struct MergeScatter of native.c, field for field."""
+    """struct MergeScatter of tracedat/kernels.c, field for field."""
 
     _fields_ = [
         ("k", ctypes.c_int32), *((name, _P) for name in (

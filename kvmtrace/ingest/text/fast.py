@@ -1,6 +1,6 @@
 """Vectorised byte-level parsing of the common ``trace-cmd report`` line layout (numpy, no per-line Python).
 
-This is the second tier of the text reader: text_modal takes the lines in the file's dominant column
+This is the second tier of the text reader: modal takes the lines in the file's dominant column
 layout first, the lines it leaves come here, and the lines this leaves go to the exact regex reader.
 The text is one numpy uint8 array. Each step looks at a small fixed-width window of bytes per line
 (``sliding_window_view(buf, W)[positions]``), so a step costs a few numpy passes over n x W bytes.
@@ -256,7 +256,7 @@ class FastPrefixes:
 
     rows: I64
     ts: I64
-    frac_digits: NDArray[np.integer[Any]]  # int64, or uint32 (text_modal native)
+    frac_digits: NDArray[np.integer[Any]]  # int64, or uint32 (modal native)
     cpu: NDArray[np.signedinteger[Any]]
     pid: NDArray[np.signedinteger[Any]]
     comm: Interned
@@ -511,7 +511,7 @@ def _intern_buffers(text: ByteText, s: I64, buffer_len: I64) -> Interned | None:
     return Interned(codes, [b"", *interned.values])
 
 
-# ---------------------------------------------------------------- -R payloads (see text_raw)
+# ---------------------------------------------------------------- -R payloads (see raw)
 
 
 @dataclass

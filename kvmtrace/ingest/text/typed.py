@@ -1,7 +1,7 @@
-"""Typed columns of one event type straight from ``-R`` payload bytes (see text_fast), or None.
+"""Typed columns of one event type straight from ``-R`` payload bytes (see fast), or None.
 
 None means "not sure": the caller then decodes the payloads and uses the exact regex reader
-(text_fields.parse_payload). The fast result is taken only where it is the one parse_payload gives:
+(fields.parse_payload). The fast result is taken only where it is the one parse_payload gives:
 the event's first bundled format whose -R keys split every line, every value read, no field left null
 (symbol-printed fields aside).
 """
@@ -16,17 +16,18 @@ import numpy as np
 import polars as pl
 from numpy.typing import NDArray
 
-from kvmtrace.ingest import text_native
-from kvmtrace.ingest.formats import EventFormat, FieldFormat
-from kvmtrace.ingest.text_fast import I64, ByteText, Interned, Parsed, byte_positions, intern
-from kvmtrace.ingest.text_fields import (
+from kvmtrace.fileformats.formats import EventFormat, FieldFormat
+from kvmtrace.ingest.dtypes import field_dtype
+from kvmtrace.ingest.text import native as text_native
+from kvmtrace.ingest.text.fast import I64, ByteText, Interned, Parsed, byte_positions, intern
+from kvmtrace.ingest.text.fields import (
     SYMBOL_FIELDS,
     FormatCatalog,
     PayloadResult,
     typed_value,
 )
-from kvmtrace.ingest.text_printfmt import FieldRule, raw_value_rules
-from kvmtrace.ingest.text_raw import Spans, parse_ints, split
+from kvmtrace.ingest.text.printfmt import FieldRule, raw_value_rules
+from kvmtrace.ingest.text.raw import Spans, parse_ints, split
 
 STRING_INTERN_WIDTH = 32
 NUMPY_INTS: dict[pl.DataType, type[np.integer]] = {
@@ -142,7 +143,7 @@ def compact_groups(text: ByteText, ps_all: I64, pe_all: I64, groups: list[I64]) 
 
 
 IntReader = Callable[[ByteText, I64, I64, bool], Parsed]  # parse_ints or its native twin
-Interner = Callable[[ByteText, I64, I64], Interned | None]  # text_fast.intern or its native twin
+Interner = Callable[[ByteText, I64, I64], Interned | None]  # fast.intern or its native twin
 
 
 def fast_payload(
@@ -183,7 +184,7 @@ def native_payload(
 def _native_specs(fmt: EventFormat) -> list[text_native.FieldSpec] | None:
     """How text_native.fields gives each field of ``fmt`` for _native_typed (None: _typed gives no table)."""
     fields = fmt.payload_fields
-    if any(isinstance(f.polars_dtype(), pl.List) for f in fields):
+    if any(isinstance(field_dtype(f), pl.List) for f in fields):
         return None
     rules = raw_value_rules(fmt)
     specs = []
@@ -201,7 +202,7 @@ def _int_spec(f: FieldFormat, rule: FieldRule | None) -> text_native.FieldSpec |
     hex_default = rule is not None and (rule.hex or rule.conversion == "s")
     kind = text_native.FIELD_HEX if hex_default else text_native.FIELD_DEC
     bits = 8 * f.size if not f.is_bool else 8
-    np_type = NUMPY_INTS.get(f.polars_dtype())
+    np_type = NUMPY_INTS.get(field_dtype(f))
     if f.is_bool:
         return text_native.FieldSpec(kind, 8, np.dtype(np.uint8))
     if np_type is not None and (bits >= 64 or np.dtype(np_type).itemsize * 8 == bits):
@@ -248,7 +249,7 @@ def _typed(text: ByteText, fmt: EventFormat, spans: Spans, ints: IntReader, stri
            ) -> PayloadResult | None:
     """The typed columns of ``fmt`` from the value spans (``ints`` reads the integers)."""
     fields = fmt.payload_fields
-    if any(isinstance(f.polars_dtype(), pl.List) for f in fields):
+    if any(isinstance(field_dtype(f), pl.List) for f in fields):
         return None
     rules = raw_value_rules(fmt)
     columns: list[pl.Series] = []
@@ -291,7 +292,7 @@ def _int_column(
     if bool(parsed.negative.any()):
         as_int = np.where(parsed.negative, -as_int, as_int)
     bits = 8 * f.size if not f.is_bool else 8
-    np_type = NUMPY_INTS.get(f.polars_dtype())
+    np_type = NUMPY_INTS.get(field_dtype(f))
     if f.is_bool:
         values = pl.Series(f.name, (as_int & 0xFF) != 0)
     elif np_type is not None and (bits >= 64 or np.dtype(np_type).itemsize * 8 == bits):
@@ -307,7 +308,7 @@ def _int_column(
 
 
 def _cast(values: pl.Series, f: FieldFormat) -> pl.Series:
-    dtype = f.polars_dtype()
+    dtype = field_dtype(f)
     return values if values.dtype == dtype else values.cast(dtype, strict=False).alias(f.name)
 
 

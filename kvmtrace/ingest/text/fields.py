@@ -13,10 +13,11 @@ from pathlib import Path
 
 import polars as pl
 
-from kvmtrace.ingest.formats import EventFormat, FieldFormat, parse_event_format
-from kvmtrace.ingest.text_printfmt import FieldRule, PrettyForm, pretty_form, raw_value_rules
+from kvmtrace.fileformats.formats import EventFormat, FieldFormat, parse_event_format
+from kvmtrace.ingest.dtypes import field_dtype
+from kvmtrace.ingest.text.printfmt import FieldRule, PrettyForm, pretty_form, raw_value_rules
 
-FORMAT_ROOT = Path(__file__).resolve().parent.parent / "data" / "formats"
+FORMAT_ROOT = Path(__file__).resolve().parents[2] / "data" / "formats"
 KNOWN_SYSTEMS = ("irq_vectors", "kvmmmu", "sched", "irq", "timer", "ipi", "kvm", "ftrace")
 _KEY_RE = r"(?:^|\s)([A-Za-z_]\w*)="
 # trace-cmd plugins print some events their own way (and the kvm plugin fails on arm64).
@@ -213,7 +214,7 @@ def _unparsed(fmt: EventFormat | None, texts: pl.Series) -> pl.DataFrame:
         return pl.DataFrame({"payload": texts.cast(pl.String)})
     height = texts.len()
     return pl.DataFrame(
-        {f.name: pl.Series(f.name, [None] * height, dtype=f.polars_dtype()) for f in fields},
+        {f.name: pl.Series(f.name, [None] * height, dtype=field_dtype(f)) for f in fields},
         height=height,
     )
 
@@ -228,14 +229,14 @@ def _typed(
         if f.name in groups.columns:
             exprs.append(typed_value(pl.col(f.name), f, rules.get(f.name)).alias(f.name))
         else:
-            exprs.append(pl.lit(None, dtype=f.polars_dtype()).alias(f.name))
+            exprs.append(pl.lit(None, dtype=field_dtype(f)).alias(f.name))
     names = [f.name for f in fmt.payload_fields]
     return groups.with_columns(exprs).select(names)
 
 
 def typed_value(text: pl.Expr, f: FieldFormat, rule: FieldRule | None) -> pl.Expr:
     """One field's text (as printed) to its format dtype; what cannot be read becomes null."""
-    dtype = f.polars_dtype()
+    dtype = field_dtype(f)
     if f.is_string:
         return text.cast(pl.String)
     if isinstance(dtype, pl.List):
@@ -281,11 +282,15 @@ def parse_int(text: pl.Expr, hex_default: bool, bits: int, signed: bool) -> pl.E
 
 
 def _infer(groups: pl.DataFrame) -> pl.DataFrame:
-    """Without a format: Int64 where every value reads as an integer, String otherwise."""
+    """Without a format: Int64 where every value reads as an integer (UInt64 where they are all written
+    in hex, none negative: addresses and pointers, as a format file's ``void *`` gives them), String
+    otherwise."""
     exprs = []
     for name in groups.columns:
         col = groups[name]
-        as_int = groups.select(parse_int(pl.col(name), False, 64, True)).to_series()
+        values = col.drop_nulls().str.strip_chars()
+        unsigned = values.len() > 0 and bool(values.str.starts_with("0x").all())
+        as_int = groups.select(parse_int(pl.col(name), False, 64, not unsigned)).to_series()
         all_int = as_int.null_count() == col.null_count() and col.drop_nulls().len() > 0
         exprs.append(as_int.alias(name) if all_int else col.alias(name))
     return pl.DataFrame(exprs) if exprs else pl.DataFrame(height=groups.height)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kvmtrace.ingest.text_fast import I64, U64, WHITESPACE, ByteText, Mask, Parsed, _swar8
+from kvmtrace.ingest.text.fast import I64, U64, WHITESPACE, ByteText, Mask, Parsed, _swar8
 
 ONES = 0x0101010101010101
 ALL = np.uint64((1 << 64) - 1)
@@ -76,7 +76,7 @@ def split(
     raw = [k.encode() for k in keys]
     head_ok = (eq[0] == ps + len(raw[0])) & name_before(text, eq[0], raw[0])
     if not bool(head_ok.all()):
-        # text_fields strips plugin garbage ("CAN'T FIND FIELD", "<CANT ...", "[FAILED ...") first
+        # fields strips plugin garbage ("CAN'T FIND FIELD", "<CANT ...", "[FAILED ...") first
         return bool(np.isin(buf[ps[~head_ok]], np.frombuffer(b"C<[", dtype=np.uint8)).any())
     for j in range(1, count):
         if not bool(name_before(text, eq[j], b" " + raw[j]).all()):
@@ -98,7 +98,7 @@ def split(
 def parse_ints(text: ByteText, vs: I64, ve: I64, hex_default: bool) -> Parsed:
     """``' '* '-'? ('0x')? digits`` in [vs, ve): magnitude, sign, and where it was read.
 
-    Hex when the text has 0x or hex_default (as text_fields.parse_int); at most 16 hex / 19 decimal
+    Hex when the text has 0x or hex_default (as fields.parse_int); at most 16 hex / 19 decimal
     digits. Values of 1-8 plain digits (most of them) take a short way; the others the full one.
     """
     length = ve - vs

@@ -1,18 +1,18 @@
 /*
  * kvmtrace's native kernels for the text reader (``trace-cmd report -R`` payloads). Plain C99, no
- * Python headers: compiled into one library with native.c and loaded with ctypes (native.py).
+ * Python headers: compiled into one library with tracedat/kernels.c and loaded with ctypes (native.py).
  *
- *   kt_text_fields the values of ``k1=v1 k2=v2 ...`` payloads split (text_raw.split) and their
- *                  integers read (text_raw.parse_ints, text_typed._int_column) in one pass
+ *   kt_text_fields the values of ``k1=v1 k2=v2 ...`` payloads split (raw.split) and their
+ *                  integers read (raw.parse_ints, typed._int_column) in one pass
  *   kt_text_pack   the payloads of the text copied into one block per event type, in one pass
- *   kt_text_layout the line prefixes in the file's dominant column layout (text_modal._parse_block)
+ *   kt_text_layout the line prefixes in the file's dominant column layout (modal._parse_block)
  *   kt_text_modal_codes, kt_text_modal_fill  the rest of _parse_layout: key codes, then the columns
- *   kt_text_lines, kt_text_lines_part  where each line starts and ends (text_fast.line_bounds)
+ *   kt_text_lines, kt_text_lines_part  where each line starts and ends (fast.line_bounds)
  *   kt_text_group, kt_text_pack_codes  the rows of each event type and their payloads packed (text.py)
- *   kt_text_open_gaps, kt_text_move  rows moved in place (text._merged_in_place, text_modal)
- *   kt_text_intern  codes of short strings (text_fast.intern)
+ *   kt_text_open_gaps, kt_text_move  rows moved in place (text._merged_in_place, modal)
+ *   kt_text_intern  codes of short strings (fast.intern)
  *
- * Each has a numpy twin with the same results (text_raw.py, text_typed.py): the tests read every
+ * Each has a numpy twin with the same results (raw.py, typed.py): the tests read every
  * text with both engines and compare the tables.
  */
 #include <stdint.h>
@@ -40,7 +40,7 @@ static int digit_value(uint8_t c, int base16) {
 }
 
 /*
- * Read `' '* '-'? ('0x')? digits` in [p, e) of buf (text_raw.parse_ints): hex when the text has 0x or
+ * Read `' '* '-'? ('0x')? digits` in [p, e) of buf (raw.parse_ints): hex when the text has 0x or
  * base16, at most 16 hex / 19 decimal digits. Returns 0 where the value is in another form, else 1
  * with the value, negated (two's complement) when it has a '-'.
  */
@@ -115,11 +115,11 @@ static void store_field(const uint8_t *buf, int64_t i, int32_t j, int64_t vs, in
 }
 
 /*
- * text_raw.split and the reading of the values in one pass (text_typed._typed's integer columns),
+ * raw.split and the reading of the values in one pass (typed._typed's integer columns),
  * for n payloads [ps[i], pe[i]) of buf and nkeys keys (key j: the bytes keys[key_off[j]:key_off[j+1]]).
  * The j-th key's '=' is the j-th '=' of the payload; the first key must start the payload, the
  * others follow a space; the last value loses trailing whitespace. Per field j, kind[j]:
- *   FIELD_DEC, FIELD_HEX  an integer (hex by default with FIELD_HEX) as text_raw.parse_ints reads it,
+ *   FIELD_DEC, FIELD_HEX  an integer (hex by default with FIELD_HEX) as raw.parse_ints reads it,
  *       negated with its '-', cut to |bits[j]| bits (sign-extended when bits[j] < 0; 64: kept whole)
  *       and stored in width[j] bytes (1, 2, 4, 8) at row i of the array at address out_a[j]; where
  *       it is in another form, 0 is stored and (j, i, vs, ve) goes to bad (the first cap of them;
@@ -194,7 +194,7 @@ void kt_text_pack(const uint8_t *buf, int64_t n, const int64_t *ps, const int64_
     }
 }
 
-#define KEY2 24 /* text_modal.KEY2 */
+#define KEY2 24 /* modal.KEY2 */
 #define MUL1 0x9E3779B97F4A7C15ull
 #define MUL2 0xBF58476D1CE4E5B9ull
 
@@ -228,9 +228,9 @@ static int64_t layout_seconds(const uint8_t *p, int64_t size) {
 }
 
 /*
- * text_modal._parse_block's per-line work for the lines [starts[i], ends[i]) in the column layout
+ * modal._parse_block's per-line work for the lines [starts[i], ends[i]) in the column layout
  * (lb, rb, dot, colon): ok[i] where the line has it (the checks of _parse_block up to the key
- * lookup), its time ts[i] in ns and the hash h[i] of its key (0 where not ok), as text_modal._codes
+ * lookup), its time ts[i] in ns and the hash h[i] of its key (0 where not ok), as modal._codes
  * hashes the key words.
  */
 void kt_text_layout(const uint8_t *buf, int64_t nbuf, int64_t n, const int64_t *starts, const int64_t *ends,
@@ -290,7 +290,7 @@ int64_t kt_text_count_lines(const uint8_t *buf, int64_t n) {
 }
 
 /* Line i of buf[0:n] is [starts[i], ends[i]) (without its '\n'), the last one up to n; the arrays
- * hold one more than the number of '\n' (text_fast.line_bounds before it drops an empty last line). */
+ * hold one more than the number of '\n' (fast.line_bounds before it drops an empty last line). */
 void kt_text_lines(const uint8_t *buf, int64_t n, int64_t *starts, int64_t *ends) {
     int64_t line = 0;
     const uint8_t *p = buf, *end = buf + n;
@@ -304,7 +304,7 @@ void kt_text_lines(const uint8_t *buf, int64_t n, int64_t *starts, int64_t *ends
 }
 
 /*
- * text_modal._native_codes / _codes for all the lines at once, with a hash table instead of numpy's
+ * modal._native_codes / _codes for all the lines at once, with a hash table instead of numpy's
  * dense codes: codes[i] is the number of line i's key hash h[i] (numbered in order of first
  * appearance; -1 where not ok[i]), reps[c] the first line with code c. ok[i] is cleared where line i's
  * key bytes (len1 from its start, len2 from off2) differ from those of its code's first line (a hash
@@ -363,9 +363,9 @@ int64_t kt_text_modal_codes(const uint8_t *buf, int64_t n, const int64_t *starts
 }
 
 /*
- * The rest of text_modal._parse_layout for the lines numbered by kt_text_modal_codes: per code, good
+ * The rest of modal._parse_layout for the lines numbered by kt_text_modal_codes: per code, good
  * (the key decodes), the payload offset (negative: a long event name, the payload starts at the first
- * non-space in the 16 bytes from -offset, text_modal._payload_starts) and the key's values. Writes the
+ * non-space in the 16 bytes from -offset, modal._payload_starts) and the key's values. Writes the
  * lines taken, in order: rows (line numbers: row0 + i), ts (moved down in place), cpu, pid, comm, event, buffer
  * (the values' codes), ps (payload start, at most pe) and pe. Returns how many.
  */
@@ -508,7 +508,7 @@ void kt_text_lines_part(const uint8_t *buf, int64_t lo, int64_t hi, int64_t *sta
     }
 }
 
-/* memmove of count items of item bytes in a from index from to index to (text_modal joins the parts
+/* memmove of count items of item bytes in a from index from to index to (modal joins the parts
  * kt_text_modal_fill wrote on two threads). */
 void kt_text_move(uint8_t *a, int64_t item, int64_t from, int64_t to, int64_t count) {
     if (count > 0 && from != to)
@@ -516,7 +516,7 @@ void kt_text_move(uint8_t *a, int64_t item, int64_t from, int64_t to, int64_t co
 }
 
 /*
- * text_fast.intern: a code per distinct byte string buf[pos[i] : pos[i] + len[i]] (numbered in order
+ * fast.intern: a code per distinct byte string buf[pos[i] : pos[i] + len[i]] (numbered in order
  * of first appearance), reps[c] the first row with code c. Returns the number of codes, -1 when out of
  * memory.
  */

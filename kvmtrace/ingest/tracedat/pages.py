@@ -15,16 +15,17 @@ from typing import Any
 
 import numpy as np
 
-from kvmtrace.ingest import native, native_read
-from kvmtrace.record.tracedat_writer import (  # the ring-buffer constants, kept in one place
+from kvmtrace.fileformats.tracedat import (  # the ring-buffer constants, kept in one place
     COMMIT_MASK,
     TYPE_PADDING,
     TYPE_TIME_EXTEND,
     TYPE_TIME_STAMP,
 )
-from kvmtrace.record.tracedat_writer import RB_MISSED_EVENTS as MISSED_EVENTS
-from kvmtrace.record.tracedat_writer import RB_MISSED_STORED as MISSED_STORED
-from kvmtrace.record.tracedat_writer import TS_BITS as TS_SHIFT
+from kvmtrace.fileformats.tracedat import RB_MISSED_EVENTS as MISSED_EVENTS
+from kvmtrace.fileformats.tracedat import RB_MISSED_STORED as MISSED_STORED
+from kvmtrace.fileformats.tracedat import TS_BITS as TS_SHIFT
+from kvmtrace.ingest import kernels
+from kvmtrace.ingest.tracedat import native
 
 
 @dataclass
@@ -76,11 +77,11 @@ def walk_pages(data: np.ndarray, page_size: int, commit_size: int, data_offset: 
     missed = (flags & np.uint64(MISSED_EVENTS)) != 0
     stored = missed & ((flags & np.uint64(MISSED_STORED)) != 0)
     lost_per_page, unusable = _stored_missed_counts(pages, size, stored, data_offset, commit_size, e)
-    lib = native.library()
+    lib = kernels.library()
     header = None
     if lib is not None and n_pages * page_size < 1 << 32:
         whole, start = blob if blob is not None else (data, 0)
-        walked = native_read.walk(lib, whole, start, n_pages, page_size, data_offset, big_endian, size, page_ts,
+        walked = native.walk(lib, whole, start, n_pages, page_size, data_offset, big_endian, size, page_ts,
                                   blob is not None)
         ts, payload, length, header = walked.ts, walked.payload, walked.length, walked.header
         bad.extend(BadPage(pg, pos, _broken_reason(pos, type_len, rec_len, int(size[pg])))

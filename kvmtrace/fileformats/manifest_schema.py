@@ -12,9 +12,10 @@ from collections.abc import Callable
 from pathlib import PurePosixPath
 from typing import Any
 
-from kvmtrace.ingest.limits import MAX_MANIFEST_DEPTH
+from kvmtrace.fileformats.manifest import MANIFEST_VERSION
 
-MANIFEST_VERSION = 1
+MAX_MANIFEST_BYTES = 1 << 20  # the largest capture.json read
+MAX_MANIFEST_DEPTH = 32  # the deepest nesting accepted
 INT64 = (-(1 << 63), (1 << 63) - 1)
 UINT64 = (0, (1 << 64) - 1)
 Problem = tuple[str, str]
@@ -123,6 +124,7 @@ SCHEMA: dict[str, Check] = {
     "workloads": array(obj()),
     "phases": array(obj({"name": text(), "start_ns": integer(*INT64, "a time in ns", nullable=True),
                          "end_ns": integer(*INT64, "a time in ns", nullable=True)}, required=("name",))),
+    "phase_pattern": text(),
     "lost_events": counts,
     "guest_memory": array(obj({"name": text(), "start": address("an address"),
                                "size": address("a size in bytes")}, required=("start", "size"))),

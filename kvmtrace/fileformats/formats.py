@@ -1,6 +1,9 @@
 """Parse tracefs ``format`` files (events/<system>/<event>/format, header_page) into field layouts.
 
-Field layouts always come from the capture's own format text, never from hard-coded offsets.
+The one format-file parser: the readers take field layouts from the capture's own format text
+(never hard-coded offsets), the writer encodes payloads with the same layouts. Standard library
+only (the recorder runs it on small targets); the polars column type of a field is
+``kvmtrace.ingest.dtypes.field_dtype``.
 """
 
 from __future__ import annotations
@@ -8,8 +11,6 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass, field
-
-import polars as pl
 
 from kvmtrace.errors import CaptureError
 
@@ -62,15 +63,22 @@ class FieldFormat:
             return size if size in (1, 2, 4, 8) else 1
         return self.size
 
-    def polars_dtype(self) -> pl.DataType:
-        """The column type this field becomes in a typed event table."""
-        if self.is_string:
-            return pl.String()
-        if self.is_dynamic or (self.array_len is not None):
-            return pl.List(_int_dtype(self.element_size, self.signed))
-        if self.is_bool:
-            return pl.Boolean()
-        return _int_dtype(self.size, self.signed)
+    @property
+    def ctype(self) -> str:
+        """The element's C type: ``char`` for ``__data_loc char[]`` and ``char comm[16]``."""
+        base = self.type.replace("__data_loc", "").replace("__rel_loc", "").replace("[]", "")
+        return base.replace("const", "").strip()
+
+    @property
+    def kind(self) -> str:
+        """``scalar``, ``array`` (fixed), ``tail`` (a trailing ``name[]``), ``data_loc`` or ``rel_loc``."""
+        if self.data_loc:
+            return "data_loc"
+        if self.rel_loc:
+            return "rel_loc"
+        if self.array_len is None:
+            return "scalar"
+        return "array" if self.array_len else "tail"
 
 
 @dataclass
@@ -94,21 +102,16 @@ class EventFormat:
         """Bytes of the fixed part of a record (dynamic data follows)."""
         return max((f.offset + f.size for f in self.fields), default=0)
 
+    @property
+    def text(self) -> str:
+        """The format text it was parsed from."""
+        return self.source
+
     def field(self, name: str) -> FieldFormat | None:
         for f in self.fields:
             if f.name == name:
                 return f
         return None
-
-
-def _int_dtype(size: int, signed: bool) -> pl.DataType:
-    table: dict[tuple[int, bool], pl.DataType] = {
-        (1, True): pl.Int8(), (1, False): pl.UInt8(),
-        (2, True): pl.Int16(), (2, False): pl.UInt16(),
-        (4, True): pl.Int32(), (4, False): pl.UInt32(),
-        (8, True): pl.Int64(), (8, False): pl.UInt64(),
-    }
-    return table.get((size, signed), pl.UInt64() if not signed else pl.Int64())
 
 
 _C_SIZES = {
@@ -214,3 +217,6 @@ def parse_header_page(text: str, path: str | None = None) -> dict[str, FieldForm
         if needed not in out:
             raise CaptureError(path, None, f"header_page has no '{needed}' field")
     return out
+
+
+parse_format = parse_event_format  # the writer's name for it
