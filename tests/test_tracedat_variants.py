@@ -101,3 +101,25 @@ def test_time_shift_option(tmp_path: Path) -> None:
         w.write(path)
     got = ours(path)
     assert got == [key(e) for e in events_of(path)]
+
+
+@pytest.mark.parametrize("signed", [False, True])
+@pytest.mark.parametrize("lengths", [[6] * 50, [0, 3, 6, 1, 6, 0, 2] * 7, [0] * 5 + [400] + [1] * 40, [0, 0]])
+def test_array_lists_match_a_record_by_record_reading(lengths: list[int], signed: bool) -> None:
+    """Both ways _int_lists builds lists (the padded rectangle for even lengths, the grouped gather
+    for very uneven ones) give what reading each record's elements one by one gives."""
+    import numpy as np
+
+    from kvmtrace.fileformats.formats import FieldFormat
+    from kvmtrace.ingest.tracedat.fields import Blob, _int_lists
+
+    rng = np.random.default_rng(len(lengths))
+    data = rng.integers(0, 256, 16 + 4 * sum(lengths), dtype=np.uint8)  # the last record ends the data
+    spans = np.array(lengths, np.int64) * 4
+    starts = np.concatenate([[0], np.cumsum(spans)[:-1]]) + 16
+    f = FieldFormat("vals", "int[]" if signed else "u32[]", 0, 0, signed, array_len=0)
+    assert f.element_size == 4
+    got = _int_lists(Blob(data, "<"), starts, spans, f).to_list()
+    want = [[int.from_bytes(data[s + 4 * i:s + 4 * i + 4].tobytes(), "little", signed=signed) for i in range(n)]
+            for s, n in zip(starts.tolist(), lengths, strict=True)]
+    assert got == want

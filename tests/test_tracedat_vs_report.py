@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import polars as pl
 import pytest
@@ -73,3 +75,24 @@ def _numeric(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+_ARRAY_RE = re.compile(r"(\w+)=ARRAY\[([0-9a-f, ]*)\]")
+
+
+def test_array_fields_equal() -> None:
+    """Integer arrays (sys_enter's ``unsigned long args[6]``) element by element against the bytes
+    trace-cmd prints as ``args=ARRAY[08, 00, ...]`` (little endian, this capture's byte order)."""
+    path = str(CAPTURES / "x86-raw-syscalls" / "trace.dat")
+    tables, rep = read_tracedat(path), report(path)
+    table = tables.table("sys_enter")
+    fld = tables.formats["sys_enter"].field("args")
+    assert table.height > 5000 and table.schema["args"] == pl.List(pl.UInt64)
+    assert fld is not None and fld.array_len == 6
+    checked = 0
+    for idx, args in zip(table["idx"].to_list(), table["args"].to_list(), strict=True):
+        arrays = dict(_ARRAY_RE.findall(rep.rest[idx]))
+        raw = bytes(int(b, 16) for b in arrays["args"].split(", "))
+        assert args == [int.from_bytes(raw[i:i + 8], "little") for i in range(0, len(raw), 8)], idx
+        checked += 1
+    assert checked == table.height

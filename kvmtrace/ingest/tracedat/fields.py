@@ -159,19 +159,59 @@ def _dynamic_field(blob: Blob, payload: np.ndarray, length: np.ndarray, f: Field
 
 
 def _int_lists(blob: Blob, starts: np.ndarray, spans: np.ndarray, f: FieldFormat) -> pl.Series:
-    """Arrays of integers: every element gathered at once, then grouped back into one list per record."""
+    """Arrays of integers, one list per record, built from flat buffers (no per-record Python): when the
+    lists are about equally long, one gather into a records x longest rectangle, reshaped and cut to
+    each record's length; otherwise every element gathered once and grouped back by record."""
     elem = max(1, f.element_size)
     elem = elem if elem in (1, 2, 4, 8) else 1
+    inner = field_dtype(FieldFormat("x", "", 0, elem, f.signed))
     counts = np.asarray(spans, np.int64) // elem
+    n, width, total = len(counts), int(counts.max(initial=0)), int(counts.sum())
+    if width == 0:
+        return pl.select(pl.repeat(pl.lit([], dtype=pl.List(inner)), n, dtype=pl.List(inner))).to_series()
+    if n * width <= 2 * total + 4096:
+        values = pl.Series("v", _rectangle(blob, np.asarray(starts, np.int64), counts, width, elem, f.signed),
+                           dtype=inner)
+        lists = values.reshape((n, width)).cast(pl.List(inner))
+        if total == n * width:
+            return lists
+        return pl.DataFrame({"v": lists, "n": counts}).select(pl.col("v").list.head(pl.col("n")))["v"]
+    return _grouped_lists(blob, starts, counts, elem, inner, f.signed)
+
+
+def _rectangle(blob: Blob, starts: np.ndarray, counts: np.ndarray, width: int, elem: int,
+               signed: bool) -> np.ndarray:
+    """Row i holds the ``width`` elements from ``starts[i]``, flattened: one gather of fixed-width byte
+    rows viewed as integers. Rows too close to the end of the data for a whole row (a short record
+    there) are read element by element, their elements past ``counts[i]`` as 0."""
+    code = f"{'i' if signed else 'u'}{elem}"
+    nbytes = width * elem
+    rows = blob.bytes_at(starts, nbytes)
+    values = rows.view(blob.e + code).reshape(-1).astype(code, copy=False)
+    late = np.flatnonzero(starts > len(blob.data) - nbytes)
+    if len(late):
+        column = np.arange(width, dtype=np.int64)
+        inside = column < counts[late, None]
+        addr = np.where(inside, starts[late, None] + column * elem, 0)
+        patch = np.where(inside, blob.integer(addr.ravel(), elem, signed).reshape(len(late), width), 0)
+        table = values.reshape(len(starts), width).copy()
+        table[late] = patch
+        return table.reshape(-1)
+    return values
+
+
+def _grouped_lists(blob: Blob, starts: np.ndarray, counts: np.ndarray, elem: int, inner: pl.DataType,
+                   signed: bool) -> pl.Series:
+    """Lists of very different lengths: every element gathered at once, grouped by its (sorted) record."""
     n, total = len(counts), int(counts.sum())
     first = np.cumsum(counts) - counts
     addr = np.repeat(np.asarray(starts, np.int64) - first * elem, counts) + np.arange(total, dtype=np.int64) * elem
-    dtype = pl.List(field_dtype(FieldFormat("x", "", 0, elem, f.signed)))
-    values = pl.Series("v", blob.integer(addr, elem, f.signed), dtype=dtype.inner)
-    grouped = pl.DataFrame({"row": np.repeat(np.arange(n, dtype=np.int64), counts), "v": values}).group_by(
-        "row", maintain_order=True).agg("v")
-    rows = pl.DataFrame({"row": np.arange(n, dtype=np.int64)}).join(grouped, on="row", how="left",
-                                                                     maintain_order="left")
+    dtype = pl.List(inner)
+    values = pl.Series("v", blob.integer(addr, elem, signed), dtype=inner)
+    row = pl.Series("row", np.repeat(np.arange(n, dtype=np.int64), counts)).set_sorted()
+    grouped = pl.DataFrame({"row": row, "v": values}).group_by("row", maintain_order=True).agg("v")
+    rows = pl.DataFrame({"row": pl.Series("row", np.arange(n, dtype=np.int64)).set_sorted()}).join(
+        grouped, on="row", how="left", maintain_order="left")
     return rows["v"].fill_null(pl.lit([], dtype=dtype)).cast(dtype)
 
 
