@@ -22,7 +22,7 @@ from kvmtrace.ingest.text import modal as text_modal
 from kvmtrace.ingest.text import native as text_native
 from kvmtrace.ingest.text import raw as text_raw
 from kvmtrace.ingest.text import typed as text_typed
-from kvmtrace.ingest.text.fast import ByteText, byte_positions
+from kvmtrace.ingest.text.bytetext import ByteText, byte_positions
 from kvmtrace.ingest.text.reader import read_text
 from tests.engines import assert_same_tables, read_with
 from tests.test_text_reader import CAPTURES, VHE, X86, report_text
@@ -228,7 +228,7 @@ def test_fields_kernel_splits_as_split(payloads: list[bytes], verdict: bool | No
 
 @pytest.mark.parametrize("data", [b"", b"\n", b"a", b"a\n", b"a\n\nb", b"\n\n", b"ab\ncd\n\n", b"x\r\ny"])
 def test_line_bounds_kernel_is_line_bounds(data: bytes) -> None:
-    from kvmtrace.ingest.text.fast import line_bounds
+    from kvmtrace.ingest.text.bytetext import line_bounds
 
     lib = native.library()
     assert lib is not None
@@ -364,8 +364,8 @@ def test_damaged_text_merges_its_exact_rows_in_place(vhe_raw: Path, tmp_path: Pa
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.sampled_from([b"a", b"bc", b"\n", b"\n\n", b"x" * 40]), max_size=60))
 def test_line_bounds_kernel_on_two_threads_is_line_bounds(pieces: list[bytes]) -> None:
-    """Cut in two (kt_text_lines_part on two threads), the lines are still fast.line_bounds'."""
-    from kvmtrace.ingest.text.fast import line_bounds
+    """Cut in two (kt_text_lines_part on two threads), the lines are still bytetext.line_bounds'."""
+    from kvmtrace.ingest.text.bytetext import line_bounds
 
     lib = native.library()
     assert lib is not None
@@ -384,9 +384,9 @@ def test_line_bounds_kernel_on_two_threads_is_line_bounds(pieces: list[bytes]) -
 @given(st.lists(st.binary(max_size=12).map(lambda b: b.replace(b"\n", b"")), min_size=1, max_size=40)
        .map(lambda vs: vs + vs[: len(vs) // 2] + [b"x" * 31, b"x" * 32, b"x" * 32]))
 def test_intern_kernel_is_intern(values: list[bytes]) -> None:
-    """kt_text_intern gives each row the value fast.intern gives it (repeats, empties, prefixes of
+    """kt_text_intern gives each row the value bytetext.intern gives it (repeats, empties, prefixes of
     each other, 32 bytes); values in order of first appearance."""
-    from kvmtrace.ingest.text.fast import intern
+    from kvmtrace.ingest.text.bytetext import intern
 
     lib = native.library()
     assert lib is not None

@@ -7,10 +7,10 @@
  *   kt_text_pack   the payloads of the text copied into one block per event type, in one pass
  *   kt_text_layout the line prefixes in the file's dominant column layout (modal._parse_block)
  *   kt_text_modal_codes, kt_text_modal_fill  the rest of _parse_layout: key codes, then the columns
- *   kt_text_lines, kt_text_lines_part  where each line starts and ends (fast.line_bounds)
+ *   kt_text_lines, kt_text_lines_part  where each line starts and ends (bytetext.line_bounds)
  *   kt_text_group, kt_text_pack_codes  the rows of each event type and their payloads packed (text.py)
  *   kt_text_open_gaps, kt_text_move  rows moved in place (text._merged_in_place, modal)
- *   kt_text_intern  codes of short strings (fast.intern)
+ *   kt_text_intern  codes of short strings (bytetext.intern)
  *
  * Each has a numpy twin with the same results (raw.py, typed.py): the tests read every
  * text with both engines and compare the tables.
@@ -290,7 +290,7 @@ int64_t kt_text_count_lines(const uint8_t *buf, int64_t n) {
 }
 
 /* Line i of buf[0:n] is [starts[i], ends[i]) (without its '\n'), the last one up to n; the arrays
- * hold one more than the number of '\n' (fast.line_bounds before it drops an empty last line). */
+ * hold one more than the number of '\n' (bytetext.line_bounds before it drops an empty last line). */
 void kt_text_lines(const uint8_t *buf, int64_t n, int64_t *starts, int64_t *ends) {
     int64_t line = 0;
     const uint8_t *p = buf, *end = buf + n;
@@ -516,7 +516,7 @@ void kt_text_move(uint8_t *a, int64_t item, int64_t from, int64_t to, int64_t co
 }
 
 /*
- * fast.intern: a code per distinct byte string buf[pos[i] : pos[i] + len[i]] (numbered in order
+ * bytetext.intern: a code per distinct byte string buf[pos[i] : pos[i] + len[i]] (numbered in order
  * of first appearance), reps[c] the first row with code c. Returns the number of codes, -1 when out of
  * memory.
  */

@@ -1,4 +1,4 @@
-"""The first and fastest tier of the text reader: lines laid out in the file's dominant column layout.
+"""The fast tier of the text reader: lines laid out in the file's column layouts (the dominant ones).
 
 ``trace-cmd report`` pads its line prefix (``%16s-%-5d [%03d] %12s: %-22s``), so nearly every line of a
 file has its ``[``, ``]``, ``.`` and ``:`` at the same columns. For the lines that do (a handful of
@@ -11,7 +11,7 @@ byte compares per line), the prefix splits into
 * the timestamp, read from fixed columns.
 
 Lines whose key is not plain (non-ASCII, tabs, a second ``[``, a long event name) or whose columns differ
-go on to the next tier (fast.parse_prefixes) and from there to the exact regex reader.
+go to the exact regex reader (lines.py).
 
 With the native engine the per-line checks, timestamps and key hashes come from kt_text_layout (on two
 threads), the codes of the distinct keys from kt_text_modal_codes and the columns of the lines taken
@@ -33,7 +33,7 @@ from numpy.typing import NDArray
 
 from kvmtrace.ingest.kernels import ptr
 from kvmtrace.ingest.limits import MAX_CPU_ID, MAX_PID, MAX_TS_SECONDS
-from kvmtrace.ingest.text.fast import I64, U64, ByteText, FastPrefixes, Interned, Mask, _swar8
+from kvmtrace.ingest.text.bytetext import I64, U64, ByteText, FastPrefixes, Interned, Mask, _swar8
 from kvmtrace.ingest.text.native import text_library
 
 KEY2 = 24  # bytes hashed from the event name on (name, ':', padding, first payload byte)

@@ -1,7 +1,7 @@
 """The text reader's native kernels (text/kernels.c) called with ctypes: line bounds, and ``-R``
 payloads packed, split and read in C (the dominant-layout prefix kernels are called from modal).
 
-Each function is the twin of a numpy one with the same results (fast.line_bounds,
+Each function is the twin of a numpy one with the same results (bytetext.line_bounds,
 typed.compact_groups; fields: raw.split with raw.parse_ints and the integer columns of
 typed._int_column, in one pass). The payloads of each event type are
 first packed into one block, in one pass over the text in line order, so that reading one type
@@ -19,7 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from kvmtrace.ingest.kernels import library, ptr
-from kvmtrace.ingest.text.fast import I64, ByteText, Interned
+from kvmtrace.ingest.text.bytetext import I64, ByteText, Interned
 
 SPLIT_SPANS, SPLIT_UNSURE, SPLIT_NO_MATCH = 0, 1, 2
 
@@ -107,7 +107,7 @@ def fields(lib: ctypes.CDLL, text: ByteText, ps: I64, pe: I64, keys: list[str], 
 
 
 def line_bounds(lib: ctypes.CDLL, buf: NDArray[np.uint8]) -> tuple[I64, I64]:
-    """fast.line_bounds in C: start and end (without the newline) of every line."""
+    """bytetext.line_bounds in C: start and end (without the newline) of every line."""
     n = buf.size
     cut = _cut(buf) if n >= LINES_SPLIT else n
     if cut >= n:  # one part
@@ -287,7 +287,7 @@ def open_gaps(lib: ctypes.CDLL, arrays: list[np.ndarray], final: I64) -> list[np
 
 
 def intern(lib: ctypes.CDLL, text: ByteText, pos: I64, length: I64) -> Interned:
-    """fast.intern in C (any length): a code per distinct byte string text[pos : pos + length], the
+    """bytetext.intern in C (any length): a code per distinct byte string text[pos : pos + length], the
     values numbered in order of first appearance."""
     pos = np.ascontiguousarray(pos, np.int64)
     length = np.ascontiguousarray(length, np.int64)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kvmtrace.ingest.text.fast import I64, U64, WHITESPACE, ByteText, Mask, Parsed, _swar8
+from kvmtrace.ingest.text.bytetext import I64, U64, WHITESPACE, ByteText, Mask, Parsed, _swar8
 
 ONES = 0x0101010101010101
 ALL = np.uint64((1 << 64) - 1)

@@ -1,14 +1,15 @@
 """Read trace text (``trace-cmd report`` in any form, or tracefs ``trace``) into EventTables.
 
-Line prefixes are parsed in three tiers: the lines in the file's dominant column layout by
-text_modal, most others by text_fast (both numpy over the bytes, no per-line Python), the rest by the
-exact regexes of lines. ``-R`` payloads are read from 8-byte words (raw, typed), other
-payload forms by fields. The fast tiers take a line only where they give what the exact reader
-gives (tests/test_text_reader.py checks both ways). This module puts the parts together into the
-common table (time ordered) and one typed table per event, and reports everything it skipped.
+Line prefixes are parsed in two tiers: the lines in the file's column layouts by modal (numpy over
+the bytes, no per-line Python; or C), the rest by the exact regexes of lines. ``-R`` payloads are
+read from 8-byte words (raw, typed; or C), other payload forms by fields. The fast tiers take a
+line only where they give what the exact reader gives (tests/test_text_reader.py checks both ways);
+scripts/bench_text_tiers.py measures what each tier earns (docs/benchmarks.md). This module puts
+the parts together into the common table (time ordered) and one typed table per event, and reports
+everything it skipped.
 
-With the native engine (native.library(), KVMTRACE_ENGINE) the hot loops run in C (text/kernels.c via
-text_native: line bounds, the dominant-layout prefixes straight into their columns, the exact reader's
+With the native engine (kernels.library(), KVMTRACE_ENGINE) the hot loops run in C (text/kernels.c via
+text/native.py: line bounds, the dominant-layout prefixes straight into their columns, the exact reader's
 few rows merged in place, grouping by event, packing and splitting the -R payloads, their integers and
 short strings) and the typed tables are made on two threads; the tables are the same as numpy's
 (tests/test_text_native.py).
@@ -43,14 +44,13 @@ from kvmtrace.ingest.tables import (
     SkippedRegion,
     typed_key_names,
 )
-from kvmtrace.ingest.text.fast import (
+from kvmtrace.ingest.text.bytetext import (
     ByteText,
     FastPrefixes,
     Interned,
     drop_blank_lines,
     joined_lines,
     line_bounds,
-    parse_prefixes,
 )
 from kvmtrace.ingest.text.fields import FormatCatalog, PayloadResult, bundled_catalog, parse_payload
 from kvmtrace.ingest.text.lines import (
@@ -61,7 +61,7 @@ from kvmtrace.ingest.text.lines import (
     read_raw,
     split_lines,
 )
-from kvmtrace.ingest.text.modal import merge_prefixes, modal_prefixes
+from kvmtrace.ingest.text.modal import modal_prefixes
 from kvmtrace.ingest.text.native import group_rows, open_gaps, pack_codes, pack_groups, text_library
 from kvmtrace.ingest.text.native import line_bounds as native_line_bounds
 from kvmtrace.ingest.text.typed import Compact, compact_groups, fast_payload, native_payload
@@ -80,7 +80,7 @@ def read_text(path: str | Path, progress: bool = False) -> EventTables:
 
 def _read_text(path: Path, progress: bool) -> EventTables:
     """Lines framed (blank ones dropped), prefixes read by the fastest tier that takes them
-    (modal, then the window tier, then the exact reader for the rest), ordered, then the typed
+    (modal, then the exact reader for the rest), ordered, then the typed
     tables."""
     clock = _Progress(progress)
     raw = read_raw(path)
@@ -201,15 +201,8 @@ def _warm_catalog() -> threading.Thread | None:
 
 
 def _prefixes(text: ByteText, starts: np.ndarray, ends: np.ndarray) -> FastPrefixes | None:
-    """The dominant-layout tier, then the window tier on the lines it left (the rest: exact reader)."""
-    modal, rest = modal_prefixes(text, starts, ends)
-    if rest.size == 0:
-        return modal
-    second = parse_prefixes(text, starts[rest], ends[rest])
-    if second is not None:
-        second.rows = rest[second.rows]
-    parts = [p for p in (modal, second) if p is not None]
-    return merge_prefixes(parts) if parts else None
+    """The lines in the file's column layouts (modal); the lines it leaves go to the exact reader."""
+    return modal_prefixes(text, starts, ends)[0]
 
 
 def _demote_unusual(fast: FastPrefixes) -> FastPrefixes:

@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 from kvmtrace.fileformats.formats import EventFormat, FieldFormat
 from kvmtrace.ingest.dtypes import field_dtype
 from kvmtrace.ingest.text import native as text_native
-from kvmtrace.ingest.text.fast import I64, ByteText, Interned, Parsed, byte_positions, intern
+from kvmtrace.ingest.text.bytetext import I64, ByteText, Interned, Parsed, byte_positions, intern
 from kvmtrace.ingest.text.fields import (
     SYMBOL_FIELDS,
     FormatCatalog,
@@ -143,7 +143,7 @@ def compact_groups(text: ByteText, ps_all: I64, pe_all: I64, groups: list[I64]) 
 
 
 IntReader = Callable[[ByteText, I64, I64, bool], Parsed]  # parse_ints or its native twin
-Interner = Callable[[ByteText, I64, I64], Interned | None]  # fast.intern or its native twin
+Interner = Callable[[ByteText, I64, I64], Interned | None]  # bytetext.intern or its native twin
 
 
 def fast_payload(
