@@ -1,8 +1,9 @@
 """Open a capture: a trace.dat file, a text file, or a capture directory with a ``capture.json`` manifest.
 
 A capture directory (what ``kvmtrace record`` writes) holds the trace file plus the manifest
-(format in docs/capture.md, versioned by ``kvmtrace_capture``). Tables read from a capture are
-cached as Parquet, keyed by the trace file's content, so the second open is cheap.
+(format in docs/capture.md, versioned by ``kvmtrace_capture``). Tables read from a text capture (or
+a trace.dat read without the native kernels) are cached as Parquet, keyed by the trace file's
+content, so the second open is cheap (kvmtrace.ingest.cache.pays_for).
 """
 
 from __future__ import annotations
@@ -216,7 +217,7 @@ def open_capture(path: str | Path, use_cache: bool = True, progress: Any = None,
     if pattern:
         _check_pattern(pattern, manifest_path(p, trace) if not phase_pattern else None)
     started = time.perf_counter()
-    key = _content_key(trace) if use_cache else None
+    key = _content_key(trace) if use_cache and cache.pays_for(is_tracedat(trace)) else None
     tables, note = cache.load(trace, key) if key else (None, None)
     _note(note)
     from_cache = tables is not None

@@ -20,6 +20,12 @@ from tests.report_oracle import CAPTURES
 SOURCE = CAPTURES / "board-vhe-hog" / "trace.dat"
 
 
+@pytest.fixture(autouse=True)
+def numpy_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A trace.dat is cached only where the numpy engine reads it (cache.pays_for)."""
+    monkeypatch.setenv("KVMTRACE_ENGINE", "numpy")
+
+
 @pytest.fixture
 def trace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("KVMTRACE_CACHE_DIR", str(tmp_path / "cache"))

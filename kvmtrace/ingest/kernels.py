@@ -11,12 +11,14 @@ edited tracedat/kernels.c is rebuilt and concurrent first uses cannot see a half
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import os
 import platform
 import subprocess
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -122,7 +124,32 @@ def _build() -> Path:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    _drop_stale(out_dir, target)
     return target
+
+
+STALE_BUILD_S = 3600  # a half-built library older than this was left by a build that died
+
+
+def _drop_stale(out_dir: Path, target: Path) -> None:
+    """Libraries built from other sources (an older or newer kvmtrace) for this machine and variant are
+    removed when a new one is built, as the cache removes tables of other reader code; so are the
+    leftovers of builds that died. A process that has one loaded keeps its mapping."""
+    suffix = target.name.split("-", 3)[3]  # "<machine>[-asan].so"
+    now = time.time()
+    for path in out_dir.glob("kvmtrace-native-*"):
+        stale = path != target and path.name.endswith(suffix) and path.name.count("-") == target.name.count("-")
+        dead = path.name.endswith(".tmp") and now - _mtime(path) > STALE_BUILD_S
+        if stale or dead:
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return time.time()
 
 
 def _run(cmd: list[str]) -> None:
