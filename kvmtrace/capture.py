@@ -98,6 +98,7 @@ class Capture:
     from_cache: bool = False
     read_seconds: float = 0.0
     phase_pattern: str | None = None  # --phase-pattern; else capture.json's phase_pattern
+    read_window: tuple[int | None, int | None] | None = None  # only these times were read (start_ns, end_ns)
 
     def marker_pattern(self) -> re.Pattern[str] | None:
         """The user's phase-marker pattern (option first, then capture.json), compiled, or None."""
@@ -195,28 +196,35 @@ def is_tracedat(path: Path) -> bool:
     return read_head(path, 10) == MAGIC
 
 
-def read_tables(trace: Path, progress: Any = None) -> EventTables:
-    """Read a trace file with the reader its content calls for."""
+def read_tables(trace: Path, progress: Any = None, window: tuple[int | None, int | None] | None = None
+                ) -> EventTables:
+    """Read a trace file with the reader its content calls for; with ``window`` (start_ns, end_ns),
+    only the events in it (a trace.dat is cut at the page level before decoding)."""
     if is_tracedat(trace):
         from kvmtrace.ingest.tracedat.reader import read_tracedat
 
-        return read_tracedat(trace, progress)
+        return read_tracedat(trace, progress, window)
     from kvmtrace.ingest.text.reader import read_text
 
-    return read_text(trace)  # its own progress output is step timings, for benchmarks
+    tables = read_text(trace)  # its own progress output is step timings, for benchmarks
+    return tables.cut(*window) if window is not None else tables
 
 
 def open_capture(path: str | Path, use_cache: bool = True, progress: Any = None,
-                 phase_pattern: str | None = None) -> Capture:
+                 phase_pattern: str | None = None, window: tuple[int | None, int | None] | None = None) -> Capture:
     """Open a capture file or directory; tables come from the Parquet cache when it holds them
     (verified: kvmtrace.ingest.cache); a cache that cannot be used is a note, never an error.
-    ``phase_pattern``: the user's phase-marker regex (model.phases), checked before reading."""
+    ``phase_pattern``: the user's phase-marker regex (model.phases), checked before reading.
+    ``window`` (start_ns, end_ns): only the events in it are read (read_tables; never cached)."""
     p = Path(path)
     trace, manifest = find_trace(p)
     pattern = phase_pattern or (manifest.phase_pattern if manifest else None)
     if pattern:
         _check_pattern(pattern, manifest_path(p, trace) if not phase_pattern else None)
     started = time.perf_counter()
+    if window is not None:
+        return Capture(path=p, trace_path=trace, tables=read_tables(trace, progress, window), manifest=manifest,
+                       read_seconds=time.perf_counter() - started, phase_pattern=phase_pattern, read_window=window)
     key = _content_key(trace) if use_cache and cache.pays_for(is_tracedat(trace)) else None
     tables, note = cache.load(trace, key) if key else (None, None)
     _note(note)

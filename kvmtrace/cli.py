@@ -45,13 +45,14 @@ def user_errors() -> Iterator[None]:
 _options: dict[str, Any] = {"phase_pattern": None}  # the root options every command's capture is opened with
 
 
-def _open(capture: Path, no_cache: bool) -> Any:
+def _open(capture: Path, no_cache: bool, part: tuple[int | None, int | None] | None = None) -> Any:
+    """The capture; ``part`` (start_ns, end_ns): only its events are read (capture.open_capture)."""
     from kvmtrace.capture import open_capture
     from kvmtrace.render.progress import LazyProgress
 
     with LazyProgress(f"reading {capture}") as progress:
         return open_capture(capture, use_cache=not no_cache, progress=progress,
-                            phase_pattern=_options["phase_pattern"])
+                            phase_pattern=_options["phase_pattern"], window=part)
 
 
 @app.command()
@@ -73,6 +74,9 @@ def info(capture: CaptureArg, json_out: JsonFlag = False,
 def convert(capture: CaptureArg,
             to: Annotated[str, typer.Option("--to", help="output format: parquet")],
             outdir: Annotated[Path, typer.Argument(help="output directory")],
+            window: Annotated[str | None, typer.Option(
+                "--window", help="only these events: START:END seconds (read from the pages that hold them, "
+                                 "nothing else decoded), a phase name, or 'all' (default)")] = None,
             no_cache: NoCache = False) -> None:
     """Write the common table and one table per event type (Parquet)."""
     from kvmtrace.render.parquet import write_tables
@@ -80,8 +84,25 @@ def convert(capture: CaptureArg,
     with user_errors():
         if to != "parquet":
             raise CaptureError(None, None, f"--to {to!r}: expected 'parquet'")
-        written = write_tables(_open(capture, no_cache).tables, outdir)
+        written = write_tables(_tables_in(capture, no_cache, window), outdir)
     err.print(f"wrote {len(written)} files to {outdir}")
+
+
+def _tables_in(capture: Path, no_cache: bool, window: str | None) -> Any:
+    """The tables of a window: START:END read from the pages that hold it only; a phase cut from a full
+    read. An empty START:END read is read again whole, so that the resolver can say what the capture spans."""
+    from kvmtrace.analysis.window import explicit_range
+
+    part = explicit_range(window)
+    if part is not None:
+        tables = _open(capture, no_cache, part).tables
+        if tables.events.height:
+            return tables
+    cap = _open(capture, no_cache)
+    if window is None:
+        return cap.tables
+    w = _window(cap, window)
+    return cap.tables.cut(w.start_ns, w.end_ns)
 
 
 Out = Annotated[Path | None, typer.Option(

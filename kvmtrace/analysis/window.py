@@ -66,3 +66,17 @@ def _range(path: str | Path | None, spec: str, first: int, last: int) -> Window:
         raise CaptureError(path, None, f"--window {spec!r}: the capture spans {first / 1e9:.6f} .. "
                                        f"{last / 1e9:.6f} s: no event in this window")
     return Window(spec, start, end)
+
+
+def explicit_range(spec: str | None) -> tuple[int | None, int | None] | None:
+    """``START:END`` seconds as (start_ns, end_ns), None for an open side; None when ``spec`` is not
+    such a range (a phase, ``all``, nothing) or not a valid one (the resolver then says why)."""
+    if spec is None or ":" not in spec:
+        return None
+    lo, _, hi = spec.partition(":")
+    try:
+        start = round(float(lo) * 1e9) if lo.strip() else None
+        end = round(float(hi) * 1e9) if hi.strip() else None
+    except (ValueError, OverflowError):
+        return None
+    return None if start is not None and end is not None and end <= start else (start, end)

@@ -283,6 +283,25 @@ class EventTables:
                 self.by_event[name] = _within_ranges(name, table, self.report)
         return self._conformance[name]
 
+    def cut(self, start_ns: int | None, end_ns: int | None) -> EventTables:
+        """The events with ``start_ns <= ts <= end_ns`` (None: open), renumbered from idx 0: what a full
+        read gives, filtered by time. The common table is in time order, so they are one run of rows."""
+        ts = self.events["ts"]
+        first = int(ts.search_sorted(start_ns, side="left")) if start_ns is not None else 0
+        last = int(ts.search_sorted(end_ns, side="right")) if end_ns is not None else ts.len()
+        if first == 0 and last == ts.len():
+            return self
+        events = self.events.slice(first, max(0, last - first)).with_columns(
+            pl.int_range(pl.len(), dtype=pl.UInt32).alias("idx"))
+        by_event = {}
+        for name, table in self.by_event.items():
+            idx = "common_idx" if "common_idx" in table.columns else "idx"
+            kept = table.filter(pl.col(idx).is_between(first, last - 1))
+            if kept.height:  # as a read makes tables only for the events it met
+                by_event[name] = kept.with_columns((pl.col(idx) - first).cast(pl.UInt32))
+        return EventTables(events=events, by_event=by_event, formats=self.formats, meta=self.meta,
+                           report=self.report, cmdlines=self.cmdlines)
+
     def markers(self) -> pl.DataFrame:
         """Marker events (``print`` / ``tracing_mark_write``): idx, ts, cpu, pid, comm, text."""
         frames = []

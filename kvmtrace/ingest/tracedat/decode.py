@@ -48,12 +48,16 @@ class _Stream:
     header: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None  # type, flags, preempt, pid (native walk)
 
 
-def decode_tracedat(f: TraceDatFile, progress: Progress | None = None) -> EventTables:
+def decode_tracedat(f: TraceDatFile, progress: Progress | None = None,
+                    window: tuple[int | None, int | None] | None = None) -> EventTables:
+    """The tables of a parsed trace.dat; with ``window`` (start_ns, end_ns), only the events in it:
+    each CPU's pages are cut by their header timestamps before any record is decoded, and the rows
+    at the edges by their own times (the same rows as a full read filtered by time, renumbered)."""
     report = ReadReport()
     layout = _common_layout(f.formats)
     formats = _formats_by_id(f.formats)
     lib = kernels.library() if len(f.blob) < 1 << 32 and layout == STANDARD_COMMON else None
-    streams = _walk_all(f, report, progress, keep_header=lib is not None)
+    streams = _walk_all(f, report, progress, keep_header=lib is not None, window=window)
     if progress:
         progress("ordering events", 0.6)
     blob = Blob(f.blob, f.endian_char, f.path)
@@ -77,9 +81,9 @@ def decode_tracedat(f: TraceDatFile, progress: Progress | None = None) -> EventT
         progress("done", 1.0)
     meta = _meta(f)
     report.kernel_overruns = _cpustat_overruns(f.options.get("CPUSTAT", []), report)
-    return EventTables(events=events, by_event=by_event,
-                       formats={fmt.name: fmt for fmt in formats.values()}, meta=meta,
-                       report=report, cmdlines=dict(f.cmdlines))
+    tables = EventTables(events=events, by_event=by_event, formats={fmt.name: fmt for fmt in formats.values()},
+                         meta=meta, report=report, cmdlines=dict(f.cmdlines))
+    return tables.cut(*window) if window is not None else tables
 
 
 @dataclass
@@ -190,24 +194,28 @@ def _concat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype)
 
 
-def _walk_all(f: TraceDatFile, report: ReadReport, progress: Progress | None, keep_header: bool = False
-              ) -> list[_Stream]:
+def _walk_all(f: TraceDatFile, report: ReadReport, progress: Progress | None, keep_header: bool = False,
+              window: tuple[int | None, int | None] | None = None) -> list[_Stream]:
     todo = [(bi, b, c) for bi, b in enumerate(f.buffers) for c in b.cpus if c.length]
     if progress:
         progress("walking ring-buffer pages", 0.1)
 
-    def walk(job: tuple[int, BufferData, CpuData]) -> PageRecords:
+    def walk(job: tuple[int, BufferData, CpuData]) -> tuple[int, PageRecords]:
         _bi, buf, cpu = job
-        return walk_pages(f.cpu_pages(cpu), buf.page_size, f.commit_size, f.page_data_offset, f.big_endian,
-                          (f.blob, cpu.start) if keep_header else None)
+        first, end = _page_range(f, buf, cpu, window)
+        data = f.cpu_pages(cpu)[first * buf.page_size:end * buf.page_size]
+        start = cpu.start + first * buf.page_size
+        return first, walk_pages(data, buf.page_size, f.commit_size, f.page_data_offset, f.big_endian,
+                                 (f.blob, start) if keep_header else None)
 
     with ThreadPoolExecutor(max_workers=_workers()) as pool:
         walked = list(pool.map(walk, todo))
     streams = []
-    for (bi, buf, cpu), rec in zip(todo, walked, strict=True):
-        _account(report, f, buf, cpu, rec)
+    for (bi, buf, cpu), (first, rec) in zip(todo, walked, strict=True):
+        _account(report, f, buf, cpu, rec, first)
         ts = _correct(rec.ts, cpu.cpu, f.correction, top_buffer=buf.name == "", path=f.path)
-        streams.append(_Stream(bi, cpu.cpu, ts, _offset(rec.payload, cpu.start, len(f.blob)), rec.length, rec.header))
+        start = cpu.start + first * buf.page_size
+        streams.append(_Stream(bi, cpu.cpu, ts, _offset(rec.payload, start, len(f.blob)), rec.length, rec.header))
     for buf in f.buffers:
         for c in buf.cpus:
             if c.trailing_bytes:
@@ -217,6 +225,26 @@ def _walk_all(f: TraceDatFile, report: ReadReport, progress: Progress | None, ke
     return streams
 
 
+def _page_range(f: TraceDatFile, buf: BufferData, cpu: CpuData,
+                window: tuple[int | None, int | None] | None) -> tuple[int, int]:
+    """The pages of one CPU that may hold events of ``window``: from the last page starting at or before
+    its start to the last page starting at or before its end, by the pages' header timestamps
+    (corrected as record times are). All pages without a window, or when those times are not in
+    order (damage): the records' own times then cut the tables."""
+    n_pages = cpu.length // buf.page_size
+    if window is None or n_pages == 0:
+        return 0, n_pages
+    pages = f.cpu_pages(cpu)[:n_pages * buf.page_size].reshape(n_pages, buf.page_size)
+    raw = pages[:, 0:8].copy().view(f.endian_char + "u8").ravel().astype(np.int64)
+    page_ts = _correct(raw, cpu.cpu, f.correction, top_buffer=buf.name == "", path=f.path)
+    if n_pages > 1 and bool((np.diff(page_ts) < 0).any()):
+        return 0, n_pages
+    start_ns, end_ns = window
+    first = max(0, int(np.searchsorted(page_ts, start_ns, side="right")) - 1) if start_ns is not None else 0
+    end = int(np.searchsorted(page_ts, end_ns, side="right")) if end_ns is not None else n_pages
+    return first, max(first, end)
+
+
 def _offset(addresses: np.ndarray, start: int, blob_size: int) -> np.ndarray:
     """Addresses within one CPU's pages -> addresses in the whole blob (32-bit while it is under 4 GiB)."""
     if blob_size < 1 << 32:
@@ -224,15 +252,17 @@ def _offset(addresses: np.ndarray, start: int, blob_size: int) -> np.ndarray:
     return addresses.astype(np.int64) + start
 
 
-def _account(report: ReadReport, f: TraceDatFile, buf: BufferData, cpu: CpuData, rec: PageRecords) -> None:
+def _account(report: ReadReport, f: TraceDatFile, buf: BufferData, cpu: CpuData, rec: PageRecords,
+             first_page: int = 0) -> None:
     lost = int(rec.lost_per_page.sum())
     flagged = int(rec.lost_flag_pages.sum())
     report.lost_events.setdefault(buf.name, {})[cpu.cpu] = lost
     if flagged:
         report.lost_unknown_pages.setdefault(buf.name, {})[cpu.cpu] = flagged
     for bad in rec.bad_pages:
-        where = (f"buffer '{buf.name}' cpu {cpu.cpu} page {bad.page}"
-                 + (f" (file offset {cpu.file_offset + bad.page * buf.page_size:#x})" if not cpu.compressed else ""))
+        page = first_page + bad.page
+        where = (f"buffer '{buf.name}' cpu {cpu.cpu} page {page}"
+                 + (f" (file offset {cpu.file_offset + page * buf.page_size:#x})" if not cpu.compressed else ""))
         kept = "" if bad.data_offset == 0 else "; the page's records before it are kept"
         report.skipped.append(SkippedRegion(where, bad.reason + kept,
                                             None))

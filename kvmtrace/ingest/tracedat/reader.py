@@ -207,8 +207,9 @@ class _Cursor:
         return self.bytes(size, expected).decode("utf-8", "replace")
 
 
-def read_structure(path: str | Path) -> TraceDatFile:
-    """Open a trace.dat file and parse everything but the events (CPU data is inflated)."""
+def read_structure(path: str | Path, populate: bool = True) -> TraceDatFile:
+    """Open a trace.dat file and parse everything but the events (CPU data is inflated). ``populate``:
+    map the whole file in at once (a windowed read leaves the pages it skips on disk)."""
     p = str(path)
     fd = open_regular(p)
     try:
@@ -216,8 +217,8 @@ def read_structure(path: str | Path) -> TraceDatFile:
         if size == 0:
             raise CaptureError(p, "offset 0x0", "empty file: expected a trace.dat (magic 17 08 44 'tracing')")
         # MAP_POPULATE: the kernel maps the whole file at once instead of page fault by page fault
-        populate = getattr(mmap, "MAP_POPULATE", 0)
-        mm = mmap.mmap(fd, 0, flags=mmap.MAP_SHARED | populate, prot=mmap.PROT_READ)
+        flags = mmap.MAP_SHARED | (getattr(mmap, "MAP_POPULATE", 0) if populate else 0)
+        mm = mmap.mmap(fd, 0, flags=flags, prot=mmap.PROT_READ)
     except OSError as exc:
         raise CaptureError(p, None, f"cannot open: {exc.strerror or exc}") from None
     finally:
@@ -739,9 +740,11 @@ def _check_header_page(fields: dict[str, FieldFormat], path: str, where: str) ->
         raise CaptureError(path, where, f"header_page: {problem}")
 
 
-def read_tracedat(path: str | Path, progress: Any = None) -> EventTables:
-    """Read a trace.dat file into EventTables (see ``kvmtrace.ingest.tables``)."""
+def read_tracedat(path: str | Path, progress: Any = None,
+                  window: tuple[int | None, int | None] | None = None) -> EventTables:
+    """Read a trace.dat file into EventTables (see ``kvmtrace.ingest.tables``); with ``window``
+    (start_ns, end_ns; None: open), only the events in it, cut at the page level before decoding."""
     from kvmtrace.ingest.tracedat.decode import decode_tracedat
 
     with without_hugepage_advice():
-        return decode_tracedat(read_structure(path), progress)
+        return decode_tracedat(read_structure(path, populate=window is None), progress, window)
