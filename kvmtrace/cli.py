@@ -31,9 +31,13 @@ NoCache = Annotated[bool, flag("--no-cache", "read the trace again, ignore the P
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Bad input: one line on stderr, exit code 2, no traceback."""
+    """Bad input: one line on stderr, exit code 2, no traceback. Meanwhile, on a terminal, a spinner names
+    the model or analysis being computed once the command has taken more than a second."""
+    from kvmtrace.render.progress import StepSpinner
+
     try:
-        yield
+        with StepSpinner("computing"):
+            yield
     except CaptureError as exc:
         sys.stderr.write(f"kvmtrace: {exc.one_line()}\n")
         raise typer.Exit(2) from None

@@ -63,3 +63,28 @@ def test_worst_version_and_format_checked() -> None:
     assert code == 2 and len(err.strip().splitlines()) == 1 and "xml" in err, err
     code, out, _ = _run("--version")
     assert code == 0 and out == f"kvmtrace {__version__}\n"
+
+
+def test_steps_show_on_a_terminal_only() -> None:
+    """A spinner names the step being computed once a command has run past its delay, on a terminal;
+    elsewhere (pipes, CI logs, the tests' runner) it prints nothing."""
+    import io
+    import time
+
+    from rich.console import Console
+
+    from kvmtrace.progress import step
+    from kvmtrace.render.progress import StepSpinner
+
+    for terminal in (True, False):
+        buf = io.StringIO()
+        console = Console(file=buf, force_terminal=terminal, width=80)
+        with StepSpinner("computing", delay=0.0, console=console):
+            step("vCPU states")
+            time.sleep(0.3)
+            step("blame")
+            time.sleep(0.3)
+        text = buf.getvalue()
+        assert ("computing: blame" in text) is terminal, text
+        assert ("vCPU states" in text) is terminal
+    step("outside")  # no reporter: nothing happens

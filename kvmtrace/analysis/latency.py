@@ -32,6 +32,7 @@ from kvmtrace.model.requires import requires_events
 from kvmtrace.model.stalls import stalls
 from kvmtrace.model.throttling import Throttling, rt_throttling
 from kvmtrace.model.vcpus import state_timeline, vcpu_threads
+from kvmtrace.progress import step
 from kvmtrace.units import fmt_ns
 
 __all__ = ["STAGE_WORDS", "LatencyAnalysis", "Window", "analyze", "choose_window", "fmt_ns"]
@@ -66,6 +67,7 @@ class LatencyAnalysis:
 
     @cached_property
     def states(self) -> pl.DataFrame:
+        step("vCPU states")
         return state_timeline(self.capture.tables, self.vcpus["vcpu_tid"])
 
     @cached_property
@@ -79,6 +81,7 @@ class LatencyAnalysis:
 
     @cached_property
     def segments(self) -> pl.DataFrame:
+        step("who held each CPU")
         return cpu_segments(self.capture.tables, self.stalls)
 
     @cached_property
@@ -91,7 +94,9 @@ class LatencyAnalysis:
         """One row per interrupt in the window (docs/stages.md), with deadlines, blockers and causes."""
         t = self.capture.tables
         self._note_missing()
+        step("interrupts")
         df = interrupts(t, self.vcpus["vcpu_tid"])
+        step("deadlines")
         df, self._deadlines = with_deadlines(t, df, self.vcpus["vcpu_tid"])
         self.notes.extend(self._deadlines.notes)
         # a timer injected at a switch-in is an interrupt of the preemption only if its deadline fell
@@ -120,7 +125,9 @@ class LatencyAnalysis:
               .alias("latency_basis"),
             t.at(pl.col("t_idx"), "cpu").alias("irq_cpu"),
         ).sort("t_ns", "vcpu_tid").with_row_index("irq_no")
+        step("blockers")
         df = self._with_blockers(df)
+        step("blame")
         df = df.join(top_cause(self.shares_of(df)), on="irq_no", how="left")
         return df.select(list(TABLE_SCHEMA)).cast(TABLE_SCHEMA).sort("t_ns")  # type: ignore[arg-type]
 

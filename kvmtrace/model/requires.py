@@ -5,7 +5,7 @@ argument is an ``EventTables`` (or has ``.tables``, like a ``Capture``) checks t
 function runs and raises one ``MissingEventsError`` naming every missing event and how to record it
 (``any_of=True``: one of them is enough). The declarations are collected in ``REQUIRED_EVENTS``
 (analysis -> events), which docs and ``kvmtrace info`` can list. In the spirit of LISA's
-``@requires_events``.
+``@requires_events``. Each call also reports its step (kvmtrace.progress) for a progress display.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from kvmtrace.errors import MissingEventsError
 from kvmtrace.ingest.tables import EventTables
+from kvmtrace.progress import step
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -48,6 +49,7 @@ def requires_events(*events: str, analysis: str, hint: str = "", any_of: bool = 
         @functools.wraps(fn)
         def checked(*args: P.args, **kwargs: P.kwargs) -> R:
             require(args[0], analysis, events, hint, any_of)
+            step(analysis)
             return fn(*args, **kwargs)
 
         checked.required_events = events  # type: ignore[attr-defined]
