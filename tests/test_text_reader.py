@@ -421,3 +421,28 @@ def test_unreadable_lines_go_to_the_exact_reader(tmp_path: Path, monkeypatch: py
     assert tables.report.lost_events == {"": {1: 17}}
     assert tables.events.height == 300
     _same_tables(tables, _exact(path, monkeypatch))
+
+
+def test_integer_arrays_read_as_in_tracedat(tmp_path: Path) -> None:
+    """``trace-cmd report -R`` prints sys_enter's ``unsigned long args[6]`` as its 48 bytes
+    (``args=ARRAY[08, 00, ...]``); the text reader gives the same List(UInt64) as the trace.dat reader."""
+    from kvmtrace.ingest.tracedat.reader import read_tracedat
+
+    dat = Path(__file__).parent.parent / "captures" / "x86-raw-syscalls" / "trace.dat"
+    text = tmp_path / "report.txt"
+    with text.open("wb") as fh:
+        subprocess.run(["trace-cmd", "report", "-R", "-i", str(dat)], stdout=fh, stderr=subprocess.DEVNULL, check=True)
+    ours, theirs = read_text(text).table("sys_enter"), read_tracedat(dat).table("sys_enter")
+    assert ours.schema["args"] == pl.List(pl.UInt64) and ours.height == theirs.height > 5000
+    assert ours["args"].equals(theirs["args"]) and ours["id"].equals(theirs["id"])
+
+
+def test_malformed_arrays_are_null() -> None:
+    from kvmtrace.fileformats.formats import FieldFormat
+    from kvmtrace.ingest.text.fields import array_values
+
+    f = FieldFormat("insn", "__u8", 16, 4, False, array_len=4)
+    u16 = FieldFormat("v", "u16", 16, 4, False, array_len=2)
+    texts = pl.Series(["ARRAY[0f, 01, 44, 00]", "ARRAY[]", "ARRAY[zz, 01]", "[01]", None, "ARRAY[01, 02, 03]"])
+    assert array_values(texts, f).to_list() == [[15, 1, 68, 0], [], None, None, None, [1, 2, 3]]
+    assert array_values(texts, u16).to_list() == [[0x010F, 0x0044], [], None, None, None, None]

@@ -1,7 +1,9 @@
-"""The polars column type of each field kind (docs/tables.md): the typed tables' schema."""
+"""The polars column type of each field kind (docs/tables.md): the typed tables' schema, and array
+columns built from flat values (both readers)."""
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
 from kvmtrace.fileformats.formats import FieldFormat
@@ -28,3 +30,18 @@ def field_dtype(f: FieldFormat) -> pl.DataType:
     if f.is_bool:
         return pl.Boolean()
     return int_dtype(f.size, f.signed)
+
+
+def lists_of(values: pl.Series, counts: np.ndarray, dtype: pl.List) -> pl.Series:
+    """One list per row from the concatenated ``values``, ``counts[i]`` of them for row i: a reshape when
+    every row has as many, else a group by the (sorted) row number. No Python loop over rows."""
+    n, width = len(counts), int(counts.max(initial=0))
+    if width == 0:
+        return pl.select(pl.repeat(pl.lit([], dtype=dtype), n, dtype=dtype)).to_series()
+    if bool((counts == width).all()):
+        return values.reshape((n, width)).cast(dtype)
+    row = pl.Series("row", np.repeat(np.arange(n, dtype=np.int64), counts)).set_sorted()
+    grouped = pl.DataFrame({"row": row, "v": values}).group_by("row", maintain_order=True).agg("v")
+    rows = pl.DataFrame({"row": pl.Series("row", np.arange(n, dtype=np.int64)).set_sorted()})
+    return rows.join(grouped, on="row", how="left", maintain_order="left")["v"].fill_null(
+        pl.lit([], dtype=dtype)).cast(dtype)

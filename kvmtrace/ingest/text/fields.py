@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from kvmtrace.fileformats.formats import EventFormat, FieldFormat, parse_event_format
-from kvmtrace.ingest.dtypes import field_dtype
+from kvmtrace.ingest.dtypes import field_dtype, lists_of
 from kvmtrace.ingest.text.printfmt import FieldRule, PrettyForm, pretty_form, raw_value_rules
 
 FORMAT_ROOT = Path(__file__).resolve().parents[2] / "data" / "formats"
@@ -224,14 +225,42 @@ def _typed(
 ) -> pl.DataFrame:
     """Cast the captured texts to the format's dtypes; fields not captured become typed nulls."""
     assert fmt is not None
-    exprs = []
+    exprs: list[pl.Expr | pl.Series] = []
     for f in fmt.payload_fields:
-        if f.name in groups.columns:
-            exprs.append(typed_value(pl.col(f.name), f, rules.get(f.name)).alias(f.name))
-        else:
+        if f.name not in groups.columns:
             exprs.append(pl.lit(None, dtype=field_dtype(f)).alias(f.name))
+        elif isinstance(field_dtype(f), pl.List):
+            exprs.append(array_values(groups[f.name], f))
+        else:
+            exprs.append(typed_value(pl.col(f.name), f, rules.get(f.name)).alias(f.name))
     names = [f.name for f in fmt.payload_fields]
     return groups.with_columns(exprs).select(names)
+
+
+def array_values(texts: pl.Series, f: FieldFormat) -> pl.Series:
+    """An integer array as ``trace-cmd report -R`` prints it, its bytes in memory order
+    (``ARRAY[08, 00, 00, 00, ...]``), to one list per row of ``f``'s elements (little endian: the
+    text does not say; x86 and arm64 are). A row whose text is not such a list, or whose byte
+    count is not a whole number of elements, is null."""
+    dtype = field_dtype(f)
+    assert isinstance(dtype, pl.List)
+    elem = max(1, f.element_size)
+    body = texts.str.strip_chars().str.extract(r"^ARRAY\[([0-9a-fA-F, ]*)\]$", 1)
+    parts = body.str.split(", ").list.eval(pl.element().filter(pl.element() != ""))
+    n_bytes = parts.list.len().fill_null(0).to_numpy().astype(np.int64)
+    flat = parts.explode(empty_as_null=False, keep_nulls=False).str.to_integer(base=16, strict=False)
+    row = np.repeat(np.arange(len(texts), dtype=np.int64), n_bytes)
+    unread = flat.is_null().to_numpy() | (flat.fill_null(0).to_numpy() > 0xFF)
+    bad = body.is_null().to_numpy() | (n_bytes % elem != 0)
+    bad[row[unread]] = True
+    keep = ~bad[row]
+    raw = flat.fill_null(0).to_numpy()[keep].astype(np.uint8)
+    counts = np.where(bad, 0, n_bytes // elem)
+    code = f"<{'i' if f.signed else 'u'}{elem}"
+    values = pl.Series(f.name, np.frombuffer(raw.tobytes(), dtype=code), dtype=dtype.inner)
+    lists = lists_of(values, counts, dtype)
+    return pl.select(pl.when(pl.Series(bad)).then(None).otherwise(lists).alias(f.name)).to_series()
+
 
 
 def typed_value(text: pl.Expr, f: FieldFormat, rule: FieldRule | None) -> pl.Expr:

@@ -13,7 +13,7 @@ import numpy as np
 import polars as pl
 
 from kvmtrace.fileformats.formats import EventFormat, FieldFormat
-from kvmtrace.ingest.dtypes import field_dtype
+from kvmtrace.ingest.dtypes import field_dtype, lists_of
 
 _HASH_MULT = np.uint64(0x9E3779B97F4A7C15)
 _MAX_STRING_WIDTH = 4096
@@ -168,7 +168,7 @@ def _int_lists(blob: Blob, starts: np.ndarray, spans: np.ndarray, f: FieldFormat
     counts = np.asarray(spans, np.int64) // elem
     n, width, total = len(counts), int(counts.max(initial=0)), int(counts.sum())
     if width == 0:
-        return pl.select(pl.repeat(pl.lit([], dtype=pl.List(inner)), n, dtype=pl.List(inner))).to_series()
+        return lists_of(pl.Series("v", [], dtype=inner), counts, pl.List(inner))
     if n * width <= 2 * total + 4096:
         values = pl.Series("v", _rectangle(blob, np.asarray(starts, np.int64), counts, width, elem, f.signed),
                            dtype=inner)
@@ -202,17 +202,11 @@ def _rectangle(blob: Blob, starts: np.ndarray, counts: np.ndarray, width: int, e
 
 def _grouped_lists(blob: Blob, starts: np.ndarray, counts: np.ndarray, elem: int, inner: pl.DataType,
                    signed: bool) -> pl.Series:
-    """Lists of very different lengths: every element gathered at once, grouped by its (sorted) record."""
-    n, total = len(counts), int(counts.sum())
+    """Lists of very different lengths: every element gathered at once, grouped by its record."""
     first = np.cumsum(counts) - counts
+    total = int(counts.sum())
     addr = np.repeat(np.asarray(starts, np.int64) - first * elem, counts) + np.arange(total, dtype=np.int64) * elem
-    dtype = pl.List(inner)
-    values = pl.Series("v", blob.integer(addr, elem, signed), dtype=inner)
-    row = pl.Series("row", np.repeat(np.arange(n, dtype=np.int64), counts)).set_sorted()
-    grouped = pl.DataFrame({"row": row, "v": values}).group_by("row", maintain_order=True).agg("v")
-    rows = pl.DataFrame({"row": pl.Series("row", np.arange(n, dtype=np.int64)).set_sorted()}).join(
-        grouped, on="row", how="left", maintain_order="left")
-    return rows["v"].fill_null(pl.lit([], dtype=dtype)).cast(dtype)
+    return lists_of(pl.Series("v", blob.integer(addr, elem, signed), dtype=inner), counts, pl.List(inner))
 
 
 def event_columns(blob: Blob, payload: np.ndarray, length: np.ndarray, fields: list[FieldFormat],
