@@ -12,9 +12,15 @@ and bytes per event, and checks the project's targets (>= 10 M events/s, >= 10x 
 way against >= 3 M lines/s (skipped with a message when that module is absent). ``--profile`` runs the trace.dat reader
 once in this process under cProfile, with per-phase timings from the reader's progress callback.
 
+``--corpus DIR`` does the same for every capture of a corpus built by scripts/bench/corpus.py
+(its corpus.json names each capture's group and, for the field-kind captures, the kind; without
+it every ``*.dat`` in DIR): one line per capture, then the median of each figure over the corpus
+and the captures that miss a target. ``--engine native|numpy`` sets KVMTRACE_ENGINE for our child.
+
 Usage::
 
-    bench_read.py CAPTURE [--repeat 3] [--text FILE] [--profile] [--no-trace-cmd]
+    bench_read.py CAPTURE [--repeat 3] [--text FILE] [--profile] [--no-trace-cmd] [--engine numpy]
+    bench_read.py --corpus DIR [--repeat 3] [--engine native|numpy] [--only NAME,...]
 """
 
 from __future__ import annotations
@@ -48,9 +54,10 @@ tables = read(sys.argv[1])
 rows = tables.events.height
 typed = sum(t.height for t in tables.by_event.values())
 t2 = time.perf_counter()
+from kvmtrace.ingest import kernels
 print(json.dumps({{"events": rows, "typed_rows": typed, "tables": len(tables.by_event),
                   "import_s": t1 - t0, "read_s": t2 - t1,
-                  "lost": tables.report.total_lost()}}))
+                  "lost": tables.report.total_lost(), "engine": kernels.engine().name}}))
 """
 IMPORT_ONLY = "import polars, numpy, kvmtrace.ingest.tracedat.decode, kvmtrace.ingest.tracedat.reader"
 
@@ -63,13 +70,20 @@ class Run:
     rss_bytes: int
     read_s: float | None = None
     events: int | None = None
+    engine: str = ""
 
 
-def run_child(cmd: list[str], stdout: int | None = subprocess.PIPE) -> tuple[Run, str]:
+def child_env(engine: str | None) -> dict[str, str] | None:
+    """The environment of our child: this one, with KVMTRACE_ENGINE set when an engine is chosen."""
+    return {**os.environ, "KVMTRACE_ENGINE": engine} if engine else None
+
+
+def run_child(cmd: list[str], stdout: int | None = subprocess.PIPE,
+              env: dict[str, str] | None = None) -> tuple[Run, str]:
     """Run ``cmd``; wall time and peak RSS of exactly that child (os.wait4)."""
     with tempfile.TemporaryFile() as errfile:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=stdout, stderr=errfile, cwd=ROOT)
+        proc = subprocess.Popen(cmd, stdout=stdout, stderr=errfile, cwd=ROOT, env=env)
         out = proc.stdout.read().decode() if proc.stdout else ""
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
@@ -81,12 +95,12 @@ def run_child(cmd: list[str], stdout: int | None = subprocess.PIPE) -> tuple[Run
     return Run(wall, usage.ru_maxrss * 1024), out
 
 
-def ours(capture: Path, module: str, func: str) -> Run:
+def ours(capture: Path, module: str, func: str, engine: str | None = None) -> Run:
     """Time one of our readers on ``capture`` in a fresh interpreter."""
     code = CHILD.format(module=module, func=func)
-    run, out = run_child([sys.executable, "-c", code, str(capture)])
+    run, out = run_child([sys.executable, "-c", code, str(capture)], env=child_env(engine))
     info = json.loads(out.strip().splitlines()[-1])
-    run.read_s, run.events = info["read_s"], info["events"]
+    run.read_s, run.events, run.engine = info["read_s"], info["events"], info["engine"]
     return run
 
 
@@ -114,17 +128,23 @@ HEADER = (f"{'reader':<22}{'events':>12}{'wall s':>9}{'read s':>8}{'M ev/s':>10}
           f"{'tc/ours':>8}{'peak MB':>10}{'B/event':>9}")
 
 
-def bench_tracedat(capture: Path, repeat: int, with_trace_cmd: bool) -> None:
-    """Alternate our reader and trace-cmd so machine noise hits both alike; print the table."""
+def measure(capture: Path, repeat: int, with_trace_cmd: bool, engine: str | None) -> tuple[list[Run], list[Run]]:
+    """Alternate our reader and trace-cmd so machine noise hits both alike; their runs."""
     mine: list[Run] = []
     theirs: list[Run] = []
     for _ in range(repeat):
-        mine.append(ours(capture, "kvmtrace.ingest.tracedat.reader", "read_tracedat"))
+        mine.append(ours(capture, "kvmtrace.ingest.tracedat.reader", "read_tracedat", engine))
         if with_trace_cmd:
             theirs.append(trace_cmd(capture))
+    return mine, theirs
+
+
+def bench_tracedat(capture: Path, repeat: int, with_trace_cmd: bool, engine: str | None = None) -> None:
+    """Time our reader against trace-cmd on one capture; print the table and the targets."""
+    mine, theirs = measure(capture, repeat, with_trace_cmd, engine)
     events = int(mine[0].events or 0)
     tc_wall = median(theirs, "wall_s") if theirs else None
-    print(f"\n{capture} ({capture.stat().st_size / 1e6:.1f} MB), median of {repeat}")
+    print(f"\n{capture} ({capture.stat().st_size / 1e6:.1f} MB), median of {repeat}, {mine[0].engine} engine")
     print(HEADER)
     print(row("kvmtrace read_tracedat", events, mine, tc_wall))
     if theirs:
@@ -191,6 +211,137 @@ def profile(capture: Path, top: int) -> None:
         stats.sort_stats(key).print_stats(top)
 
 
+# ----------------------------------------------------------------------------- --corpus DIR
+
+
+@dataclass
+class Member:
+    """One capture of a corpus: its name, what it is (group, or the field kind), its file."""
+
+    name: str
+    label: str
+    path: Path
+
+
+@dataclass
+class Figures:
+    """One capture's medians and the targets they meet."""
+
+    name: str
+    label: str
+    events: int
+    wall_s: float
+    read_s: float
+    rss_bytes: float
+    tc_wall_s: float | None
+    engine: str = ""
+
+    @property
+    def rate_wall(self) -> float:
+        return self.events / self.wall_s
+
+    @property
+    def rate_read(self) -> float:
+        return self.events / self.read_s
+
+    @property
+    def ratio(self) -> float | None:
+        return self.tc_wall_s / self.wall_s if self.tc_wall_s else None
+
+    @property
+    def bytes_per_event(self) -> float:
+        return self.rss_bytes / max(1, self.events)
+
+    def misses(self) -> list[str]:
+        """The targets missed, each with its figure."""
+        out = []
+        if self.rate_wall < TARGET_RATE:
+            out.append(f"wall {self.rate_wall / 1e6:.2f} M/s < {TARGET_RATE / 1e6:.0f} M")
+        if self.rate_read < TARGET_RATE:
+            out.append(f"read {self.rate_read / 1e6:.2f} M/s < {TARGET_RATE / 1e6:.0f} M")
+        if self.ratio is not None and self.ratio < TARGET_RATIO:
+            out.append(f"trace-cmd {self.ratio:.1f}x < {TARGET_RATIO:.0f}x")
+        if self.bytes_per_event >= TARGET_BYTES:
+            out.append(f"peak {self.bytes_per_event:.0f} B/event >= {TARGET_BYTES:.0f}")
+        return out
+
+
+def corpus_members(folder: Path) -> list[Member]:
+    """The captures of a corpus: corpus.json's members in its order (field kinds labelled by their
+    kind, others by their group), else every ``*.dat`` in the folder."""
+    manifest = folder / "corpus.json"
+    if not manifest.exists():
+        return [Member(p.stem, "", p) for p in sorted(folder.glob("*.dat"))]
+    members = []
+    for e in json.loads(manifest.read_text())["members"]:
+        label = e["label"] if e["group"] == "field" else e["group"] + (" (replicated)" if e["replicated"] else "")
+        if (folder / e["file"]).exists():
+            members.append(Member(e["name"], label, folder / e["file"]))
+    return members
+
+
+def figures(member: Member, repeat: int, with_trace_cmd: bool, engine: str | None) -> Figures:
+    mine, theirs = measure(member.path, repeat, with_trace_cmd, engine)
+    return Figures(member.name, member.label, int(mine[0].events or 0), median(mine, "wall_s"),
+                   median(mine, "read_s"), median(mine, "rss_bytes"),
+                   median(theirs, "wall_s") if theirs else None, mine[0].engine)
+
+
+CORPUS_HEADER = (f"{'capture':<23}{'kind':<37}{'events':>12}{'wall s':>8}{'read s':>8}{'M/s wall':>9}"
+                 f"{'M/s read':>9}{'tc/ours':>8}{'peak MB':>8}{'B/ev':>6}  targets")
+
+
+def corpus_line(f: Figures) -> str:
+    ratio = f"{f.ratio:7.1f}x" if f.ratio is not None else f"{'':8}"
+    missed = f.misses()
+    verdict = "all met" if not missed else "MISSED " + ", ".join(m.split()[0] for m in missed)
+    return (f"{f.name:<23}{f.label[:36]:<37}{f.events:>12,}{f.wall_s:8.2f}{f.read_s:8.2f}"
+            f"{f.rate_wall / 1e6:9.2f}{f.rate_read / 1e6:9.2f}{ratio}{f.rss_bytes / 2**20:8.0f}"
+            f"{f.bytes_per_event:6.0f}  {verdict}")
+
+
+def median_line(rows: list[Figures]) -> str:
+    """The median of each figure over the corpus, in the columns of :func:`corpus_line`."""
+    def med(values: list[float]) -> float:
+        return statistics.median(values) if values else float("nan")
+    ratios = [r.ratio for r in rows if r.ratio is not None]
+    ratio = f"{med(ratios):7.1f}x" if ratios else f"{'':8}"
+    return (f"{'median':<23}{f'{len(rows)} captures':<37}{med([r.events for r in rows]):>12,.0f}"
+            f"{med([r.wall_s for r in rows]):8.2f}{med([r.read_s for r in rows]):8.2f}"
+            f"{med([r.rate_wall for r in rows]) / 1e6:9.2f}{med([r.rate_read for r in rows]) / 1e6:9.2f}{ratio}"
+            f"{med([r.rss_bytes for r in rows]) / 2**20:8.0f}{med([r.bytes_per_event for r in rows]):6.0f}")
+
+
+def bench_corpus(folder: Path, repeat: int, with_trace_cmd: bool, engine: str | None,
+                 only: str | None = None) -> list[Figures]:
+    """One line per capture as it is measured, then the medians and the captures missing targets."""
+    members = corpus_members(folder)
+    if only:
+        wanted = {n.strip() for n in only.split(",")}
+        members = [m for m in members if m.name in wanted]
+    if not members:
+        raise SystemExit(f"{folder}: no captures (build one with scripts/bench/corpus.py)")
+    print(f"\ncorpus {folder}: {len(members)} captures, median of {repeat}, engine {engine or 'default'}, "
+          f"targets >= {TARGET_RATE / 1e6:.0f} M events/s (wall and read), >= {TARGET_RATIO:.0f}x trace-cmd "
+          f"report, < {TARGET_BYTES:.0f} B/event peak")
+    print(CORPUS_HEADER, flush=True)
+    rows = []
+    for m in members:
+        rows.append(figures(m, repeat, with_trace_cmd, engine))
+        print(corpus_line(rows[-1]), flush=True)
+    print(median_line(rows))
+    print(f"engine reported by the reader: {', '.join(sorted({r.engine for r in rows}))}")
+    print_misses(rows)
+    return rows
+
+
+def print_misses(rows: list[Figures]) -> None:
+    missed = [(r, r.misses()) for r in rows if r.misses()]
+    print(f"\n{len(missed)} of {len(rows)} captures miss a target" + (":" if missed else ""))
+    for r, what in missed:
+        print(f"  {r.name}: {'; '.join(what)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("capture", nargs="?", type=Path, help="trace.dat to read")
@@ -199,12 +350,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-trace-cmd", action="store_true", help="skip trace-cmd report")
     ap.add_argument("--profile", action="store_true", help="cProfile one read of CAPTURE")
     ap.add_argument("--top", type=int, default=25, help="profile lines to print")
+    ap.add_argument("--corpus", type=Path, help="time every capture of this corpus folder (corpus.py)")
+    ap.add_argument("--only", help="with --corpus: only these captures (comma-separated names)")
+    ap.add_argument("--engine", choices=("native", "numpy"), help="KVMTRACE_ENGINE for our reader")
     args = ap.parse_args(argv)
-    if args.capture is None and args.text is None:
-        ap.error("give a CAPTURE, --text FILE, or both")
+    if args.capture is None and args.text is None and args.corpus is None:
+        ap.error("give a CAPTURE, --text FILE, --corpus DIR, or several")
     baseline_rss()
+    if args.corpus is not None:
+        bench_corpus(args.corpus, args.repeat, not args.no_trace_cmd, args.engine, args.only)
     if args.capture is not None:
-        bench_tracedat(args.capture, args.repeat, not args.no_trace_cmd)
+        bench_tracedat(args.capture, args.repeat, not args.no_trace_cmd, args.engine)
     if args.text is not None:
         bench_text(args.text, args.repeat)
     if args.profile and args.capture is not None:

@@ -2,9 +2,11 @@
 
 The input (by default the bundled arm64 VHE cyclictest capture) is first converted with
 ``trace-cmd convert --file-version 6 --compression none`` so that each CPU's data is one
-contiguous array of pages whose offset and size sit in the ``flyrecord`` table. The output keeps
-everything before the first CPU's data verbatim (formats, cmdlines, options), patches the
-flyrecord table and appends, per CPU, the original pages N times. Replica k has every page's
+contiguous array of pages whose offset and size sit in the ``flyrecord`` table. Any v6/v7
+capture of flyrecord buffers works, named buffers (instances) too. The output keeps everything
+before the top buffer's ``flyrecord`` block verbatim (formats, cmdlines, options; a named
+buffer's BUFFER option gets its block's new offset), then writes each buffer's block: its
+offset table, clock, and per CPU the original pages N times. Replica k has every page's
 u64 timestamp (the first 8 bytes of the page) shifted by k * span, where span covers the whole
 capture plus a small gap, so time stays monotonic per CPU and across CPUs. Records carrying an
 absolute timestamp (type_len 31, which the kernel writes now and then) get the same shift.
@@ -21,18 +23,20 @@ from __future__ import annotations
 
 import argparse
 import math
+import mmap
 import struct
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
-from kvmtrace.ingest.tracedat.reader import TraceDatFile, read_structure
+from kvmtrace.ingest.tracedat.reader import CpuData, TraceDatFile, read_structure
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_INPUT = ROOT / "captures" / "arm64-vhe-cyclictest" / "trace.dat"
@@ -52,50 +56,98 @@ def convert(src: Path, dst: Path, version: int, compression: str) -> None:
 
 
 def check_layout(f: TraceDatFile) -> None:
-    """Accept only what this tool can replicate: v6, uncompressed, one buffer, little endian."""
+    """Accept only what this tool can replicate: v6, uncompressed, flyrecord buffers, little endian."""
     if f.version != 6 or f.compression != "none":
         raise SystemExit(f"expected a v6 uncompressed file, got v{f.version} {f.compression}")
-    if len(f.buffers) != 1 or f.buffers[0].latency_text is not None:
-        raise SystemExit("only single-buffer flyrecord captures are supported")
+    if any(b.latency_text is not None for b in f.buffers):
+        raise SystemExit("only flyrecord captures are supported (not latency ones)")
     if f.big_endian:
         raise SystemExit("only little-endian captures are supported")
 
 
-def flyrecord_table_offset(header: bytes, f: TraceDatFile) -> int:
-    """File offset of the flyrecord (offset, size) table, checked against the parsed structure."""
-    cpus = f.buffers[0].cpus
-    values = [v for c in cpus for v in (c.file_offset, c.file_size)]
-    expected = struct.pack(f"<{len(values)}Q", *values)
-    table = header.rfind(FLYRECORD_TAG) + len(FLYRECORD_TAG)
-    if table < len(FLYRECORD_TAG) or header[table:table + len(expected)] != expected:
-        raise SystemExit("cannot locate the flyrecord offset table")
-    return table
+@dataclass
+class Section:
+    """One buffer's ``flyrecord`` block in the input: its tag's offset, its CPUs and clock bytes."""
+
+    name: str
+    tag_at: int
+    cpus: list[CpuData]
+    clock: bytes  # what follows the offset table: u64 size + the trace clock text (or nothing)
+
+
+def find_sections(raw: mmap.mmap, f: TraceDatFile) -> list[Section]:
+    """Each buffer's flyrecord block (top buffer first), located by its tag and offset table."""
+    sections, pos = [], 0
+    for buf in f.buffers:
+        values = [v for c in buf.cpus for v in (c.file_offset, c.file_size)]
+        expected = FLYRECORD_TAG + struct.pack(f"<{len(values)}Q", *values)
+        at = raw.find(expected, pos)
+        if at < 0:
+            raise SystemExit(f"cannot locate the flyrecord offset table of buffer {buf.name!r}")
+        pos = at + len(expected)
+        sections.append(Section(buf.name, at, buf.cpus, _clock_bytes(raw, pos)))
+    return sections
+
+
+def _clock_bytes(raw: mmap.mmap, at: int) -> bytes:
+    """The sized clock text after an offset table (``u64 size`` + ``[local] global ...``), if any."""
+    if at + 8 > len(raw):
+        return b""
+    (size,) = struct.unpack_from("<Q", raw, at)
+    text = raw[at + 8:at + 8 + size] if 0 < size < 4096 else b""
+    return raw[at:at + 8 + size] if text.startswith(b"[") or b" [" in text else b""
 
 
 def _align(n: int, page_size: int) -> int:
     return (n + page_size - 1) // page_size * page_size
 
 
-def write_replicas(f: TraceDatFile, scans: list[CpuScan], out: Path, copies: int,
+def _patch_buffer_option(header: bytearray, sec: Section, new_at: int) -> None:
+    """Point the BUFFER option of a named buffer at its new flyrecord block."""
+    old = struct.pack("<Q", sec.tag_at) + sec.name.encode() + b"\0"
+    at = header.find(old)
+    if at < 0 or header.find(old, at + 1) >= 0:
+        raise SystemExit(f"cannot locate the BUFFER option of buffer {sec.name!r}")
+    struct.pack_into("<Q", header, at, new_at)
+
+
+def write_replicas(f: TraceDatFile, raw: mmap.mmap, scans: list[CpuScan], out: Path, copies: int,
                    span: int) -> None:
-    """Write the v6 output: the verbatim header with a patched table, then N copies per CPU."""
-    cpus = f.buffers[0].cpus
-    first = min(c.file_offset for c in cpus if c.file_size)
-    header = bytearray(f.blob[:first].tobytes())
-    table = flyrecord_table_offset(bytes(header), f)
-    offsets, pos = [], len(header)
-    for c in cpus:
-        pos = _align(pos, f.page_size)
-        offsets.append(pos)
-        pos += c.length * copies
-    new_table = [v for c, off in zip(cpus, offsets, strict=True) for v in (off, c.length * copies)]
-    struct.pack_into(f"<{len(new_table)}Q", header, table, *new_table)
+    """Write the v6 output: the verbatim header (BUFFER options patched), then per buffer its
+    flyrecord block with a new offset table and N copies of each CPU's pages."""
+    sections = find_sections(raw, f)
+    header = bytearray(raw[:sections[0].tag_at])
+    scan_of = iter(scans)
     with open(out, "wb") as fh:
         fh.write(header)
-        for c, off, scan in zip(cpus, offsets, scans, strict=True):
-            fh.write(b"\0" * (off - fh.tell()))
-            stamps = np.asarray(scan.stamps, np.int64)
-            _write_cpu(fh, f.cpu_pages(c), f.page_size, stamps, copies, span)
+        for sec in sections:
+            if sec.name:
+                _patch_buffer_option(header, sec, fh.tell())
+            _write_section(fh, f, sec, scan_of, copies, span)
+        fh.seek(0)
+        fh.write(header)
+
+
+def _write_section(fh: BinaryIO, f: TraceDatFile, sec: Section, scan_of: Iterator[CpuScan], copies: int,
+                   span: int) -> None:
+    """One buffer's flyrecord block: tag, offset table, clock, then every CPU's replicas."""
+    fh.write(FLYRECORD_TAG)
+    table_at = fh.tell()
+    fh.write(b"\0" * (16 * len(sec.cpus)))
+    fh.write(sec.clock)
+    table = []
+    for c in sec.cpus:
+        scan = next(scan_of)
+        if not c.file_size:
+            table += [0, 0]
+            continue
+        fh.write(b"\0" * (_align(fh.tell(), f.page_size) - fh.tell()))
+        table += [fh.tell(), c.length * copies]
+        _write_cpu(fh, f.cpu_pages(c), f.page_size, np.asarray(scan.stamps, np.int64), copies, span)
+    end = fh.tell()
+    fh.seek(table_at)
+    fh.write(struct.pack(f"<{len(table)}Q", *table))
+    fh.seek(end)
 
 
 @dataclass
@@ -177,13 +229,14 @@ def build(src: Path, out: Path, events: int | None, copies: int | None, compress
         f = read_structure(v6)
         check_layout(f)
         scans = [scan_cpu(f.cpu_pages(c).tobytes(), f.page_size, f.page_data_offset)
-                 for c in f.buffers[0].cpus]
+                 for b in f.buffers for c in b.cpus]
         per_copy = sum(s.records for s in scans)
         lo = min(s.first_ts for s in scans if s.first_ts is not None)
         hi = max(s.last_ts for s in scans if s.last_ts is not None)
         n = copies if copies else max(1, math.ceil((events or per_copy) / per_copy))
         target = out if compress == "none" else Path(tmp) / "big-v6.dat"
-        write_replicas(f, scans, target, n, hi - lo + GAP_NS)
+        with open(v6, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as raw:
+            write_replicas(f, raw, scans, target, n, hi - lo + GAP_NS)
         del f
         if compress != "none":
             convert(target, out, 7, compress)
