@@ -202,3 +202,20 @@ def ptr(a: np.ndarray | None) -> int | None:
 def pointers(arrays: Sequence[np.ndarray | None]) -> np.ndarray:
     """A C array of pointers to the given arrays' data (NULL for None)."""
     return np.array([0 if a is None else a.ctypes.data for a in arrays] or [0], dtype=np.uintp)
+
+
+def intern_spans(lib: ctypes.CDLL, buf: np.ndarray, pos: np.ndarray, length: np.ndarray
+                 ) -> tuple[np.ndarray, list[bytes]]:
+    """kt_text_intern (any reader's bytes): a code per distinct byte string ``buf[pos : pos + length]``,
+    numbered in order of first appearance, and those strings. Spans must lie inside ``buf``."""
+    pos = np.ascontiguousarray(pos, np.int64)
+    length = np.ascontiguousarray(length, np.int64)
+    n = pos.size
+    codes = np.empty(n, np.int32)
+    reps = np.empty(max(n, 1), np.int64)
+    count = int(lib.kt_text_intern(ptr(buf), n, ptr(pos), ptr(length), ptr(codes), ptr(reps)))
+    if count < 0:
+        raise MemoryError("kt_text_intern")
+    values = [buf[s:s + k].tobytes() for s, k in zip(pos[reps[:count]].tolist(), length[reps[:count]].tolist(),
+                                                     strict=True)]
+    return codes, values

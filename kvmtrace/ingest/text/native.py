@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from kvmtrace.ingest.kernels import library, ptr
+from kvmtrace.ingest.kernels import intern_spans, library, ptr
 from kvmtrace.ingest.text.bytetext import I64, ByteText, Interned
 
 SPLIT_SPANS, SPLIT_UNSURE, SPLIT_NO_MATCH = 0, 1, 2
@@ -289,15 +289,5 @@ def open_gaps(lib: ctypes.CDLL, arrays: list[np.ndarray], final: I64) -> list[np
 def intern(lib: ctypes.CDLL, text: ByteText, pos: I64, length: I64) -> Interned:
     """bytetext.intern in C (any length): a code per distinct byte string text[pos : pos + length], the
     values numbered in order of first appearance."""
-    pos = np.ascontiguousarray(pos, np.int64)
-    length = np.ascontiguousarray(length, np.int64)
-    n = pos.size
-    codes = np.empty(n, np.int32)
-    reps = np.empty(max(n, 1), np.int64)
-    count = int(lib.kt_text_intern(ptr(text.buf), n, ptr(pos), ptr(length), ptr(codes), ptr(reps)))
-    if count < 0:
-        raise MemoryError("kt_text_intern")
-    buf = text.buf
-    values = [buf[s : s + k].tobytes() for s, k in zip(pos[reps[:count]].tolist(), length[reps[:count]].tolist(),
-                                                       strict=True)]
+    codes, values = intern_spans(lib, text.buf, pos, length)
     return Interned(codes, values)

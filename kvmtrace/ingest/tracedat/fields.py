@@ -9,10 +9,13 @@ bytes and decoded once per distinct value.
 
 from __future__ import annotations
 
+import ctypes
+
 import numpy as np
 import polars as pl
 
 from kvmtrace.fileformats.formats import EventFormat, FieldFormat
+from kvmtrace.ingest import kernels
 from kvmtrace.ingest.dtypes import field_dtype, lists_of
 
 _HASH_MULT = np.uint64(0x9E3779B97F4A7C15)
@@ -60,28 +63,70 @@ class Blob:
 
 
 def strings_from_spans(blob: Blob, starts: np.ndarray, lengths: np.ndarray) -> pl.Series:
-    """Byte spans cut at their first NUL, as a String series; each distinct value decoded once."""
+    """Byte spans cut at their first NUL, as a String series; each distinct value decoded once (with the
+    native kernels, spans are interned in one pass over their bytes, no fixed-width copy)."""
     n = len(starts)
     if n == 0:
         return pl.Series(values=[], dtype=pl.String)
     lengths = np.clip(lengths, 0, _MAX_STRING_WIDTH)
+    lib = kernels.library()
+    if lib is not None:
+        return _interned_strings(lib, blob, starts, lengths)
     width = max(8, (int(lengths.max()) + 7) // 8 * 8)
     rows = blob.bytes_at(starts, width)
     if int(lengths.min()) < width:
         rows = rows.copy()
         rows[np.arange(width) >= lengths[:, None]] = 0
-    return _dedupe_decode(rows)
+    return _decode_rows(rows)
 
 
 def fixed_strings(blob: Blob, payload: np.ndarray, offset: int, width: int) -> pl.Series:
     """``char name[width]`` fields: the whole array is the field, cut at its first NUL."""
     if len(payload) == 0:
         return pl.Series(values=[], dtype=pl.String)
+    lib = kernels.library()
+    if lib is not None and len(blob.data) >= width:
+        starts = np.minimum(np.asarray(payload, np.int64) + offset, len(blob.data) - width)
+        return _interned_strings(lib, blob, starts, np.full(len(payload), width, np.int64))
     padded = (width + 7) // 8 * 8
     rows = blob.bytes_at(payload, width, offset)
     if padded != width:
         rows = np.concatenate([rows, np.zeros((len(rows), padded - width), np.uint8)], axis=1)
-    return _dedupe_decode(rows)
+    return _decode_rows(rows)
+
+
+def _interned_strings(lib: ctypes.CDLL, blob: Blob, starts: np.ndarray, lengths: np.ndarray) -> pl.Series:
+    """The native twin of the fixed-width path: spans interned by their bytes (kt_text_intern), each
+    distinct one cut at its first NUL and decoded once (UTF-8, invalid bytes replaced), then gathered."""
+    codes, values = kernels.intern_spans(lib, blob.data, starts, lengths)
+    texts = [v.split(b"\0", 1)[0].decode("utf-8", "replace") for v in values]
+    return pl.Series(values=texts, dtype=pl.String).gather(pl.Series(codes.view(np.uint32)))
+
+
+def _row_texts(rows: np.ndarray) -> pl.Series:
+    """Fixed-width rows of bytes as text cut at the first NUL (interned in C when the kernels are
+    loaded, else _decode_rows)."""
+    lib = kernels.library()
+    if lib is None or rows.size == 0:
+        return _decode_rows(rows)
+    rows = np.ascontiguousarray(rows)
+    width = rows.shape[1]
+    return _interned_strings(lib, Blob(rows.reshape(-1), "<"), np.arange(len(rows), dtype=np.int64) * width,
+                             np.full(len(rows), width, np.int64))
+
+
+def _decode_rows(rows: np.ndarray) -> pl.Series:
+    """Each row's bytes up to its first NUL, as text. Plain ASCII rows (nearly all) go to polars as one
+    fixed-width byte array (trailing NULs dropped); rows with other bytes, or with text after a NUL,
+    are decoded one distinct value at a time (UTF-8, invalid bytes replaced)."""
+    rows = np.ascontiguousarray(rows)
+    binary = pl.Series(rows.view(f"S{rows.shape[1]}").ravel())
+    odd = (rows >= 0x80).any(axis=1) | binary.bin.contains(b"\0").to_numpy()
+    if not odd.any():
+        return binary.cast(pl.String)
+    where = np.flatnonzero(odd)
+    plain = pl.select(pl.when(pl.lit(pl.Series(odd))).then(pl.lit(b"")).otherwise(pl.lit(binary))).to_series()
+    return plain.cast(pl.String).scatter(where, _dedupe_decode(rows[where]))
 
 
 def _dedupe_decode(rows: np.ndarray) -> pl.Series:
@@ -247,7 +292,7 @@ def plain_series(f: FieldFormat, values: np.ndarray) -> pl.Series:
         padded = (values.shape[1] + 7) // 8 * 8 or 8
         if values.shape[1] < padded:
             values = np.concatenate([values, np.zeros((len(values), padded - values.shape[1]), np.uint8)], axis=1)
-        return _dedupe_decode(values).alias(f.name)
+        return _row_texts(values).alias(f.name)
     if f.is_bool:
         return pl.Series(f.name, values != 0)
     native = np.ascontiguousarray(values).astype(plain_code(f, "="), copy=False)
