@@ -223,7 +223,8 @@ def open_capture(path: str | Path, use_cache: bool = True, progress: Any = None,
         _check_pattern(pattern, manifest_path(p, trace) if not phase_pattern else None)
     started = time.perf_counter()
     if window is not None:
-        return Capture(path=p, trace_path=trace, tables=read_tables(trace, progress, window), manifest=manifest,
+        part = with_manifest_clock(read_tables(trace, progress, window), manifest)
+        return Capture(path=p, trace_path=trace, tables=part, manifest=manifest,
                        read_seconds=time.perf_counter() - started, phase_pattern=phase_pattern, read_window=window)
     key = _content_key(trace) if use_cache and cache.pays_for(is_tracedat(trace)) else None
     tables, note = cache.load(trace, key) if key else (None, None)
@@ -233,8 +234,25 @@ def open_capture(path: str | Path, use_cache: bool = True, progress: Any = None,
         tables = read_tables(trace, progress)
         if key:
             _note(cache.store(trace, key, tables))
-    return Capture(path=p, trace_path=trace, tables=tables, manifest=manifest, from_cache=from_cache,
-                   read_seconds=time.perf_counter() - started, phase_pattern=phase_pattern)
+    return Capture(path=p, trace_path=trace, tables=with_manifest_clock(tables, manifest), manifest=manifest,
+                   from_cache=from_cache, read_seconds=time.perf_counter() - started, phase_pattern=phase_pattern)
+
+
+def with_manifest_clock(tables: EventTables, manifest: Manifest | None) -> EventTables:
+    """The trace clock the recorder names in capture.json where the trace file says ``local`` or
+    nothing: tools that rewrite a trace.dat can drop its clock option (``trace-cmd split`` does, and the
+    converted file then says local), while the timestamps were taken with the recorder's clock. Where
+    the clock came from is kept in ``meta.options['clock_source']``."""
+    said = manifest.tracing.get("clock") if manifest else None
+    if not isinstance(said, str) or not said or said == tables.meta.clock:
+        return tables
+    if tables.meta.clock not in (None, "local"):
+        tables.meta.options["clock_source"] = f"the trace file (capture.json says {said!r})"
+        return tables
+    tables.meta.options["clock_source"] = (f"capture.json (the trace file says {tables.meta.clock or 'nothing'}: "
+                                           "a rewrite such as trace-cmd split drops the clock option)")
+    tables.meta.clock = said
+    return tables
 
 
 def manifest_path(path: Path, trace: Path) -> Path:

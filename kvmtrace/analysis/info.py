@@ -30,6 +30,7 @@ def info_dict(cap: Capture) -> dict[str, Any]:
                    "endian": meta.endian, "long_size": meta.long_size, "page_size": meta.page_size},
         "kernel": {"uname": meta.uname, "arch": arch, "tracer": meta.tracer_version},
         "clock": meta.clock,
+        "clock_source": meta.options.get("clock_source", "the trace file"),
         "cpus": meta.cpus,
         "buffers": meta.buffers,
         "time": {"first_ns": first, "last_ns": last,
