@@ -15,15 +15,7 @@ from polars.testing import assert_frame_equal
 
 from kvmtrace.capture import open_capture
 from kvmtrace.ingest import cache
-from tests.report_oracle import CAPTURES
-
-SOURCE = CAPTURES / "board-vhe-hog" / "trace.dat"
-
-
-@pytest.fixture(autouse=True)
-def numpy_engine(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A trace.dat is cached only where the numpy engine reads it (cache.pays_for)."""
-    monkeypatch.setenv("KVMTRACE_ENGINE", "numpy")
+from tests.test_cache import SOURCE, numpy_engine  # noqa: F401 - an autouse fixture: the numpy engine's cache
 
 
 @pytest.fixture

@@ -15,13 +15,13 @@ import pytest
 import zstandard
 
 from kvmtrace.fileformats.formats import parse_event_format, parse_header_page
+from kvmtrace.fileformats.tracedat import header_page_text
 from kvmtrace.fileformats.writer import (
     CallableCompressor,
     EventEncoder,
     PageEncoder,
     TimeShiftSample,
     TraceDatWriter,
-    header_page_text,
 )
 
 FORMATS = Path(__file__).resolve().parents[1] / "kvmtrace" / "data" / "formats" / "arm64-6.1"

@@ -52,14 +52,20 @@ def resolve_window(path: str | Path | None, spec: str | None, events: pl.DataFra
     return Window(spec, int(rows["start_ns"][0]), int(rows["end_ns"][0]))
 
 
-def _range(path: str | Path | None, spec: str, first: int, last: int) -> Window:
+def _seconds_range(spec: str) -> tuple[int | None, int | None]:
+    """``START:END`` in seconds as ns, None for a side left out; ValueError or OverflowError otherwise."""
     lo, _, hi = spec.partition(":")
+    return (round(float(lo) * 1e9) if lo.strip() else None, round(float(hi) * 1e9) if hi.strip() else None)
+
+
+def _range(path: str | Path | None, spec: str, first: int, last: int) -> Window:
     try:
-        start = round(float(lo) * 1e9) if lo.strip() else first
-        end = round(float(hi) * 1e9) if hi.strip() else last
+        lo, hi = _seconds_range(spec)
     except (ValueError, OverflowError):
         raise CaptureError(path, None, f"--window {spec!r}: expected a phase name, 'all' or START:END "
                                        "in seconds") from None
+    start = first if lo is None else lo
+    end = last if hi is None else hi
     if end <= start:
         raise CaptureError(path, None, f"--window {spec!r}: the end is not after the start")
     if end < first or start > last:
@@ -73,10 +79,8 @@ def explicit_range(spec: str | None) -> tuple[int | None, int | None] | None:
     such a range (a phase, ``all``, nothing) or not a valid one (the resolver then says why)."""
     if spec is None or ":" not in spec:
         return None
-    lo, _, hi = spec.partition(":")
     try:
-        start = round(float(lo) * 1e9) if lo.strip() else None
-        end = round(float(hi) * 1e9) if hi.strip() else None
+        start, end = _seconds_range(spec)
     except (ValueError, OverflowError):
         return None
     return None if start is not None and end is not None and end <= start else (start, end)

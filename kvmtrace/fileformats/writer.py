@@ -32,13 +32,11 @@ from kvmtrace.fileformats.formats import EventFormat, FieldFormat, parse_format
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from kvmtrace.fileformats.tracedat import (  # noqa: F401 - the layout, re-exported for the writer's users
-    COMMIT_MASK,
+from kvmtrace.fileformats.tracedat import (
     HEADER_EVENT_TEXT,
     MAGIC,
     MAX_SMALL_DATA,
     OPT_BUFFER,
-    OPT_BUFFER_TEXT,
     OPT_CMDLINES,
     OPT_CPUCOUNT,
     OPT_CPUSTAT,
@@ -46,13 +44,10 @@ from kvmtrace.fileformats.tracedat import (  # noqa: F401 - the layout, re-expor
     OPT_DONE,
     OPT_EVENT_FORMATS,
     OPT_FTRACE_EVENTS,
-    OPT_GUEST,
     OPT_HEADER_INFO,
-    OPT_HOOK,
     OPT_KALLSYMS,
     OPT_OFFSET,
     OPT_PRINTK,
-    OPT_PROCMAPS,
     OPT_STRINGS,
     OPT_TIME_SHIFT,
     OPT_TRACECLOCK,

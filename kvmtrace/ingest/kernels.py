@@ -138,7 +138,7 @@ def _drop_stale(out_dir: Path, target: Path) -> None:
     suffix = target.name.split("-", 3)[3]  # "<machine>[-asan].so"
     now = time.time()
     for path in out_dir.glob("kvmtrace-native-*"):
-        stale = path != target and path.name.endswith(suffix) and path.name.count("-") == target.name.count("-")
+        stale = path != target and path.name.endswith(suffix)
         dead = path.name.endswith(".tmp") and now - _mtime(path) > STALE_BUILD_S
         if stale or dead:
             with contextlib.suppress(OSError):

@@ -12,7 +12,7 @@ from rich.text import Text
 
 from kvmtrace.analysis.verdicts import STAGE_WORDS
 from kvmtrace.model.interrupts import STAGES
-from kvmtrace.render.tables import facts_table
+from kvmtrace.render.tables import blame_table, facts_table
 from kvmtrace.units import fmt_ns, us_or_ms
 
 STAGE_SPAN = {"timer": "deadline -> host IRQ", "host_irq": "host IRQ -> wakeup / injection",
@@ -23,6 +23,10 @@ STAGE_STYLE = {"timer": "magenta", "host_irq": "red", "vcpu_wait": "yellow", "in
 STAGE_LETTER = {"timer": "T", "host_irq": "H", "vcpu_wait": "W", "inject": "I", "exit": "X", "entry": "E"}
 BAR_WIDTH = 50
 HIST_WIDTH = 36
+
+
+BLAME_TITLE = ("Blame over all interrupts (each nanosecond of latency charged to who held the CPU that "
+               "mattered; docs/stages.md)")
 
 
 def render_analyze_report(doc: dict[str, Any], console: Console) -> None:
@@ -50,7 +54,7 @@ def render_analyze(doc: dict[str, Any], console: Console) -> None:
         console.print(_histogram(irqs))
         if doc["per_vcpu"]:
             console.print(_per_vcpu(doc["per_vcpu"]))
-        console.print(_blame(doc["blame"]))
+        console.print(blame_table(doc["blame"], BLAME_TITLE, "interrupts"))
         console.print(_worst(irqs, plain=plain_output(console)))
         console.print(_overall(irqs))
     for note in doc["notes"]:
@@ -174,18 +178,6 @@ def _overall(irqs: dict[str, Any]) -> Text:
     stage, n = max(counts.items(), key=lambda kv: kv[1])
     return Text(f"Verdict: in {n} of the {len(worst)} worst interrupts most time went {STAGE_WORDS[stage]} "
                 f"({stage}). Worst: {worst[0]['verdict']}.", style="bold")
-
-
-def _blame(rows: list[dict[str, Any]]) -> Table:
-    t = Table(title="Blame over all interrupts (each nanosecond of latency charged to who held the CPU that "
-                    "mattered; docs/stages.md)", title_justify="left")
-    for col in ("cause", "kind", "total", "share", "interrupts", "top cause of > 1 ms"):
-        t.add_column(col, justify="left" if col in ("cause", "kind") else "right")
-    for r in rows[:10]:
-        pid = f" ({r['cause_pid']})" if r["cause_pid"] not in (None, 0) else ""
-        t.add_row(f"{r['cause']}{pid}", r["cause_kind"], fmt_ns(r["total_ns"]), f"{100 * r['share']:.1f}%",
-                  f"{r['interrupts']:,}", f"{r['slow_top']:,}")
-    return t
 
 
 def _per_vcpu(rows: list[dict[str, Any]]) -> Table:

@@ -8,7 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from kvmtrace.render.tables import facts_table
+from kvmtrace.render.tables import blame_table, facts_table
 from kvmtrace.units import fmt_ns
 
 STAGE_SPAN = {"timer": "deadline -> timer IRQ", "host_irq": "timer IRQ -> wakeup", "wait": "wakeup -> switch-in",
@@ -25,7 +25,7 @@ def render_native(doc: dict[str, Any], console: Console) -> None:
     console.print(_percentiles(nat["wakeups"]))
     console.print(_stages(nat["wakeups"]["stages"]))
     console.print(_check(nat["cyclictest_check"]))
-    console.print(_blame(nat["blame"]))
+    console.print(blame_table(nat["blame"], "Blame over all wakeups", "wakeups"))
     for n, r in enumerate(nat["wakeups"]["worst"], 1):
         console.print(f"[bold]#{n}[/bold] deadline {r['deadline_ns'] / 1e9:.6f} s  tid {r['tid']}  CPU {r['cpu']}: "
                       f"{r['verdict']}")
@@ -73,15 +73,4 @@ def _check(c: dict[str, Any]) -> Table:
     bt = c.get("breaktrace")
     if bt:
         t.add_row("breaktrace (-b): the loop that broke", f"{bt['latency_us']} us", f"{bt['traced_worst_us']} us")
-    return t
-
-
-def _blame(rows: list[dict[str, Any]]) -> Table:
-    t = Table(title="Blame over all wakeups", title_justify="left")
-    for col in ("cause", "kind", "total", "share", "wakeups", "top cause of > 1 ms"):
-        t.add_column(col, justify="left" if col in ("cause", "kind") else "right")
-    for r in rows[:10]:
-        pid = f" ({r['cause_pid']})" if r["cause_pid"] not in (None, 0) else ""
-        t.add_row(f"{r['cause']}{pid}", r["cause_kind"], fmt_ns(r["total_ns"]), f"{100 * r['share']:.1f}%",
-                  f"{r['interrupts']:,}", f"{r['slow_top']:,}")
     return t

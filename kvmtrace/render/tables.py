@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kvmtrace.errors import CaptureError
+from kvmtrace.units import fmt_ns
 
 FORMATS = ("table", "csv", "md", "json")
 WIDE = 10_000  # the console width when stdout is not a terminal: tables keep their natural width
@@ -34,6 +35,19 @@ def facts_table(title: str, rows: list[tuple[str, str]]) -> Table:
     t.add_column()
     for name, value in rows:
         t.add_row(name, value)
+    return t
+
+
+def blame_table(rows: list[dict[str, Any]], title: str, counted: str) -> Table:
+    """The ten largest causes of a blame table (model/blame.blame_table rows); ``counted`` names what
+    its ``interrupts`` column counts (interrupts, or the native analysis's wakeups)."""
+    t = Table(title=title, title_justify="left")
+    for col in ("cause", "kind", "total", "share", counted, "top cause of > 1 ms"):
+        t.add_column(col, justify="left" if col in ("cause", "kind") else "right")
+    for r in rows[:10]:
+        pid = f" ({r['cause_pid']})" if r["cause_pid"] not in (None, 0) else ""
+        t.add_row(f"{r['cause']}{pid}", r["cause_kind"], fmt_ns(r["total_ns"]), f"{100 * r['share']:.1f}%",
+                  f"{r['interrupts']:,}", f"{r['slow_top']:,}")
     return t
 
 

@@ -15,15 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from kvmtrace.fileformats.writer import (
-    TS_MASK,
-    TYPE_PADDING,
-    TYPE_TIME_EXTEND,
-    EventEncoder,
-    EventFormat,
-    TraceDatWriter,
-    parse_format,
-)
+from kvmtrace.fileformats.formats import EventFormat, parse_format
+from kvmtrace.fileformats.tracedat import TS_MASK, TYPE_PADDING, TYPE_TIME_EXTEND
+from kvmtrace.fileformats.writer import EventEncoder, TraceDatWriter
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "formats"
 EXTRA_ARM64 = Path(__file__).resolve().parent / "formats_arm64"

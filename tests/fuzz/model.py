@@ -8,7 +8,8 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kvmtrace.fileformats.writer import CallableCompressor, TraceDatWriter, header_page_text
+from kvmtrace.fileformats.tracedat import header_page_text
+from kvmtrace.fileformats.writer import CallableCompressor, TraceDatWriter
 from kvmtrace.ingest.tracedat.reader import read_structure
 
 
