@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -297,11 +298,21 @@ def test_unknown_event_clock_and_bad_filter(tmp_path: Path) -> None:
 
 @pytest.mark.tracefs
 @pytest.mark.skipif(not _usable() or shutil.which("setpriv") is None, reason="needs root, tracefs and setpriv")
-def test_no_permission(tmp_path: Path) -> None:
-    tmp_path.chmod(0o777)
-    res = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", PY, "-m",
-                          "kvmtrace.record", "-o", str(tmp_path / "cap"), "--duration", "1"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=30)
+def test_no_permission() -> None:
+    """An unprivileged user gets one line. The recorder runs as its pyz from a folder of its own in /tmp
+    that user can reach: the checkout and pytest's tmp_path may lie in folders only root can enter
+    (a fresh clone in a mktemp -d folder; /tmp/pytest-of-root)."""
+    folder = Path(tempfile.mkdtemp(prefix="kvmtrace-noperm-", dir="/tmp"))
+    try:
+        folder.chmod(0o777)
+        pyz = folder / "kvmtrace-record.pyz"
+        subprocess.run([PY, str(ROOT / "scripts" / "build_pyz.py"), "-o", str(pyz)], check=True, capture_output=True)
+        pyz.chmod(0o644)
+        res = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", PY, "-I", str(pyz),
+                              "-o", str(folder / "cap"), "--duration", "1"],
+                             cwd=folder, capture_output=True, text=True, timeout=30)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     assert res.returncode == 2 and "permission denied" in res.stderr, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
 
