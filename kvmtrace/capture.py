@@ -115,19 +115,8 @@ class Capture:
         ev = self.tables.events
         first = int(ev["ts"][0]) if ev.height else None
         last = int(ev["ts"][-1]) if ev.height else None
-        found = phases_from_markers(self.markers, first, last, self.marker_pattern())
-        if self.manifest and self.manifest.phases:
-            have = set(found["name"].to_list())
-            rows = [
-                {"name": p["name"], "start_ns": p.get("start_ns"), "end_ns": p.get("end_ns"),
-                 "start_marker": "capture.json", "end_marker": "capture.json"}
-                for p in self.manifest.phases if p.get("name") not in have
-            ]
-            if rows:
-                extra = pl.DataFrame(rows).with_columns(
-                    (pl.col("end_ns") - pl.col("start_ns")).alias("duration_ns")).select(found.columns)
-                found = pl.concat([found, extra.cast(found.schema)]).sort("start_ns")
-        return found
+        return phases_with_manifest(phases_from_markers(self.markers, first, last, self.marker_pattern()),
+                                    self.manifest)
 
     @cached_property
     def cyclictest(self) -> pl.DataFrame:
@@ -140,6 +129,23 @@ class Capture:
             names = ", ".join(self.phases["name"].to_list()) or "none"
             raise CaptureError(self.path, None, f"no phase named {name!r} (phases: {names})")
         return int(rows["start_ns"][0]), int(rows["end_ns"][0])
+
+
+def phases_with_manifest(found: pl.DataFrame, manifest: Manifest | None) -> pl.DataFrame:
+    """Phases from markers (``found``), plus the manifest's phases the trace has no markers for."""
+    if not (manifest and manifest.phases):
+        return found
+    have = set(found["name"].to_list())
+    rows = [
+        {"name": p["name"], "start_ns": p.get("start_ns"), "end_ns": p.get("end_ns"),
+         "start_marker": "capture.json", "end_marker": "capture.json"}
+        for p in manifest.phases if p.get("name") not in have
+    ]
+    if not rows:
+        return found
+    extra = pl.DataFrame(rows).with_columns(
+        (pl.col("end_ns") - pl.col("start_ns")).alias("duration_ns")).select(found.columns)
+    return pl.concat([found, extra.cast(found.schema)]).sort("start_ns")
 
 
 def find_trace(path: Path) -> tuple[Path, Manifest | None]:

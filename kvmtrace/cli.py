@@ -148,11 +148,15 @@ def analyze(capture: CaptureArg, window: Window = None,
                                 "and explain cyclictest loop by loop on both sides")] = None,
             loops_out: Annotated[Path | None, typer.Option(
                 "--loops-out", help="with a guest capture: write the loop table (.parquet, .csv, .json)")] = None,
+            chunk_mb: Annotated[int | None, typer.Option(
+                "--chunk-mb", help="read a trace.dat in time chunks of about this many MB of trace data, one at a "
+                                   "time (the same result in less memory); 0: never (default: chunks of 256 MB "
+                                   "when the file is over 512 MB)")] = None,
             out: Out = None,
             no_cache: NoCache = False, fmt: Format = "table") -> None:
     """Every guest interrupt (and every wakeup of a real-time thread on the host) as a timeline of stages,
     percentiles, blame, and who is to blame for the worst."""
-    from kvmtrace.analysis.analyze import analyze_report
+    from kvmtrace.analysis.analyze import analyze_report, chunked_report
     from kvmtrace.render.emit import emit
     from kvmtrace.render.parquet import write_frame
     from kvmtrace.render.tables import output_format
@@ -160,10 +164,13 @@ def analyze(capture: CaptureArg, window: Window = None,
     with user_errors():
         fmt = output_format(fmt, json_out)
         _positive("--worst", worst)
-        cap = _open(capture, no_cache)
+        if chunk_mb is not None:
+            _positive("--chunk-mb", chunk_mb)
         output = _cyclictest(cyclictest)
         gcap, guest_output = _guest(capture, guest, cyclictest, no_cache)
-        rep = analyze_report(cap, window, worst, output, gcap, guest_output)
+        rep = chunked_report(capture, window, worst, chunk_mb) if gcap is None else None
+        if rep is None:
+            rep = analyze_report(_open(capture, no_cache), window, worst, output, gcap, guest_output)
         if rep.loops is not None and loops_out is not None:
             write_frame(rep.loops.table, loops_out)
             err.print(f"wrote {rep.loops.table.height:,} loops to {loops_out}")

@@ -5,6 +5,7 @@ by loop on both sides (analysis/loops.py). A host without guests gets the native
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -65,6 +66,26 @@ def analyze_report(cap: Capture, window: str | None, worst_n: int, output: Cycli
                         "summary": report.loops.summary(),
                         "worst_loops": loop_verdicts(report.loops, analysis, guest, worst_n)}
     return report
+
+
+def chunked_report(path: Path, window: str | None, worst_n: int, chunk_mb: int | None) -> AnalyzeReport | None:
+    """The report of a large trace.dat read in time chunks (analysis/chunked.py), or None to read it
+    whole: a text capture, ``chunk_mb`` 0, or (``chunk_mb`` None) trace data under AUTO_CHUNK_MB."""
+    from kvmtrace.analysis.chunked import AUTO_CHUNK_MB, DEFAULT_CHUNK_MB, analyze_chunked
+    from kvmtrace.capture import find_trace, is_tracedat
+
+    trace, _ = find_trace(path)
+    if chunk_mb == 0 or not is_tracedat(trace):
+        return None
+    if chunk_mb is None and trace.stat().st_size <= AUTO_CHUNK_MB << 20:
+        return None
+    analysis = analyze_chunked(path, window, worst_n, (chunk_mb or DEFAULT_CHUNK_MB) << 20)
+    if analysis is None:
+        return None
+    doc = analysis.document()
+    doc["native"] = None
+    doc["guest"] = None
+    return AnalyzeReport(doc, analysis)
 
 
 def _no_guest(cap: Capture, window: str | None, worst_n: int, output: CyclictestOutput | None) -> AnalyzeReport:

@@ -15,6 +15,7 @@ bound is tight), or, for a timer that expired while the vCPU was preempted, from
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -26,7 +27,8 @@ from kvmtrace.analysis.window import Window, resolve_window
 from kvmtrace.capture import Capture
 from kvmtrace.model.blame import blame_table, shares, top_cause
 from kvmtrace.model.blockers import cpu_segments, wait_shares
-from kvmtrace.model.deadlines import Deadlines, with_deadlines
+from kvmtrace.model.chunking import owned_rows
+from kvmtrace.model.deadlines import DeadlineMaps, Deadlines, with_deadlines
 from kvmtrace.model.interrupts import INTERRUPT_SCHEMA, STAGE_COLUMNS, STAGES, interrupts
 from kvmtrace.model.requires import requires_events
 from kvmtrace.model.stalls import stalls
@@ -60,10 +62,13 @@ class LatencyAnalysis:
     window: Window
     worst_n: int = 5
     notes: list[str] = field(default_factory=list)
+    # one time chunk of a larger capture (analysis/chunked.py): the capture's vCPU threads and clock
+    # maps, and the chunk's own [start_ns, end_ns) (end None: open) that its interrupts must start in
+    chunk: ChunkContext | None = None
 
     @cached_property
     def vcpus(self) -> pl.DataFrame:
-        return vcpu_threads(self.capture.tables)
+        return self.chunk.vcpus if self.chunk is not None else vcpu_threads(self.capture.tables)
 
     @cached_property
     def states(self) -> pl.DataFrame:
@@ -93,11 +98,13 @@ class LatencyAnalysis:
     def table(self) -> pl.DataFrame:
         """One row per interrupt in the window (docs/stages.md), with deadlines, blockers and causes."""
         t = self.capture.tables
-        self._note_missing()
+        if self.chunk is None:
+            self.notes.extend(missing_event_notes(t.has))
         step("interrupts")
-        df = interrupts(t, self.vcpus["vcpu_tid"])
+        df = interrupts(t, self.vcpus["vcpu_tid"], part=self.chunk is not None)
         step("deadlines")
-        df, self._deadlines = with_deadlines(t, df, self.vcpus["vcpu_tid"])
+        df, self._deadlines = with_deadlines(t, df, self.vcpus["vcpu_tid"], self.chunk.maps if self.chunk else None)
+        self.found = df.select("t_idx", "t_ns")  # every interrupt the deadlines were sought for
         self.notes.extend(self._deadlines.notes)
         # a timer injected at a switch-in is an interrupt of the preemption only if its deadline fell
         # inside it (or, the deadline unknown, the save at the switch-out found it still ahead: ISTATUS
@@ -109,11 +116,10 @@ class LatencyAnalysis:
         df = df.filter((pl.col("path") != "preempted")
                        | fell_inside.otherwise(pl.col("ahead_at_save")).fill_null(False)).drop("ahead_at_save")
         df = df.filter(pl.col("t_ns").is_between(self.window.start_ns, self.window.end_ns))
-        unknown = df.filter(pl.col("deadline_ns").is_null(), pl.col("kind") == "timer").height
-        if unknown:
-            self.notes.append(f"{unknown:,} timer interrupts have no known deadline: their latency is counted from "
-                              "the host interrupt (a lower bound; on the running path the guest programs its timer "
-                              "without exiting, and the host interrupt is that timer firing)")
+        if self.chunk is not None:
+            df = owned_rows(df, self.chunk.start_ns, self.chunk.end_ns, "t_ns")
+        else:
+            self.notes.extend(unknown_deadline_notes(df))
         # preempted path without a deadline: it expired during the preemption, so from the switch-out is
         # an upper bound (the host cannot tell how early in it)
         from_preemption = pl.col("latency_ns").is_null() & pl.col("preempted_at_ns").is_not_null()
@@ -143,22 +149,15 @@ class LatencyAnalysis:
 
     @cached_property
     def blame(self) -> pl.DataFrame:
-        return blame_table(self.shares, self.table)
+        return blame_table(self.share_rows(), self.table)
 
     @cached_property
     def blame_by_vcpu(self) -> pl.DataFrame:
-        return blame_table(self.shares, self.table, by_vcpu=True)
+        return blame_table(self.share_rows(), self.table, by_vcpu=True)
 
-    def _note_missing(self) -> None:
-        t = self.capture.tables
-        if not t.has("sched_switch") or not t.has("sched_wakeup"):
-            self.notes.append("no sched_switch/sched_wakeup events: blocked-path interrupts and vCPU waits "
-                              "cannot be reconstructed; record with -e sched:sched_switch -e sched:sched_wakeup")
-        if not t.has("irq_handler_entry"):
-            self.notes.append("no irq_handler_entry events: host interrupts unknown, running-path interrupts "
-                              "cannot be found; record with -e irq:irq_handler_entry -e irq:irq_handler_exit")
-        if not t.has("softirq_entry"):
-            self.notes.append("no softirq events: softirq time is charged to the task it interrupted")
+    def share_rows(self) -> pl.LazyFrame:
+        """``shares`` as a query (a chunked analysis keeps them on disk: analysis/chunked.py)."""
+        return self.shares.lazy()
 
     def _with_blockers(self, df: pl.DataFrame) -> pl.DataFrame:
         waits = df.filter(pl.col("path") == "blocked").select(
@@ -172,7 +171,8 @@ class LatencyAnalysis:
 
     def causes(self, irq_no: int) -> list[dict[str, Any]]:
         """One interrupt's causes, largest first (grouped by cause and CPU)."""
-        rows = self.shares.filter(pl.col("irq_no") == irq_no).sort("share_ns", descending=True, maintain_order=True)
+        rows = (self.share_rows().filter(pl.col("irq_no") == irq_no).collect()
+                .sort("share_ns", descending=True, maintain_order=True))
         merged = (rows.group_by("cause_kind", "cause", "cause_pid", "cpu", maintain_order=True)
                   .agg(pl.col("state").first(), pl.col("share_ns").sum())  # worded by its largest piece's state
                   .sort(["share_ns", "cause"], descending=[True, False]))
@@ -276,6 +276,40 @@ class LatencyAnalysis:
         w = self.window
         return self.stalls.filter(pl.col("end_ns") >= w.start_ns, pl.col("start_ns") <= w.end_ns).drop(
             "start_idx", "end_idx")
+
+
+@dataclass(frozen=True)
+class ChunkContext:
+    """What one time chunk's analysis takes from the whole capture (analysis/chunked.py)."""
+
+    vcpus: pl.DataFrame
+    maps: DeadlineMaps
+    start_ns: int
+    end_ns: int | None  # None: open (the last chunk)
+
+
+def missing_event_notes(has: Callable[[str], bool]) -> list[str]:
+    """What the analysis cannot see for lack of events (``has``: does the capture hold this event)."""
+    notes = []
+    if not has("sched_switch") or not has("sched_wakeup"):
+        notes.append("no sched_switch/sched_wakeup events: blocked-path interrupts and vCPU waits "
+                     "cannot be reconstructed; record with -e sched:sched_switch -e sched:sched_wakeup")
+    if not has("irq_handler_entry"):
+        notes.append("no irq_handler_entry events: host interrupts unknown, running-path interrupts "
+                     "cannot be found; record with -e irq:irq_handler_entry -e irq:irq_handler_exit")
+    if not has("softirq_entry"):
+        notes.append("no softirq events: softirq time is charged to the task it interrupted")
+    return notes
+
+
+def unknown_deadline_notes(table: pl.DataFrame) -> list[str]:
+    """The timer interrupts of ``table`` whose latency is counted from the host interrupt, if any."""
+    unknown = table.filter(pl.col("deadline_ns").is_null(), pl.col("kind") == "timer").height
+    if not unknown:
+        return []
+    return [f"{unknown:,} timer interrupts have no known deadline: their latency is counted from "
+            "the host interrupt (a lower bound; on the running path the guest programs its timer "
+            "without exiting, and the host interrupt is that timer firing)"]
 
 
 def _clean(row: dict[str, Any]) -> dict[str, Any]:

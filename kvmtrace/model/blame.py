@@ -106,7 +106,8 @@ def top_cause(share_rows: pl.DataFrame) -> pl.DataFrame:
             .select("irq_no", "cause_kind", "cause", "cause_pid", pl.col("share_ns").alias("cause_ns")))
 
 
-def blame_table(share_rows: pl.DataFrame, interrupts: pl.DataFrame, by_vcpu: bool = False) -> pl.DataFrame:
+def blame_table(share_rows: pl.DataFrame | pl.LazyFrame, interrupts: pl.DataFrame, by_vcpu: bool = False
+                ) -> pl.DataFrame:
     """Causes over all interrupts: cause_kind, cause, cause_pid, total_ns, interrupts (with a share),
     slow_top (interrupts over 1 ms whose largest share it is), share (of all latency); per vCPU on request."""
     keys = ["vcpu_tid"] if by_vcpu else []
@@ -115,12 +116,13 @@ def blame_table(share_rows: pl.DataFrame, interrupts: pl.DataFrame, by_vcpu: boo
         *keys, "cause_kind", "cause", "cause_pid").agg(pl.len().cast(pl.UInt32).alias("slow_top"))
     group = [*keys, "cause_kind", "cause", "cause_pid"]
     total = pl.col("total_ns").sum().over(keys) if keys else pl.col("total_ns").sum()
-    return (share_rows.group_by(group)
+    return (share_rows.lazy().group_by(group)
             .agg(pl.col("share_ns").sum().alias("total_ns"), pl.col("irq_no").n_unique().cast(pl.UInt32)
                  .alias("interrupts"))
-            .join(slow_top, on=group, how="left", nulls_equal=True)
+            .join(slow_top.lazy(), on=group, how="left", nulls_equal=True)
             .with_columns(pl.col("slow_top").fill_null(0), (pl.col("total_ns") / total).round(4).alias("share"))
-            .sort([*keys, "total_ns"], descending=[False] * len(keys) + [True]))
+            .sort([*keys, "total_ns"], descending=[False] * len(keys) + [True])
+            .collect(engine="streaming"))  # shares on disk (analysis/chunked.py) are streamed, not loaded
 
 
 def waiting_holders(states: pl.DataFrame, segments: pl.DataFrame, throttling: Throttling) -> pl.DataFrame:

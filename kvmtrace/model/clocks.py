@@ -16,10 +16,30 @@ from dataclasses import dataclass
 import polars as pl
 
 from kvmtrace.ingest.tables import EventTables
+from kvmtrace.model.chunking import owned_rows
 from kvmtrace.model.interrupts import irq_context
 
 MONO_CLOCKS = ("mono", "mono_raw")
 MIN_EXPIRIES = 20  # fewer hrtimer expiries than this give no usable offset
+
+
+EVIDENCE_SCHEMA = {"anchor_ns": pl.Int64(), "value": pl.Int64()}
+
+
+@dataclass(frozen=True)
+class MonoEvidence:
+    """Bounds on the mono clock's offset, one row per hrtimer expiry (``mono_evidence``)."""
+
+    upper: pl.DataFrame
+    lower: pl.DataFrame
+
+    def owned(self, start_ns: int, end_ns: int | None) -> MonoEvidence:
+        """The rows anchored in [start_ns, end_ns) (None: open): one chunk's share."""
+        return MonoEvidence(*(owned_rows(f, start_ns, end_ns) for f in (self.upper, self.lower)))
+
+    @staticmethod
+    def concat(parts: list[MonoEvidence]) -> MonoEvidence:
+        return MonoEvidence(*(pl.concat([getattr(p, k) for p in parts]) for k in ("upper", "lower")))
 
 
 @dataclass(frozen=True)
@@ -44,25 +64,40 @@ def mono_clock(t: EventTables) -> MonoClock | None:
     ``irq_handler_entry`` came before ``now`` was read and ``hrtimer_expire_entry`` after, so
     ``irq_ts - now <= offset <= ts - now``. The offset is the middle of the tightest bracket that
     no isolated expiry moves; ``spread_ns`` is its half width."""
-    if (t.meta.clock or "") in MONO_CLOCKS:
-        return MonoClock(0, 0, "mono trace clock")
-    if not t.has("hrtimer_expire_entry") or "now" not in t.table("hrtimer_expire_entry").columns:
-        return None
+    return mono_from(t.meta.clock, mono_evidence(t))
+
+
+def mono_evidence(t: EventTables) -> MonoEvidence:
+    """The brackets of every hrtimer expiry (``mono_clock``): ``upper`` (anchor_ns, value) from
+    ``ts - now``, ``lower`` from ``irq_ts - now`` where the expiry ran inside a hard IRQ; anchored at
+    the expiry's time, so the evidence of time chunks adds up to the whole capture's."""
+    empty = pl.DataFrame(schema=EVIDENCE_SCHEMA)
+    if (t.meta.clock or "") in MONO_CLOCKS or not t.has("hrtimer_expire_entry") \
+            or "now" not in t.table("hrtimer_expire_entry").columns:
+        return MonoEvidence(empty, empty)
     x = t.table("hrtimer_expire_entry").select("cpu", "idx", "ts", pl.col("now").cast(pl.Int64))
-    if x.height < MIN_EXPIRIES:
-        return None
-    upper = _robust(x["ts"] - x["now"], lowest=True)
-    lower = None
+    upper = x.select(pl.col("ts").alias("anchor_ns"), (pl.col("ts") - pl.col("now")).alias("value"))
+    lower = empty
     if t.has("irq_handler_entry") and t.has("irq_handler_exit"):
         irqs = irq_context(t).select("cpu", pl.col("idx").alias("irq_idx"), pl.col("ts").alias("irq_ts"),
                                      pl.col("end_idx").alias("irq_end_idx"))
         inside = x.sort("idx").join_asof(irqs, left_on="idx", right_on="irq_idx", by="cpu", strategy="backward",
                                          check_sortedness=False)
-        inside = inside.filter(pl.col("irq_end_idx") > pl.col("idx"))
-        if inside.height >= MIN_EXPIRIES:
-            lower = _robust(inside["irq_ts"] - inside["now"], lowest=False)
+        lower = inside.filter(pl.col("irq_end_idx") > pl.col("idx")).select(
+            pl.col("ts").alias("anchor_ns"), (pl.col("irq_ts") - pl.col("now")).alias("value"))
+    return MonoEvidence(upper.cast(EVIDENCE_SCHEMA), lower.cast(EVIDENCE_SCHEMA))  # type: ignore[arg-type]
+
+
+def mono_from(clock: str | None, ev: MonoEvidence) -> MonoClock | None:
+    """The clock ``mono_clock`` describes, from its evidence (of one capture, or of its chunks together)."""
+    if (clock or "") in MONO_CLOCKS:
+        return MonoClock(0, 0, "mono trace clock")
+    if ev.upper.height < MIN_EXPIRIES:
+        return None
+    upper = _robust(ev.upper["value"], lowest=True)
+    lower = _robust(ev.lower["value"], lowest=False) if ev.lower.height >= MIN_EXPIRIES else None
     if lower is None or lower > upper:
-        typical = int((x["ts"] - x["now"]).quantile(0.5, interpolation="lower"))  # type: ignore[arg-type]
+        typical = int(ev.upper["value"].quantile(0.5, interpolation="lower"))  # type: ignore[arg-type]
         return MonoClock(upper, typical - upper, "hrtimer_expire_entry now (upper bound)")
     return MonoClock((lower + upper) // 2, (upper - lower + 1) // 2, "hrtimer_expire_entry now, bracketed by the IRQ")
 

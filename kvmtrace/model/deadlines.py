@@ -40,6 +40,7 @@ import numpy as np
 import polars as pl
 
 from kvmtrace.ingest.tables import EventTables, pid_column
+from kvmtrace.model.chunking import owned_rows
 from kvmtrace.model.clocks import MonoClock, mono_clock
 from kvmtrace.model.hrtimers import timer_wakeups
 from kvmtrace.model.interrupts import TIMER_IDX_TO_IRQ
@@ -54,6 +55,7 @@ LOWER_BOUND_CONTRADICTIONS = 0.01  # more lower bounds above the upper bound tha
 
 HELD_SCHEMA = {"t_idx": pl.UInt32(), "vcpu_tid": pl.Int32(), "irq": pl.Int32(), "cval": pl.UInt64(),
                "istatus": pl.Boolean()}
+CALIBRATION_SCHEMA = {"anchor_ns": pl.Int64(), "cval": pl.UInt64(), "expires_ns": pl.Int64()}
 DEADLINE_SCHEMA = {"t_idx": pl.UInt32(), "deadline_ns": pl.Int64(), "deadline_source": pl.String(),
                    "deadline_uncertainty_ns": pl.Int64()}
 
@@ -95,14 +97,20 @@ class CounterMap:
 
 @dataclass
 class Deadlines:
-    """Per-interrupt deadlines (``table``: DEADLINE_SCHEMA), how they were found, and the cross-checks."""
+    """Per-interrupt deadlines (``table``: DEADLINE_SCHEMA), how they were found, and the cross-checks
+    (``compared``: check name -> t_idx, a, b, the two deadlines of each interrupt both sources know)."""
 
     table: pl.DataFrame
     counter: CounterMap | None
     mono: MonoClock | None
-    checks: list[dict[str, Any]] = field(default_factory=list)
+    compared: dict[str, pl.DataFrame] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     held: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=HELD_SCHEMA))  # the CVAL behind each
+
+    @property
+    def checks(self) -> list[dict[str, Any]]:
+        """How far the two sources of each check lie apart (b - a), over the interrupts both know."""
+        return [c for name, j in self.compared.items() if (c := check_stats(name, j)) is not None]
 
     def to_dict(self) -> dict[str, Any]:
         sources = self.table.group_by("deadline_source").len().sort("deadline_source")
@@ -110,6 +118,17 @@ class Deadlines:
                 "counter": self.counter.to_dict() if self.counter else None,
                 "mono_clock": self.mono.to_dict() if self.mono else None,
                 "checks": self.checks}
+
+
+@dataclass(frozen=True)
+class DeadlineMaps:
+    """The capture-wide clock maps deadlines come from: from one capture's events, or from the evidence
+    of all its time chunks together (analysis/chunked.py)."""
+
+    mono: MonoClock | None
+    calibrated: CounterMap | None
+    fitted: CounterMap | None
+    fit_is_source: bool  # no hrtimer or calibrated deadline anywhere: the fitted map gives them
 
 
 # ---------------------------------------------------------------------------------------------- events
@@ -169,15 +188,24 @@ def _slope(ticks: np.ndarray, ns: np.ndarray) -> float:
     return float(slope)
 
 
-def calibrate(t: EventTables, bg: pl.DataFrame, saves: pl.DataFrame) -> CounterMap | None:
-    """The vtimer's CVAL -> trace clock map from background timers armed ahead of their deadlines."""
-    ahead = bg.filter(~pl.col("armed_late")).select("vcpu_tid", "st_idx", "expires_ns")
+def calibration_pairs(t: EventTables, bg: pl.DataFrame, saves: pl.DataFrame) -> pl.DataFrame:
+    """(anchor_ns, cval, expires_ns) of each background timer armed ahead of its deadline while the
+    vtimer's saved CVAL held: the evidence ``calibrate`` fits, anchored at the arming."""
+    if bg.height == 0 or saves.height == 0:
+        return pl.DataFrame(schema=CALIBRATION_SCHEMA)
+    ahead = bg.filter(~pl.col("armed_late")).select("vcpu_tid", "st_idx", "st_ts", "expires_ns")
     vtimer = saves.filter("can_fire", pl.col("irq") == 27).drop("irq", "can_fire")
     pairs = ahead.sort("st_idx").join_asof(vtimer, left_on="st_idx", right_on="s_idx", by="vcpu_tid",
                                            strategy="backward", check_sortedness=False)
     pairs = _last_entry_before(t, pairs.filter(pl.col("s_idx").is_not_null()), "st_idx")
     pairs = pairs.filter(pl.col("last_entry_idx").is_null() | (pl.col("last_entry_idx") < pl.col("s_idx")),
                          ~pl.col("istatus"))
+    return pairs.sort("st_idx").select(pl.col("st_ts").alias("anchor_ns"), "cval", "expires_ns").cast(
+        CALIBRATION_SCHEMA)  # type: ignore[arg-type]
+
+
+def calibrate(pairs: pl.DataFrame) -> CounterMap | None:
+    """The vtimer's CVAL -> trace clock map from background timers armed ahead of their deadlines."""
     if pairs.height < MIN_PAIRS:
         return None
     ticks = pairs["cval"].cast(pl.Float64).to_numpy()
@@ -210,22 +238,50 @@ def host_timer_irq(blocked: pl.DataFrame) -> str | None:
     return str(named.group_by("host_irq").len().sort(["len", "host_irq"], descending=[True, False])["host_irq"][0])
 
 
-def fit_counter(t: EventTables, blocked: pl.DataFrame, held: pl.DataFrame, saves: pl.DataFrame) -> CounterMap | None:
+@dataclass(frozen=True)
+class FitEvidence:
+    """What ``fit_counter`` fits, anchored in time so that chunks add up: ``blocked`` (anchor_ns,
+    host_irq) of every blocked-path timer interrupt, ``pairs`` (anchor_ns, host_irq, cval) of those
+    whose vtimer CVAL held, ``saves`` (anchor_ns, cval, istatus) of the vtimer saves that could fire."""
+
+    blocked: pl.DataFrame
+    pairs: pl.DataFrame
+    saves: pl.DataFrame
+
+    def owned(self, start_ns: int, end_ns: int | None) -> FitEvidence:
+        """The rows anchored in [start_ns, end_ns): one chunk's share."""
+        return FitEvidence(*(owned_rows(getattr(self, k), start_ns, end_ns) for k in ("blocked", "pairs", "saves")))
+
+    @staticmethod
+    def concat(parts: list[FitEvidence]) -> FitEvidence:
+        return FitEvidence(*(pl.concat([getattr(p, k) for p in parts]) for k in ("blocked", "pairs", "saves")))
+
+
+def fit_evidence(blocked: pl.DataFrame, held: pl.DataFrame, saves: pl.DataFrame) -> FitEvidence:
+    """The evidence of ``fit_counter`` in one capture (or chunk), in event order."""
+    b = blocked.sort("t_idx").select(pl.col("t_ns").alias("anchor_ns"), "host_irq")
+    pairs = (held.filter(pl.col("irq") == 27).join(blocked.select("t_idx", "t_ns", "host_irq"), on="t_idx")
+             .sort("t_idx").select(pl.col("t_ns").alias("anchor_ns"), "host_irq", "cval"))
+    vt = saves.filter("can_fire", pl.col("irq") == 27).sort("s_idx").select(
+        pl.col("s_ts").alias("anchor_ns"), "cval", "istatus")
+    return FitEvidence(b, pairs, vt)
+
+
+def fit_counter(ev: FitEvidence) -> CounterMap | None:
     """The vtimer's CVAL -> trace clock map from the physics of the path (module docstring)."""
-    timer_irq = host_timer_irq(blocked)
+    timer_irq = host_timer_irq(ev.blocked)
     if timer_irq is None:
         return None
-    pairs = (held.filter(pl.col("irq") == 27)
-             .join(blocked.filter(pl.col("host_irq") == timer_irq).select("t_idx", "t_ns"), on="t_idx"))
+    pairs = ev.pairs.filter(pl.col("host_irq") == timer_irq)
     if pairs.height < MIN_PAIRS:
         return None
     ticks = pairs["cval"].cast(pl.Float64).to_numpy()
-    ns = pairs["t_ns"].cast(pl.Float64).to_numpy()
+    ns = pairs["anchor_ns"].cast(pl.Float64).to_numpy()
     resid0 = ns - _slope(ticks, ns) * ticks
     low = resid0 <= np.percentile(resid0, 90)  # the latency tail does not tilt the slope
     per_tick, hz = snap_slope(_slope(ticks[low], ns[low]))
-    vt = saves.filter("can_fire", pl.col("irq") == 27)
-    save_resid = (vt["s_ts"].cast(pl.Float64).to_numpy() - per_tick * vt["cval"].cast(pl.Float64).to_numpy())
+    vt = ev.saves
+    save_resid = (vt["anchor_ns"].cast(pl.Float64).to_numpy() - per_tick * vt["cval"].cast(pl.Float64).to_numpy())
     expired = vt["istatus"].to_numpy()
     upper_values = np.concatenate([ns - per_tick * ticks, save_resid[expired]])
     upper = kth(upper_values, lowest=True)
@@ -248,10 +304,14 @@ def _rows(df: pl.DataFrame, source: str, uncertainty: pl.Expr) -> pl.DataFrame:
                      uncertainty.cast(pl.Int64).alias("deadline_uncertainty_ns")).cast(DEADLINE_SCHEMA)  # type: ignore[arg-type]
 
 
-def _compare(name: str, a: pl.DataFrame, b: pl.DataFrame, within_ns: int = 20_000) -> dict[str, Any] | None:
+def _joined(a: pl.DataFrame, b: pl.DataFrame) -> pl.DataFrame:
+    """t_idx, a, b: the deadlines two sources give the interrupts both know."""
+    return a.select("t_idx", pl.col("deadline_ns").alias("a")).join(
+        b.select("t_idx", pl.col("deadline_ns").alias("b")), on="t_idx").sort("t_idx")
+
+
+def check_stats(name: str, j: pl.DataFrame, within_ns: int = 20_000) -> dict[str, Any] | None:
     """How far two per-interrupt deadline columns lie apart (b - a)."""
-    j = a.select("t_idx", pl.col("deadline_ns").alias("a")).join(
-        b.select("t_idx", pl.col("deadline_ns").alias("b")), on="t_idx")
     if j.height == 0:
         return None
     d = (j["b"] - j["a"]).to_numpy()
@@ -260,26 +320,82 @@ def _compare(name: str, a: pl.DataFrame, b: pl.DataFrame, within_ns: int = 20_00
             f"within_{within_ns // 1000}us": round(float((np.abs(d) <= within_ns).mean()), 4)}
 
 
-def find_deadlines(t: EventTables, interrupts: pl.DataFrame, vcpus: pl.Series) -> Deadlines:
-    """Deadlines of the blocked-path timer interrupts (sources and checks: module docstring)."""
-    blocked = interrupts.filter(pl.col("path").is_in(["blocked", "preempted"]), pl.col("kind") == "timer")
-    mono = mono_clock(t)
+def _blocked(interrupts: pl.DataFrame) -> pl.DataFrame:
+    return interrupts.filter(pl.col("path").is_in(["blocked", "preempted"]), pl.col("kind") == "timer")
+
+
+def _background(t: EventTables, mono: MonoClock | None, vcpus: pl.Series) -> pl.DataFrame:
+    """KVM's background timers that woke the vCPUs, with their expiry on the trace clock."""
+    return timer_wakeups(t, mono, vcpus).rename({"pid": "vcpu_tid"}).filter(pl.col("expires_ns").is_not_null())
+
+
+def _from_background(blocked: pl.DataFrame, bg: pl.DataFrame) -> pl.DataFrame:
+    return blocked.select("t_idx", "w_idx", "t_ns").join(bg, on="w_idx")
+
+
+@dataclass(frozen=True)
+class DeadlineEvidence:
+    """Everything ``deadline_maps`` fits, anchored in time (chunks add up to the whole capture)."""
+
+    calibration: pl.DataFrame  # CALIBRATION_SCHEMA
+    fit: FitEvidence
+    background: pl.DataFrame  # anchor_ns, armed_late: blocked interrupts woken by a background timer
+
+    def owned(self, start_ns: int, end_ns: int | None) -> DeadlineEvidence:
+        return DeadlineEvidence(owned_rows(self.calibration, start_ns, end_ns), self.fit.owned(start_ns, end_ns),
+                                owned_rows(self.background, start_ns, end_ns))
+
+    @staticmethod
+    def concat(parts: list[DeadlineEvidence]) -> DeadlineEvidence:
+        return DeadlineEvidence(pl.concat([p.calibration for p in parts]), FitEvidence.concat([p.fit for p in parts]),
+                                pl.concat([p.background for p in parts]))
+
+
+def deadline_evidence(t: EventTables, interrupts: pl.DataFrame, vcpus: pl.Series,
+                      mono: MonoClock | None) -> DeadlineEvidence:
+    """The evidence of one capture (or chunk), with the capture's mono clock."""
+    blocked = _blocked(interrupts)
     saves = timer_saves(t, vcpus)
     held = held_cvals(t, blocked, saves)
-    bg = timer_wakeups(t, mono, vcpus).rename({"pid": "vcpu_tid"}).filter(pl.col("expires_ns").is_not_null())
-    counter = calibrate(t, bg, saves) if bg.height and saves.height else None
-    fitted = fit_counter(t, blocked, held, saves) if saves.height else None
-    from_bg = blocked.select("t_idx", "w_idx").join(bg, on="w_idx")
+    bg = _background(t, mono, vcpus)
+    background = _from_background(blocked, bg).sort("t_idx").select(pl.col("t_ns").alias("anchor_ns"),
+                                                                    "armed_late")
+    return DeadlineEvidence(calibration_pairs(t, bg, saves), fit_evidence(blocked, held, saves), background)
+
+
+def deadline_maps(mono: MonoClock | None, ev: DeadlineEvidence) -> DeadlineMaps:
+    """The maps the evidence gives (see the module docstring for how each is made)."""
+    calibrated = calibrate(ev.calibration)
+    fitted = fit_counter(ev.fit) if ev.fit.saves.height else None
+    # what find_deadlines has besides the fit: the calibrated CVALs and exact expiries, or every expiry
+    exact = ev.background.filter(~pl.col("armed_late")).height
+    others = exact + ev.fit.pairs.height if calibrated is not None else ev.background.height
+    return DeadlineMaps(mono, calibrated, fitted, fit_is_source=fitted is not None and others == 0)
+
+
+def find_deadlines(t: EventTables, interrupts: pl.DataFrame, vcpus: pl.Series,
+                   maps: DeadlineMaps | None = None) -> Deadlines:
+    """Deadlines of the blocked-path timer interrupts (sources and checks: module docstring); ``maps``:
+    the capture's maps when ``t`` is one chunk of it, else they come from ``t`` itself."""
+    blocked = _blocked(interrupts)
+    saves = timer_saves(t, vcpus)
+    held = held_cvals(t, blocked, saves)
+    mono = maps.mono if maps is not None else mono_clock(t)
+    bg = _background(t, mono, vcpus)
+    if maps is None:
+        maps = deadline_maps(mono, deadline_evidence(t, interrupts, vcpus, mono))
+    counter, fitted = maps.calibrated, maps.fitted
+    from_bg = _from_background(blocked, bg)
     exact = _rows(from_bg.filter(~pl.col("armed_late")).rename({"expires_ns": "deadline_ns"}), "hrtimer",
                   pl.lit(mono.spread_ns if mono else 0))
     parts = []
-    checks: list[dict[str, Any] | None] = []
+    compared: dict[str, pl.DataFrame] = {}
     notes: list[str] = []
     if counter is not None:
         mapped = _rows(held.filter(pl.col("irq") == 27).with_columns(counter.deadline(pl.col("cval")).alias(
             "deadline_ns")), "cval", pl.lit(round(counter.residual_p99_ns or 0) + (mono.spread_ns if mono else 0)))
         parts += [mapped, exact]
-        checks.append(_compare("hrtimer - cval (calibrated)", mapped, exact))
+        compared["hrtimer - cval (calibrated)"] = _joined(mapped, exact)
         notes.append("deadlines from the saved CVAL: " + counter.describe() + "; elsewhere from the background "
                      "hrtimer's expiry")
     else:
@@ -293,9 +409,8 @@ def find_deadlines(t: EventTables, interrupts: pl.DataFrame, vcpus: pl.Series) -
     if fitted is not None:
         fit_rows = _rows(held.filter(pl.col("irq") == 27).with_columns(fitted.deadline(pl.col("cval")).alias(
             "deadline_ns")), "cval-fit", pl.lit(fitted.uncertainty_ns))
-        have = pl.concat(parts)
-        if have.height:
-            checks.append(_compare("cval-fit - exact", have, fit_rows))
+        if not maps.fit_is_source:
+            compared["cval-fit - exact"] = _joined(pl.concat(parts), fit_rows)
         else:
             parts.append(fit_rows)
             counter = fitted
@@ -304,12 +419,13 @@ def find_deadlines(t: EventTables, interrupts: pl.DataFrame, vcpus: pl.Series) -
     if table.height == 0 and blocked.height:
         notes.append("guest deadlines unknown: record kvm:kvm_timer_save_state, or timer:hrtimer_start, "
                      "hrtimer_expire_entry and hrtimer_expire_exit")
-    return Deadlines(table, counter, mono, [c for c in checks if c], notes, held)
+    return Deadlines(table, counter, mono, compared, notes, held)
 
 
-def with_deadlines(t: EventTables, df: pl.DataFrame, vcpus: pl.Series) -> tuple[pl.DataFrame, Deadlines]:
+def with_deadlines(t: EventTables, df: pl.DataFrame, vcpus: pl.Series,
+                   maps: DeadlineMaps | None = None) -> tuple[pl.DataFrame, Deadlines]:
     """Adds deadline_ns, deadline_source, deadline_uncertainty_ns, timer_ns and latency_ns."""
-    found = find_deadlines(t, df, vcpus)
+    found = find_deadlines(t, df, vcpus, maps)
     out = df.drop(*DEADLINE_SCHEMA.keys() - {"t_idx"}, "timer_ns", "latency_ns", strict=False).join(
         found.table, on="t_idx", how="left")
     timer = pl.col("t_ns") - pl.col("deadline_ns")

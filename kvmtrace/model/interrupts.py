@@ -308,9 +308,10 @@ def with_stages(df: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def interrupts(t: EventTables, vcpus: pl.Series) -> pl.DataFrame:
+def interrupts(t: EventTables, vcpus: pl.Series, part: bool = False) -> pl.DataFrame:
     """All reconstructed guest interrupts (timers and VMM-injected devices), without deadlines and
-    blockers (see ``analysis``)."""
+    blockers (see ``analysis``). ``part``: ``t`` is a time chunk of a capture, which may hold none of
+    the events the capture has (no interrupts there, not an error)."""
     needed = ["kvm_entry", "sched_wakeup", "sched_switch"]
     missing = [n for n in needed if not t.has(n)]
     irqs = irq_context(t)
@@ -329,6 +330,8 @@ def interrupts(t: EventTables, vcpus: pl.Series) -> pl.DataFrame:
         parts.append(preempted_timer_interrupts(t, vcpus, irqs, done))
     if t.has("kvm_irq_line") and not missing:
         parts.append(device_interrupts(t, vcpus))
+    if not parts and part:
+        return pl.DataFrame(schema=INTERRUPT_SCHEMA)
     if not parts:
         names = [f"sched:{n}" if n.startswith("sched") else f"kvm:{n}" for n in missing]
         raise MissingEventsError(t.meta.path, "interrupt timelines", names)

@@ -59,10 +59,8 @@ class Throttling:
 def rt_throttling(t: EventTables, host: dict[str, Any] | None = None) -> Throttling:
     """Throttled intervals of real-time tasks, and their period and budget (``host``: capture.json's
     host facts, which name the configured budget when the recorder saw it)."""
-    keys = ("sched_rt_runtime_us", "sched_rt_period_us")
-    configured = {k: int(host[k]) for k in keys} if host and all(isinstance(host.get(k), int) for k in keys) else None
     if not t.has("sched_switch"):
-        return Throttling(pl.DataFrame(schema=THROTTLE_SCHEMA), None, None, configured)
+        return throttling_of(pl.DataFrame(schema=THROTTLE_SCHEMA), host)
     sw = t.table("sched_switch")
     out = sw.filter(pl.col("prev_prio") < RT_PRIO_LIMIT, (pl.col("prev_state") & 0xFF) == 0,
                     pl.col("next_prio") >= RT_PRIO_LIMIT)
@@ -74,7 +72,14 @@ def rt_throttling(t: EventTables, host: dict[str, Any] | None = None) -> Throttl
                                  allow_exact_matches=False, check_sortedness=False))
     last_ts = int(t.events["ts"][-1]) if t.events.height else 0
     df = df.with_columns(pl.col("end_ns").fill_null(last_ts)).select(list(THROTTLE_SCHEMA)).cast(THROTTLE_SCHEMA)  # type: ignore[arg-type]
-    return Throttling(df, *_period(df), configured)
+    return throttling_of(df, host)
+
+
+def throttling_of(intervals: pl.DataFrame, host: dict[str, Any] | None) -> Throttling:
+    """The period and budget the throttled ``intervals`` show (of one capture, or of its chunks together)."""
+    keys = ("sched_rt_runtime_us", "sched_rt_period_us")
+    configured = {k: int(host[k]) for k in keys} if host and all(isinstance(host.get(k), int) for k in keys) else None
+    return Throttling(intervals, *_period(intervals), configured)
 
 
 def _period(df: pl.DataFrame) -> tuple[int | None, int | None]:

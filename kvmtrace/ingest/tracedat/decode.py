@@ -34,6 +34,7 @@ from kvmtrace.ingest.tracedat.pages import PageRecords, walk_pages
 from kvmtrace.ingest.tracedat.reader import BufferData, CpuData, TimestampCorrection, TraceDatFile
 
 Progress = Callable[[str, float], None]
+PAGE_TIME_SLICE = 32 << 20  # page headers are read this many bytes of pages at a time, then let go
 
 
 @dataclass
@@ -234,15 +235,33 @@ def _page_range(f: TraceDatFile, buf: BufferData, cpu: CpuData,
     n_pages = cpu.length // buf.page_size
     if window is None or n_pages == 0:
         return 0, n_pages
-    pages = f.cpu_pages(cpu)[:n_pages * buf.page_size].reshape(n_pages, buf.page_size)
-    raw = pages[:, 0:8].copy().view(f.endian_char + "u8").ravel().astype(np.int64)
-    page_ts = _correct(raw, cpu.cpu, f.correction, top_buffer=buf.name == "", path=f.path)
+    page_ts = _page_times(f, buf, cpu)
     if n_pages > 1 and bool((np.diff(page_ts) < 0).any()):
         return 0, n_pages
     start_ns, end_ns = window
     first = max(0, int(np.searchsorted(page_ts, start_ns, side="right")) - 1) if start_ns is not None else 0
     end = int(np.searchsorted(page_ts, end_ns, side="right")) if end_ns is not None else n_pages
     return first, max(first, end)
+
+
+def _page_times(f: TraceDatFile, buf: BufferData, cpu: CpuData) -> np.ndarray:
+    """The header timestamp of each page of one CPU, corrected as record times are."""
+    n_pages = cpu.length // buf.page_size
+    pages = f.cpu_pages(cpu)[:n_pages * buf.page_size].reshape(n_pages, buf.page_size)
+    raw = np.empty(n_pages, np.int64)
+    per_slice = max(1, PAGE_TIME_SLICE // buf.page_size)
+    for first in range(0, n_pages, per_slice):
+        last = min(n_pages, first + per_slice)
+        raw[first:last] = pages[first:last, 0:8].copy().view(f.endian_char + "u8").ravel()
+        f.drop_pages(cpu.start + first * buf.page_size, cpu.start + last * buf.page_size)
+    return _correct(raw, cpu.cpu, f.correction, top_buffer=buf.name == "", path=f.path)
+
+
+def page_times(f: TraceDatFile) -> np.ndarray:
+    """Every page's start time, all buffers and CPUs, sorted: where the trace data lies in time (each
+    page holds about the same number of bytes of it)."""
+    parts = [_page_times(f, buf, cpu) for buf in f.buffers for cpu in buf.cpus if cpu.length >= buf.page_size]
+    return np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
 
 
 def _offset(addresses: np.ndarray, start: int, blob_size: int) -> np.ndarray:

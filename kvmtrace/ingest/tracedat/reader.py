@@ -7,6 +7,7 @@ compressed CPU data (v7 zstd or zlib chunks) is inflated once into one array for
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import struct
@@ -138,6 +139,16 @@ class TraceDatFile:
     kallsyms_size: int = 0
     printk_size: int = 0
     blob: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint8))  # all CPU data (uint8)
+    mapping: mmap.mmap | None = None  # the file's map when ``blob`` is the file itself (not inflated)
+
+    def drop_pages(self, start: int, end: int) -> None:
+        """Let go of the blob's bytes [start, end) read so far: a file map's pages leave the process
+        (they stay in the page cache), so looking at every page header does not map the whole file in."""
+        if self.mapping is None or end <= start:
+            return
+        first = start - start % mmap.PAGESIZE
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # only memory is at stake
+            self.mapping.madvise(mmap.MADV_DONTNEED, first, min(end, len(self.mapping)) - first)
 
     def cpu_pages(self, cpu: CpuData) -> np.ndarray:
         """The whole pages of one CPU as a uint8 view into ``blob``."""
@@ -659,7 +670,8 @@ class _Builder:
             header_event_text=self.header_event_text, formats=self.formats, cmdlines=self.cmdlines,
             buffers=self.buffers, correction=self.correction, options=self.options,
             cpu_count=self.cpu_count, kallsyms_size=self.kallsyms_size, printk_size=self.printk_size,
-            blob=blob,
+            blob=blob, mapping=self.view.obj if blob.base is not None and isinstance(self.view.obj, mmap.mmap)
+            and not any(c.compressed for b in self.buffers for c in b.cpus) else None,
         )
 
 
@@ -748,3 +760,19 @@ def read_tracedat(path: str | Path, progress: Any = None,
 
     with without_hugepage_advice():
         return decode_tracedat(read_structure(path, populate=window is None), progress, window)
+
+
+def time_chunks(path: str | Path, chunk_bytes: int) -> list[int]:
+    """Inner edges (ns) that cut a trace.dat's data into time chunks of about ``chunk_bytes`` each, by
+    the pages' own timestamps (no record is decoded): [] when it fits in one chunk."""
+    from kvmtrace.ingest.tracedat.decode import page_times
+
+    with without_hugepage_advice():
+        f = read_structure(path, populate=False)
+        data_bytes = sum(c.length for b in f.buffers for c in b.cpus)
+        times = page_times(f)
+    n = -(-data_bytes // max(1, chunk_bytes))
+    if n <= 1 or len(times) < 2 * n:
+        return []
+    edges = sorted({int(times[len(times) * k // n]) for k in range(1, n)})
+    return [e for e in edges if e > int(times[0])]
