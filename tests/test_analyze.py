@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -17,6 +18,7 @@ from kvmtrace.model.interrupts import STAGE_COLUMNS
 from kvmtrace.model.vcpus import state_timeline, vcpu_threads
 from tests.report_oracle import CAPTURES, parse_fields, report
 
+ROOT = CAPTURES.parent
 VHE = CAPTURES / "arm64-vhe-cyclictest"
 NVHE = CAPTURES / "arm64-nvhe-cyclictest"
 HOST_STAGES = [c for c in STAGE_COLUMNS if c != "timer_ns"]
@@ -143,3 +145,26 @@ def test_missing_events_is_one_clear_line() -> None:
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1
     assert "sched:sched_switch" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_implausible_deadlines_are_bounded_and_said(tmp_path: Path) -> None:
+    """Two copies of a real capture, the second shifted in trace time but not in the guest's counter
+    values (scripts/make_big_capture.py): its deadlines lie seconds before their interrupts. Charging
+    such spans once took more than 24 GB (every vCPU state since the deadline); now their blame
+    covers the last states only, the note says so, and the analysis runs in 4 GB of address space."""
+    out = tmp_path / "twice.dat"
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "make_big_capture.py"), "-o", str(out), "--copies", "2"],
+                   check=True, capture_output=True)
+
+    def four_gb() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+
+    res = subprocess.run([sys.executable, "-m", "kvmtrace", "analyze", str(out), "--json", "--no-cache",
+                          "--window", "all"], capture_output=True, text=True, preexec_fn=four_gb, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-500:]
+    doc = json.loads(res.stdout)
+    note = next(n for n in doc["notes"] if "vCPU state changes before their delivery" in n)
+    clipped = int(note.split(" ", 1)[0].replace(",", ""))
+    assert 0.3 * doc["interrupts"]["count"] < clipped < doc["interrupts"]["count"]  # the second copy's

@@ -138,7 +138,7 @@ class LatencyAnalysis:
         return df.select(list(TABLE_SCHEMA)).cast(TABLE_SCHEMA).sort("t_ns")  # type: ignore[arg-type]
 
     def shares_of(self, df: pl.DataFrame) -> pl.DataFrame:
-        self._shares = shares(df, self.states, self.segments, self.throttling)
+        self._shares = shares(df, self.states, self.segments, self.throttling, self.notes)
         return self._shares
 
     @cached_property

@@ -29,13 +29,15 @@ from kvmtrace.model.blockers import span_shares
 from kvmtrace.model.throttling import Throttling
 
 SLOW_NS = 1_000_000  # interrupts slower than this are counted per top cause
+MAX_SPAN_STATES = 100  # an interrupt's span over more vCPU states than this is charged for its last ones only
 CAUSE_KINDS = ("task", "irq", "softirq", "idle", "stall", "rt_throttling", "vcpu", "guest")
 SHARE_SCHEMA = {"irq_no": pl.UInt32(), "vcpu_tid": pl.Int32(), "state": pl.String(), "cpu": pl.Int32(),
                 "cause_kind": pl.String(),
                 "cause": pl.String(), "cause_pid": pl.Int32(), "share_ns": pl.Int64()}
 
 
-def pieces(interrupts: pl.DataFrame, states: pl.DataFrame, throttling: Throttling) -> pl.DataFrame:
+def pieces(interrupts: pl.DataFrame, states: pl.DataFrame, throttling: Throttling,
+           notes: list[str] | None = None) -> pl.DataFrame:
     """Each interrupt's span cut by its vCPU's states: irq_no, vcpu_tid, state, cpu, start_ns, end_ns, throttled.
 
     ``interrupts`` needs irq_no, vcpu_tid, t_ns, deadline_ns, preempted_at_ns, entry_at_ns, irq_cpu (the span
@@ -54,7 +56,14 @@ def pieces(interrupts: pl.DataFrame, states: pl.DataFrame, throttling: Throttlin
     spans = spans.sort("span_end").join_asof(
         keys.rename({"start_ns": "b", "st_no": "k1"}), left_on="span_end", right_on="b", by="vcpu_tid",
         strategy="backward", allow_exact_matches=False, check_sortedness=False)
-    rows = (spans.filter(pl.col("k0").is_not_null(), pl.col("k1").is_not_null())
+    spans = spans.filter(pl.col("k0").is_not_null(), pl.col("k1").is_not_null())
+    too_long = spans.filter(pl.col("k1").cast(pl.Int64) - pl.col("k0") >= MAX_SPAN_STATES).height
+    if too_long and notes is not None:
+        notes.append(f"{too_long:,} interrupts start more than {MAX_SPAN_STATES:,} vCPU state changes before their "
+                     f"delivery (a deadline that cannot be right: a pending timer is taken at the next entry): "
+                     f"their blame covers only the last {MAX_SPAN_STATES:,} states")
+    last_states = pl.col("k1").cast(pl.Int64) - (MAX_SPAN_STATES - 1)  # state numbers are unsigned: no wrap
+    rows = (spans.with_columns(pl.max_horizontal(pl.col("k0").cast(pl.Int64), last_states).alias("k0"))
             .with_columns(pl.int_ranges("k0", pl.col("k1") + 1).alias("st_no")).explode("st_no"))
     at = rows["st_no"]
     rows = rows.with_columns(st["state"].gather(at).alias("state"), st["start_ns"].gather(at).alias("s0"),
@@ -75,9 +84,10 @@ def pieces(interrupts: pl.DataFrame, states: pl.DataFrame, throttling: Throttlin
 
 
 def shares(interrupts: pl.DataFrame, states: pl.DataFrame, segments: pl.DataFrame,
-           throttling: Throttling) -> pl.DataFrame:
-    """Every interrupt's latency charged to causes: SHARE_SCHEMA rows (one per interrupt, state and owner)."""
-    p = pieces(interrupts, states, throttling)
+           throttling: Throttling, notes: list[str] | None = None) -> pl.DataFrame:
+    """Every interrupt's latency charged to causes: SHARE_SCHEMA rows (one per interrupt, state and owner);
+    what could not be charged is said in ``notes``."""
+    p = pieces(interrupts, states, throttling, notes)
     if p.height == 0:
         return pl.DataFrame(schema=SHARE_SCHEMA)
     owned = span_shares(p.with_row_index("key"), segments)
