@@ -111,3 +111,31 @@ def test_cli_chunk_mb_negative_is_one_line() -> None:
     assert res.exit_code == 2
     assert "--chunk-mb -1: expected a number of 0 or more" in res.output
     assert "Traceback" not in res.output
+
+
+def test_host_realtime_threads_are_found_over_chunks_as_in_memory() -> None:
+    """The native section is not analysed in chunks, but its threads are found there (to say so):
+    counted chunk by chunk, they are the threads the in-memory analysis explains."""
+    from kvmtrace.analysis.chunked import _Wakers, clock_maps, plan
+    from kvmtrace.analysis.native import NativeAnalysis
+    from kvmtrace.model.wakeups import measuring_threads
+
+    path = CAPTURES / "x86-host-cyclictest-stress"  # a host with cyclictest and stress, no guest
+    cap = open_capture(path, use_cache=False)
+    counted = measuring_threads(cap.tables, None).to_list()  # without cyclictest's own tids: by counting
+    explained = NativeAnalysis(cap, 0, 1 << 62).tids.to_list()  # with them
+    assert counted and explained
+    edges = time_chunks(cap.trace_path, _data_bytes(path) // 6)
+    assert len(edges) >= 4
+    wakers = _Wakers()
+    clock_maps(path, plan(path, edges), wakers)
+    assert wakers.threads([], set()) == counted
+    assert wakers.threads([int(t) for t in cap.cyclictest["tid"].to_list()], set()) == explained
+    assert wakers.threads([], set(counted)) == []
+
+
+def test_a_host_without_guest_is_analysed_whole() -> None:
+    path = str(CAPTURES / "x86-host-cyclictest-stress")  # 1.8 MB of trace data: chunks of 1 MB asked
+    whole = json.loads(cli("analyze", path, "--json", "--no-cache", "--chunk-mb", "0"))
+    assert whole["native"]["threads"]
+    assert json.loads(cli("analyze", path, "--json", "--no-cache", "--chunk-mb", "1")) == whole

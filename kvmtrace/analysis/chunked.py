@@ -327,7 +327,7 @@ def _keep(pieces: _Pieces, a: LatencyAnalysis, s: ChunkScan, offset: int) -> Non
 def analyze_chunked(path: Path, spec: str | None, worst_n: int, chunk_bytes: int = DEFAULT_CHUNK_MB << 20
                     ) -> ChunkedLatency | None:
     """The latency analysis of a window of a large trace.dat, read in chunks of about ``chunk_bytes`` of
-    trace data; None when it fits in one chunk (then read it whole)."""
+    trace data; None when it fits in one chunk, or has no guest (then read it whole)."""
     trace, manifest = find_trace(path)
     from kvmtrace.ingest.tracedat.reader import time_chunks
 
@@ -335,6 +335,8 @@ def analyze_chunked(path: Path, spec: str | None, worst_n: int, chunk_bytes: int
     if not edges:
         return None
     p = plan(path, edges)
+    if p.vcpus.height == 0:  # no guest: the host's own threads, which are analysed whole
+        return None
     summary = _summary_capture(p, manifest)
     window = resolve_window(path, spec, pl.DataFrame({"ts": [p.first_ts, p.last_ts]}), summary.phases)
     wakers = _Wakers()
