@@ -102,6 +102,16 @@ def test_cli_chunk_mb_gives_the_same_json() -> None:
     assert chunked == whole
 
 
+def test_cli_chunk_mb_same_table_and_blame_files(tmp_path: Path) -> None:
+    path = str(CAPTURES / "board-vhe-hog")
+    for mb in ("0", "1"):
+        cli("analyze", path, "--no-cache", "--chunk-mb", mb, "--out", str(tmp_path / f"irqs-{mb}.parquet"),
+            "--blame-out", str(tmp_path / f"blame-{mb}.parquet"))
+    for name in ("irqs", "blame"):
+        chunked, whole = (pl.read_parquet(tmp_path / f"{name}-{mb}.parquet") for mb in ("1", "0"))
+        assert_frame_equal(chunked, whole)
+
+
 def test_cli_chunk_mb_negative_is_one_line() -> None:
     from typer.testing import CliRunner
 
