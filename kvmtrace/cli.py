@@ -168,7 +168,7 @@ def analyze(capture: CaptureArg, window: Window = None,
             _positive("--chunk-mb", chunk_mb)
         output = _cyclictest(cyclictest)
         gcap, guest_output = _guest(capture, guest, cyclictest, no_cache)
-        rep = chunked_report(capture, window, worst, chunk_mb) if gcap is None else None
+        rep = chunked_report(capture, window, worst, chunk_mb, output) if gcap is None else None
         if rep is None:
             rep = analyze_report(_open(capture, no_cache), window, worst, output, gcap, guest_output)
         if rep.loops is not None and loops_out is not None:

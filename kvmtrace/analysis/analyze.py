@@ -12,7 +12,7 @@ import polars as pl
 
 from kvmtrace.analysis.latency import LatencyAnalysis, analyze, choose_window
 from kvmtrace.analysis.loops import Loops, loop_table, loop_verdicts
-from kvmtrace.analysis.native import NativeAnalysis, native_analysis, native_document
+from kvmtrace.analysis.native import NativeAnalysis, analysis_document, native_analysis, native_document
 from kvmtrace.capture import Capture
 from kvmtrace.errors import CaptureError
 from kvmtrace.ingest.cyclictest import CyclictestOutput
@@ -68,7 +68,8 @@ def analyze_report(cap: Capture, window: str | None, worst_n: int, output: Cycli
     return report
 
 
-def chunked_report(path: Path, window: str | None, worst_n: int, chunk_mb: int | None) -> AnalyzeReport | None:
+def chunked_report(path: Path, window: str | None, worst_n: int, chunk_mb: int | None,
+                   output: CyclictestOutput | None = None) -> AnalyzeReport | None:
     """The report of a large trace.dat read in time chunks (analysis/chunked.py), or None to read it
     whole: a text capture, ``chunk_mb`` 0, or (``chunk_mb`` None) trace data under AUTO_CHUNK_MB."""
     from kvmtrace.analysis.chunked import AUTO_CHUNK_MB, DEFAULT_CHUNK_MB, analyze_chunked
@@ -79,13 +80,19 @@ def chunked_report(path: Path, window: str | None, worst_n: int, chunk_mb: int |
         return None
     if chunk_mb is None and trace.stat().st_size <= AUTO_CHUNK_MB << 20:
         return None
-    analysis = analyze_chunked(path, window, worst_n, (chunk_mb or DEFAULT_CHUNK_MB) << 20)
-    if analysis is None:
+    found = analyze_chunked(path, window, worst_n, (chunk_mb or DEFAULT_CHUNK_MB) << 20)
+    if found is None:
         return None
-    doc = analysis.document()
-    doc["native"] = None
+    native = analysis_document(found.native, output) if found.native is not None else None
+    if found.latency is None:
+        assert native is not None
+        doc = {"kvmtrace_analyze": NO_GUEST_VERSION, "capture": str(found.capture.path),
+               "window": found.window.to_dict(), "native": native, "cyclictest": found.capture.cyclictest.to_dicts()}
+        return AnalyzeReport(doc, None, found.native)
+    doc = found.latency.document()
+    doc["native"] = native
     doc["guest"] = None
-    return AnalyzeReport(doc, analysis)
+    return AnalyzeReport(doc, found.latency)
 
 
 def _no_guest(cap: Capture, window: str | None, worst_n: int, output: CyclictestOutput | None) -> AnalyzeReport:

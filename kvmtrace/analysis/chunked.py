@@ -32,6 +32,7 @@ from pathlib import Path
 import polars as pl
 
 from kvmtrace.analysis.latency import ChunkContext, LatencyAnalysis, missing_event_notes, unknown_deadline_notes
+from kvmtrace.analysis.native import NativeAnalysis, NativeChunk, wakeup_notes
 from kvmtrace.analysis.window import Window, resolve_window
 from kvmtrace.capture import Capture, Manifest, find_trace, open_capture, phases_with_manifest
 from kvmtrace.ingest.tables import EventTables, pid_column
@@ -44,7 +45,7 @@ from kvmtrace.model.interrupts import interrupts
 from kvmtrace.model.phases import phases_from_markers
 from kvmtrace.model.throttling import throttling_of
 from kvmtrace.model.vcpus import VCPU_SCHEMA
-from kvmtrace.model.wakeups import MIN_WAKEUPS, irq_wakeups
+from kvmtrace.model.wakeups import MIN_WAKEUPS, SleepFit, irq_wakeups, own_sleeps, sleep_fits
 from kvmtrace.progress import step
 
 DEFAULT_CHUNK_MB = 256  # trace data per chunk: about 8 M events, about 2 GB of tables and models
@@ -225,6 +226,7 @@ class _Wakers:
     """What the host-native analysis would explain (analysis/native.py ``tids``), counted chunk by chunk."""
 
     timer_wakeups: list[pl.DataFrame] = field(default_factory=list)  # pid, len
+    sleeps: list[pl.DataFrame] = field(default_factory=list)  # pid, now_ns, expires_ns of their own sleeps
     realtime: set[int] = field(default_factory=set)  # switched in at a real-time priority
     seen: set[int] = field(default_factory=set)  # switched in at all
 
@@ -236,16 +238,23 @@ class _Wakers:
         self.realtime |= set(sw.filter(pl.col("next_prio") < 100)["next_pid"].unique().to_list())
         tw = timer_wakeups(t, mono) if t.has("hrtimer_expire_entry") else irq_wakeups(t, None)
         self.timer_wakeups.append(owned_rows(tw, s.start_ns, s.end_ns, "w_ts").group_by("pid").len())
+        self.sleeps.append(owned_rows(own_sleeps(t, None, mono), s.start_ns, s.end_ns, "w_ts").select(
+            "pid", "now_ns", "expires_ns"))
 
     def threads(self, known: list[int], exclude: set[int]) -> list[int]:
         """``measuring_threads`` over the whole capture, without the vCPU threads."""
         known = [k for k in known if k in self.seen]
         if known:
             return [k for k in known if k not in exclude]
-        counts = pl.concat(self.timer_wakeups).group_by("pid").agg(pl.col("len").sum()) if self.timer_wakeups \
-            else pl.DataFrame({"pid": [], "len": []})
+        counts = (pl.concat(self.timer_wakeups).group_by("pid").agg(pl.col("len").sum()) if self.timer_wakeups
+                  else pl.DataFrame(schema={"pid": pl.Int32(), "len": pl.UInt32()}))
         return sorted(int(pid) for pid, n in counts.iter_rows()
                       if n >= MIN_WAKEUPS and pid in self.realtime and pid not in exclude)
+
+    def fits(self, tids: list[int], intervals: dict[int, int]) -> dict[int, SleepFit]:
+        """``sleep_fits`` of these threads over all chunks: what one read of the whole capture would fit."""
+        sleeps = pl.concat(self.sleeps).filter(pl.col("pid").is_in(tids))
+        return sleep_fits(sleeps, intervals)
 
 
 def clock_maps(path: Path, p: Plan, wakers: _Wakers) -> DeadlineMaps:
@@ -324,10 +333,22 @@ def _keep(pieces: _Pieces, a: LatencyAnalysis, s: ChunkScan, offset: int) -> Non
     pieces.last = d
 
 
+@dataclass
+class ChunkedAnalyses:
+    """What ``analyze`` finds in a capture read in chunks: the guest's interrupts (None: no guest) and
+    the host's own real-time threads (None: none, or, beside a guest, not analysable in chunks)."""
+
+    capture: Capture  # the capture's facts, markers and phases, without its events
+    window: Window
+    latency: ChunkedLatency | None
+    native: NativeAnalysis | None
+
+
 def analyze_chunked(path: Path, spec: str | None, worst_n: int, chunk_bytes: int = DEFAULT_CHUNK_MB << 20
-                    ) -> ChunkedLatency | None:
-    """The latency analysis of a window of a large trace.dat, read in chunks of about ``chunk_bytes`` of
-    trace data; None when it fits in one chunk, or has no guest (then read it whole)."""
+                    ) -> ChunkedAnalyses | None:
+    """``analyze`` of a window of a large trace.dat, read in chunks of about ``chunk_bytes`` of trace data;
+    None when it fits in one chunk, or when its host threads' deadlines need a fit over all of it
+    (then read it whole)."""
     trace, manifest = find_trace(path)
     from kvmtrace.ingest.tracedat.reader import time_chunks
 
@@ -335,32 +356,78 @@ def analyze_chunked(path: Path, spec: str | None, worst_n: int, chunk_bytes: int
     if not edges:
         return None
     p = plan(path, edges)
-    if p.vcpus.height == 0:  # no guest: the host's own threads, which are analysed whole
-        return None
     summary = _summary_capture(p, manifest)
     window = resolve_window(path, spec, pl.DataFrame({"ts": [p.first_ts, p.last_ts]}), summary.phases)
     wakers = _Wakers()
     maps = clock_maps(path, p, wakers)
+    guest = p.vcpus.height > 0
+    tids = wakers.threads([int(x) for x in summary.cyclictest["tid"].unique().to_list()],
+                          set(p.vcpus["vcpu_tid"].to_list()))
+    native = bool(tids) and not needed_missing_names(p.names)
+    if not guest and not native:
+        return None  # nothing to explain: read it whole (for the error that says so)
+    intervals = {int(r["tid"]): int(r["interval_us"]) * 1000 for r in summary.cyclictest.to_dicts()}
+    fitted = (p.mono, wakers.fits(tids, intervals)) if native else (None, {})
     folder = tempfile.TemporaryDirectory(prefix="kvmtrace-chunks-")
     pieces = _Pieces(Path(folder.name))
+    hosts = _NativePieces()
     for i, s, span in _chunks(p):
         step(f"interrupts, chunk {i + 1} of {len(p.scans)}")
         cap = _read(path, span)
-        a = LatencyAnalysis(cap, window, worst_n, chunk=ChunkContext(p.vcpus, maps, s.start_ns, s.end_ns))
         before, _ = _owned_count(cap.tables.events["ts"], s.start_ns, s.end_ns)
-        _keep(pieces, a, s, p.events_before[i] - before)
-        del cap, a
+        offset = p.events_before[i] - before
+        if guest:
+            a = LatencyAnalysis(cap, window, worst_n, chunk=ChunkContext(p.vcpus, maps, s.start_ns, s.end_ns))
+            _keep(pieces, a, s, offset)
+            del a
+        if native:
+            hosts.keep(NativeAnalysis(cap, window.start_ns, window.end_ns, worst_n,
+                                      chunk=NativeChunk(pl.Series("tid", tids, pl.Int32), fitted, s.start_ns,
+                                                        s.end_ns)),
+                       s, offset)
+        del cap
         gc.collect()
     step("joining the chunks")
-    merged = _merged(p, summary, window, worst_n, pieces, manifest)
-    merged.spilled = folder
-    native = wakers.threads([int(x) for x in summary.cyclictest["tid"].unique().to_list()],
-                            set(p.vcpus["vcpu_tid"].to_list()))
-    if native:
-        merged.notes.append(f"the host's own real-time threads ({', '.join(map(str, native[:8]))}) are not explained "
-                            "when a capture is read in chunks: analyze a --window of it, or all of it with "
-                            "--chunk-mb 0 where memory allows")
-    return merged
+    latency = None
+    if guest:
+        latency = _merged(p, summary, window, worst_n, pieces, manifest)
+        latency.spilled = folder
+    return ChunkedAnalyses(summary, window, latency,
+                           hosts.merged(summary, window, worst_n, tids, p.names, manifest) if native else None)
+
+
+@dataclass
+class _NativePieces:
+    """What pass 3 keeps of each chunk's native analysis (small: one row per wakeup of a few threads)."""
+
+    tables: list[pl.DataFrame] = field(default_factory=list)
+    shares: list[pl.DataFrame] = field(default_factory=list)
+    throttled: list[pl.DataFrame] = field(default_factory=list)
+    wakeups: int = 0
+
+    def keep(self, na: NativeAnalysis, s: ChunkScan, offset: int) -> None:
+        irq_no = pl.col("irq_no") + self.wakeups
+        self.tables.append(_compact(_global_idx(na.table, offset, ("w_idx", "switch_idx")).with_columns(irq_no)))
+        self.shares.append(_compact(na.shares.with_columns(irq_no)))
+        self.throttled.append(_compact(owned_rows(na.throttling.intervals, s.start_ns, s.end_ns, "start_ns")))
+        self.wakeups += na.table.height
+
+    def merged(self, cap: Capture, window: Window, worst_n: int, tids: list[int], names: set[str],
+               manifest: Manifest | None) -> NativeAnalysis:
+        na = NativeAnalysis(cap, window.start_ns, window.end_ns, worst_n)
+        table = pl.concat(self.tables)
+        shares = pl.concat(self.shares)
+        na.__dict__.update(tids=pl.Series("tid", tids, pl.Int32), table=table, shares=shares, _shares=shares,
+                           throttling=throttling_of(pl.concat(self.throttled), manifest.host if manifest else None))
+        na.notes = wakeup_notes(table, lambda name: name in names)
+        return na
+
+
+def needed_missing_names(names: set[str]) -> bool:
+    """``native.needed_missing`` over the event names of all chunks."""
+    if not {"sched_switch", "sched_wakeup"} <= names:
+        return True
+    return not {"hrtimer_expire_entry", "hrtimer_expire_exit"} <= names and "irq_handler_entry" not in names
 
 
 def _summary_capture(p: Plan, manifest: Manifest | None) -> Capture:

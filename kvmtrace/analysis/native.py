@@ -13,6 +13,7 @@ the return to user space).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -26,9 +27,11 @@ from kvmtrace.errors import MissingEventsError
 from kvmtrace.ingest.cyclictest import CyclictestOutput, breaktrace
 from kvmtrace.model.blame import SLOW_NS
 from kvmtrace.model.blockers import cpu_segments, span_shares
+from kvmtrace.model.chunking import owned_rows
+from kvmtrace.model.clocks import MonoClock
 from kvmtrace.model.stalls import stalls
 from kvmtrace.model.throttling import Throttling, rt_throttling
-from kvmtrace.model.wakeups import measuring_threads, thread_wakeups
+from kvmtrace.model.wakeups import SleepFit, measuring_threads, thread_wakeups
 from kvmtrace.units import fmt_ns
 
 NEEDED = ["sched:sched_switch", "sched:sched_wakeup", "timer:hrtimer_expire_entry", "timer:hrtimer_expire_exit"]
@@ -59,9 +62,12 @@ class NativeAnalysis:
     notes: list[str] = field(default_factory=list)
 
     exclude: tuple[int, ...] = ()  # threads explained elsewhere (vCPU threads)
+    chunk: NativeChunk | None = None  # one time chunk of a larger capture (analysis/chunked.py)
 
     @cached_property
     def tids(self) -> pl.Series:
+        if self.chunk is not None:
+            return self.chunk.tids
         t = self.capture.tables
         seen = set(t.table("sched_switch")["next_pid"].unique().to_list()) if t.has("sched_switch") else set()
         known = [int(x) for x in self.capture.cyclictest["tid"].unique().to_list() if int(x) in seen]
@@ -78,17 +84,13 @@ class NativeAnalysis:
         """One row per wakeup of a measuring thread in the window (model/wakeups.py WAKEUP_SCHEMA + causes)."""
         t = self.capture.tables
         intervals = {int(r["tid"]): int(r["interval_us"]) * 1000 for r in self.capture.cyclictest.to_dicts()}
-        w = thread_wakeups(t, self.tids, intervals)
-        w = w.filter(pl.col("deadline_ns").is_between(self.start_ns, self.end_ns)).with_row_index("irq_no")
-        if w["deadline_source"].eq("grid-fit").any():
-            self.notes.append("no hrtimer_start events: deadlines fitted to the thread's period grid (the latest "
-                              "the timer expiries allow; record timer:hrtimer_start for exact ones)")
-        if not t.has("irq_handler_entry") or w["irq_name"].null_count() == w.height:
-            self.notes.append("the timer interrupt's entry is not traced (x86: irq_vectors:local_timer_entry): "
-                              "the hrtimer expiry stands for it")
-        if not t.has("sys_exit"):
-            self.notes.append("no raw_syscalls:sys_exit: latency ends at the switch-in, before the return to "
-                              "user space that the thread measures")
+        w = thread_wakeups(t, self.tids, intervals, self.chunk.fitted if self.chunk is not None else None)
+        w = w.filter(pl.col("deadline_ns").is_between(self.start_ns, self.end_ns))
+        if self.chunk is not None:
+            w = owned_rows(w, self.chunk.start_ns, self.chunk.end_ns, "deadline_ns")
+        else:
+            self.notes.extend(wakeup_notes(w, t.has))
+        w = w.with_row_index("irq_no")
         top = self._top_cause(w)
         return w.join(top, on="irq_no", how="left").with_columns(pl.col("latency_ns").alias("best_latency_ns"))
 
@@ -209,6 +211,31 @@ class NativeAnalysis:
         }
 
 
+@dataclass(frozen=True)
+class NativeChunk:
+    """What one time chunk's native analysis takes from the whole capture (analysis/chunked.py)."""
+
+    tids: pl.Series
+    fitted: tuple[MonoClock | None, dict[int, SleepFit]]  # the capture's mono clock, each thread's deadlines
+    start_ns: int
+    end_ns: int | None  # None: open (the last chunk)
+
+
+def wakeup_notes(w: pl.DataFrame, has: Callable[[str], bool]) -> list[str]:
+    """What the wakeups ``w`` cannot show for lack of events (``has``: does the capture hold this event)."""
+    notes = []
+    if w["deadline_source"].eq("grid-fit").any():
+        notes.append("no hrtimer_start events: deadlines fitted to the thread's period grid (the latest "
+                     "the timer expiries allow; record timer:hrtimer_start for exact ones)")
+    if not has("irq_handler_entry") or w["irq_name"].null_count() == w.height:
+        notes.append("the timer interrupt's entry is not traced (x86: irq_vectors:local_timer_entry): "
+                     "the hrtimer expiry stands for it")
+    if not has("sys_exit"):
+        notes.append("no raw_syscalls:sys_exit: latency ends at the switch-in, before the return to "
+                     "user space that the thread measures")
+    return notes
+
+
 def native_analysis(cap: Capture, start_ns: int, end_ns: int, worst_n: int = 5) -> NativeAnalysis:
     """The native analysis of a window; a capture without the events it needs gets one clear error."""
     missing = needed_missing(cap)
@@ -272,6 +299,11 @@ def native_document(cap: Capture, start_ns: int, end_ns: int, worst_n: int = 5,
     na = NativeAnalysis(cap, start_ns, end_ns, worst_n, exclude=exclude)
     if na.tids.len() == 0:
         return None
+    return analysis_document(na, output)
+
+
+def analysis_document(na: NativeAnalysis, output: CyclictestOutput | None = None) -> dict[str, Any]:
+    """The document of a native analysis, with cyclictest's own figures."""
     doc = na.document()
     doc["cyclictest_check"] = cyclictest_comparison(na, output)
     doc["notes"] = list(dict.fromkeys(na.notes))

@@ -35,12 +35,13 @@ allows (the few below it are early for their own grid point, not late for the on
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 
 from kvmtrace.ingest.tables import EventTables, cpu_column, pid_column
-from kvmtrace.model.clocks import mono_clock
+from kvmtrace.model.clocks import MonoClock, mono_clock
 from kvmtrace.model.hrtimers import timer_wakeups
 from kvmtrace.model.interrupts import irq_context
 
@@ -76,10 +77,47 @@ def irq_wakeups(t: EventTables, tids: pl.Series | None) -> pl.DataFrame:
         pl.lit(None, pl.Boolean).alias("armed_late"))
 
 
-def _raw(t: EventTables, tids: pl.Series | None) -> pl.DataFrame:
+def own_sleeps(t: EventTables, tids: pl.Series | None, mono: MonoClock | None) -> pl.DataFrame:
+    """Timer wakeups of threads from their own sleeps (TIMER_WAKEUP_SCHEMA): the evidence of ``sleep_fits``."""
+    tw = timer_wakeups(t, mono, tids) if t.has("hrtimer_expire_entry") else irq_wakeups(t, tids)
+    return tw.filter(pl.col("st_pid").is_null() | (pl.col("st_pid") == pl.col("pid")))
+
+
+@dataclass(frozen=True)
+class SleepFit:
+    """Where one thread's deadlines come from: its hrtimer_start (``origin_ns`` None), or a grid of
+    ``interval_ns`` through ``origin_ns`` fitted to its expiries (``grid_origin``)."""
+
+    origin_ns: int | None = None
+    interval_ns: int = 0
+
+    @property
+    def source(self) -> str:
+        return "hrtimer" if self.origin_ns is None else "grid-fit"
+
+    def deadlines(self, g: pl.DataFrame) -> pl.Series:
+        if self.origin_ns is None:
+            return g["expires_ns"].alias("deadline_ns")
+        return pl.Series("deadline_ns", on_grid(g["now_ns"].to_numpy(), self.origin_ns, self.interval_ns))
+
+
+def sleep_fits(sleeps: pl.DataFrame, intervals: dict[int, int] | None = None) -> dict[int, SleepFit]:
+    """Per thread of ``sleeps`` (pid, now_ns, expires_ns: every timer wakeup, of a capture or of all its
+    chunks), where its deadlines come from; threads with too few expiries to fit are left out."""
+    fits = {}
+    for (tid,), g in sleeps.group_by("pid", maintain_order=True):
+        if g["expires_ns"].null_count() == 0:
+            fits[int(tid)] = SleepFit()
+        elif g.height >= MIN_WAKEUPS:
+            now = g["now_ns"].to_numpy()
+            interval = (intervals or {}).get(int(tid)) or period_of(now)
+            fits[int(tid)] = SleepFit(grid_origin(now, interval), interval)
+    return fits
+
+
+def _raw(t: EventTables, tids: pl.Series | None, mono: MonoClock | None) -> pl.DataFrame:
     """Timer wakeups with IRQ, switch-in and return to user space (no deadlines yet)."""
-    tw = timer_wakeups(t, mono_clock(t), tids) if t.has("hrtimer_expire_entry") else irq_wakeups(t, tids)
-    tw = tw.filter(pl.col("st_pid").is_null() | (pl.col("st_pid") == pl.col("pid")))  # its own sleep
+    tw = own_sleeps(t, tids, mono)
     irqs = irq_context(t).select(pl.col("cpu").alias("ev_cpu"), pl.col("idx").alias("irq_idx"),
                                  pl.col("ts").alias("irq_ns"), pl.col("name").alias("irq_name"),
                                  pl.col("end_idx").alias("irq_end"))
@@ -116,16 +154,26 @@ def _with_user_return(t: EventTables, df: pl.DataFrame) -> pl.DataFrame:
 
 def grid_deadlines(now_ns: np.ndarray, interval_ns: int) -> np.ndarray:
     """Deadlines of an absolute periodic sleep from its expiries' ``now``: the latest grid the evidence allows."""
-    phase = (now_ns - int(now_ns.min())) % interval_ns
+    return on_grid(now_ns, grid_origin(now_ns, interval_ns), interval_ns)
+
+
+def grid_origin(now_ns: np.ndarray, interval_ns: int) -> int:
+    """A point of the latest grid of ``interval_ns`` the expiries ``now_ns`` allow (``grid_deadlines``)."""
+    low = int(now_ns.min())
+    phase = (now_ns - low) % interval_ns
     # phases lie on a circle: start it after its widest empty arc, so a cluster around 0 does not wrap
     ring = np.sort(phase)
     gaps = np.diff(np.append(ring, ring[0] + interval_ns))
     start = int(ring[(int(np.argmax(gaps)) + 1) % len(ring)])
     phase = (phase - start) % interval_ns
     k = min(len(phase), max(3, math.ceil(ROBUST_SHARE * len(phase))))
-    grid = int(np.sort(phase)[k - 1])
-    late = (phase - grid) % interval_ns
-    # the few expiries below the chosen phase belong to the same grid point, a little early
+    return low + start + int(np.sort(phase)[k - 1])
+
+
+def on_grid(now_ns: np.ndarray, origin_ns: int, interval_ns: int) -> np.ndarray:
+    """Each expiry's grid point: the one at or before it, or, within the last tenth of an interval
+    before the next one, that next one (the expiry came a little early)."""
+    late = (now_ns - origin_ns) % interval_ns
     late = np.where(late > EARLY_SHARE * interval_ns, late - interval_ns, late)
     return now_ns - late
 
@@ -135,24 +183,24 @@ def period_of(now_ns: np.ndarray) -> int:
     return int(round(float(np.median(np.diff(np.sort(now_ns)))) / 1000) * 1000)
 
 
-def thread_wakeups(t: EventTables, tids: pl.Series | None = None,
-                   intervals: dict[int, int] | None = None) -> pl.DataFrame:
+def thread_wakeups(t: EventTables, tids: pl.Series | None = None, intervals: dict[int, int] | None = None,
+                   fitted: tuple[MonoClock | None, dict[int, SleepFit]] | None = None) -> pl.DataFrame:
     """Every timer wakeup of the threads (WAKEUP_SCHEMA), by deadline; ``intervals`` (tid -> ns, from
-    cyclictest's own output) is used where the deadline has to be fitted."""
+    cyclictest's own output) is used where the deadline has to be fitted. ``fitted``: the mono clock
+    and the threads' fits of the whole capture when ``t`` is one time chunk of it."""
     if not t.has("sched_switch"):
         return pl.DataFrame(schema=WAKEUP_SCHEMA)
-    df = _raw(t, tids)
+    mono, fits = fitted if fitted is not None else (mono_clock(t), None)
+    df = _raw(t, tids, mono)
     if df.height == 0:
         return pl.DataFrame(schema=WAKEUP_SCHEMA)
+    if fits is None:
+        fits = sleep_fits(df, intervals)
     parts = []
     for (tid,), g in df.group_by("pid", maintain_order=True):  # one fit per thread (a handful of threads)
-        if g["expires_ns"].null_count() == 0:
-            parts.append(g.with_columns(pl.col("expires_ns").alias("deadline_ns"), pl.lit("hrtimer").alias("src")))
-        elif g.height >= MIN_WAKEUPS:
-            now = g["now_ns"].to_numpy()
-            interval = (intervals or {}).get(int(tid)) or period_of(now)
-            parts.append(g.with_columns(pl.Series("deadline_ns", grid_deadlines(now, interval)),
-                                        pl.lit("grid-fit").alias("src")))
+        fit = fits.get(int(tid))
+        if fit is not None:
+            parts.append(g.with_columns(fit.deadlines(g), pl.lit(fit.source).alias("src")))
     if not parts:
         return pl.DataFrame(schema=WAKEUP_SCHEMA)
     df = pl.concat(parts)
