@@ -11,13 +11,16 @@ The trace data is cut into chunks of about equal size by the pages' timestamps
    blocked or a CPU held since long before the edge is seen as it is) and the first ``kvm_entry``
    after it (how much future, so that an interrupt that starts in the chunk ends in it).
 2. **evidence**: each chunk's interrupts and the deadline evidence they anchor; together they give
-   the capture's clock maps exactly as one in-memory fit would (model/deadlines.py).
-3. **analysis**: each chunk's latency analysis with those maps and the capture's vCPU threads; its
-   interrupts, blame shares, deadlines, stalls and throttled intervals are concatenated, with
-   interrupt numbers and event indices made the capture's own.
+   the capture's clock maps exactly as one in-memory fit would (model/deadlines.py). The host's own
+   real-time threads likewise: counted over all chunks, each one's deadline grid fitted once to all
+   its expiries (model/wakeups.py ``sleep_fits``).
+3. **analysis**: each chunk's latency analysis with those maps and the capture's vCPU threads, and
+   its host threads' wakeups (analysis/native.py); their interrupts (wakeups), blame shares,
+   deadlines, stalls and throttled intervals are concatenated, with interrupt numbers and event
+   indices made the capture's own.
 
-Peak memory is that of one chunk with its history and future (``--chunk-mb``); time is about three
-reads and one analysis of the whole capture.
+Peak memory is that of one chunk with its history and future (``--chunk-mb``) plus the answer (one
+row per interrupt); time is about three reads and one analysis of the whole capture.
 """
 
 from __future__ import annotations
