@@ -35,7 +35,7 @@ from pathlib import Path
 import polars as pl
 
 from kvmtrace.analysis.latency import ChunkContext, LatencyAnalysis, missing_event_notes, unknown_deadline_notes
-from kvmtrace.analysis.native import NativeAnalysis, NativeChunk, wakeup_notes
+from kvmtrace.analysis.native import NativeAnalysis, NativeChunk, missing_events, wakeup_notes
 from kvmtrace.analysis.window import Window, resolve_window
 from kvmtrace.capture import Capture, Manifest, find_trace, open_capture, phases_with_manifest
 from kvmtrace.ingest.tables import EventTables, pid_column
@@ -366,7 +366,7 @@ def analyze_chunked(path: Path, spec: str | None, worst_n: int, chunk_bytes: int
     guest = p.vcpus.height > 0
     tids = wakers.threads([int(x) for x in summary.cyclictest["tid"].unique().to_list()],
                           set(p.vcpus["vcpu_tid"].to_list()))
-    native = bool(tids) and not needed_missing_names(p.names)
+    native = bool(tids) and not missing_events(lambda name: name in p.names)
     if not guest and not native:
         return None  # nothing to explain: read it whole (for the error that says so)
     intervals = {int(r["tid"]): int(r["interval_us"]) * 1000 for r in summary.cyclictest.to_dicts()}
@@ -424,13 +424,6 @@ class _NativePieces:
                            throttling=throttling_of(pl.concat(self.throttled), manifest.host if manifest else None))
         na.notes = wakeup_notes(table, lambda name: name in names)
         return na
-
-
-def needed_missing_names(names: set[str]) -> bool:
-    """``native.needed_missing`` over the event names of all chunks."""
-    if not {"sched_switch", "sched_wakeup"} <= names:
-        return True
-    return not {"hrtimer_expire_entry", "hrtimer_expire_exit"} <= names and "irq_handler_entry" not in names
 
 
 def _summary_capture(p: Plan, manifest: Manifest | None) -> Capture:

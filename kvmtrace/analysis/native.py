@@ -44,9 +44,13 @@ STATE_OF_PIECE = {"timer": "blocked", "host_irq": "blocked", "wait": "waking", "
 
 def needed_missing(cap: Capture) -> list[str]:
     """The events this analysis lacks: the scheduler's, and either hrtimer expiries or hard IRQs."""
-    t = cap.tables
-    missing = [n for n in NEEDED[:2] if not t.has(n.split(":", 1)[1])]
-    if not (t.has("hrtimer_expire_entry") and t.has("hrtimer_expire_exit")) and not t.has("irq_handler_entry"):
+    return missing_events(cap.tables.has)
+
+
+def missing_events(has: Callable[[str], bool]) -> list[str]:
+    """``needed_missing`` of a capture whose events ``has`` knows (one read, or all its time chunks)."""
+    missing = [n for n in NEEDED[:2] if not has(n.split(":", 1)[1])]
+    if not (has("hrtimer_expire_entry") and has("hrtimer_expire_exit")) and not has("irq_handler_entry"):
         missing += NEEDED[2:]
     return missing
 
