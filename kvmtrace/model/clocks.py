@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from kvmtrace.ingest.tables import EventTables
-from kvmtrace.model.chunking import owned_rows
+from kvmtrace.model.chunking import Evidence
 from kvmtrace.model.interrupts import irq_context
 
 MONO_CLOCKS = ("mono", "mono_raw")
@@ -27,19 +27,11 @@ EVIDENCE_SCHEMA = {"anchor_ns": pl.Int64(), "value": pl.Int64()}
 
 
 @dataclass(frozen=True)
-class MonoEvidence:
+class MonoEvidence(Evidence):
     """Bounds on the mono clock's offset, one row per hrtimer expiry (``mono_evidence``)."""
 
     upper: pl.DataFrame
     lower: pl.DataFrame
-
-    def owned(self, start_ns: int, end_ns: int | None) -> MonoEvidence:
-        """The rows anchored in [start_ns, end_ns) (None: open): one chunk's share."""
-        return MonoEvidence(*(owned_rows(f, start_ns, end_ns) for f in (self.upper, self.lower)))
-
-    @staticmethod
-    def concat(parts: list[MonoEvidence]) -> MonoEvidence:
-        return MonoEvidence(*(pl.concat([getattr(p, k) for p in parts]) for k in ("upper", "lower")))
 
 
 @dataclass(frozen=True)

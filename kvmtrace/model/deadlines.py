@@ -40,7 +40,7 @@ import numpy as np
 import polars as pl
 
 from kvmtrace.ingest.tables import EventTables, pid_column
-from kvmtrace.model.chunking import owned_rows
+from kvmtrace.model.chunking import Evidence
 from kvmtrace.model.clocks import MonoClock, mono_clock
 from kvmtrace.model.hrtimers import timer_wakeups
 from kvmtrace.model.interrupts import TIMER_IDX_TO_IRQ
@@ -239,7 +239,7 @@ def host_timer_irq(blocked: pl.DataFrame) -> str | None:
 
 
 @dataclass(frozen=True)
-class FitEvidence:
+class FitEvidence(Evidence):
     """What ``fit_counter`` fits, anchored in time so that chunks add up: ``blocked`` (anchor_ns,
     host_irq) of every blocked-path timer interrupt, ``pairs`` (anchor_ns, host_irq, cval) of those
     whose vtimer CVAL held, ``saves`` (anchor_ns, cval, istatus) of the vtimer saves that could fire."""
@@ -247,14 +247,6 @@ class FitEvidence:
     blocked: pl.DataFrame
     pairs: pl.DataFrame
     saves: pl.DataFrame
-
-    def owned(self, start_ns: int, end_ns: int | None) -> FitEvidence:
-        """The rows anchored in [start_ns, end_ns): one chunk's share."""
-        return FitEvidence(*(owned_rows(getattr(self, k), start_ns, end_ns) for k in ("blocked", "pairs", "saves")))
-
-    @staticmethod
-    def concat(parts: list[FitEvidence]) -> FitEvidence:
-        return FitEvidence(*(pl.concat([getattr(p, k) for p in parts]) for k in ("blocked", "pairs", "saves")))
 
 
 def fit_evidence(blocked: pl.DataFrame, held: pl.DataFrame, saves: pl.DataFrame) -> FitEvidence:
@@ -334,33 +326,41 @@ def _from_background(blocked: pl.DataFrame, bg: pl.DataFrame) -> pl.DataFrame:
 
 
 @dataclass(frozen=True)
-class DeadlineEvidence:
+class DeadlineEvidence(Evidence):
     """Everything ``deadline_maps`` fits, anchored in time (chunks add up to the whole capture)."""
 
     calibration: pl.DataFrame  # CALIBRATION_SCHEMA
     fit: FitEvidence
     background: pl.DataFrame  # anchor_ns, armed_late: blocked interrupts woken by a background timer
 
-    def owned(self, start_ns: int, end_ns: int | None) -> DeadlineEvidence:
-        return DeadlineEvidence(owned_rows(self.calibration, start_ns, end_ns), self.fit.owned(start_ns, end_ns),
-                                owned_rows(self.background, start_ns, end_ns))
+
+@dataclass(frozen=True)
+class _Inputs:
+    """What deadlines are found from, in one capture (or chunk): the blocked-path timer interrupts, the
+    saved timer states, the CVAL each interrupt's save held, the background timers that woke vCPUs."""
+
+    blocked: pl.DataFrame
+    saves: pl.DataFrame
+    held: pl.DataFrame
+    bg: pl.DataFrame
 
     @staticmethod
-    def concat(parts: list[DeadlineEvidence]) -> DeadlineEvidence:
-        return DeadlineEvidence(pl.concat([p.calibration for p in parts]), FitEvidence.concat([p.fit for p in parts]),
-                                pl.concat([p.background for p in parts]))
+    def of(t: EventTables, interrupts: pl.DataFrame, vcpus: pl.Series, mono: MonoClock | None) -> _Inputs:
+        blocked = _blocked(interrupts)
+        saves = timer_saves(t, vcpus)
+        return _Inputs(blocked, saves, held_cvals(t, blocked, saves), _background(t, mono, vcpus))
+
+    def evidence(self, t: EventTables) -> DeadlineEvidence:
+        background = _from_background(self.blocked, self.bg).sort("t_idx").select(
+            pl.col("t_ns").alias("anchor_ns"), "armed_late")
+        return DeadlineEvidence(calibration_pairs(t, self.bg, self.saves),
+                                fit_evidence(self.blocked, self.held, self.saves), background)
 
 
 def deadline_evidence(t: EventTables, interrupts: pl.DataFrame, vcpus: pl.Series,
                       mono: MonoClock | None) -> DeadlineEvidence:
     """The evidence of one capture (or chunk), with the capture's mono clock."""
-    blocked = _blocked(interrupts)
-    saves = timer_saves(t, vcpus)
-    held = held_cvals(t, blocked, saves)
-    bg = _background(t, mono, vcpus)
-    background = _from_background(blocked, bg).sort("t_idx").select(pl.col("t_ns").alias("anchor_ns"),
-                                                                    "armed_late")
-    return DeadlineEvidence(calibration_pairs(t, bg, saves), fit_evidence(blocked, held, saves), background)
+    return _Inputs.of(t, interrupts, vcpus, mono).evidence(t)
 
 
 def deadline_maps(mono: MonoClock | None, ev: DeadlineEvidence) -> DeadlineMaps:
@@ -377,15 +377,13 @@ def find_deadlines(t: EventTables, interrupts: pl.DataFrame, vcpus: pl.Series,
                    maps: DeadlineMaps | None = None) -> Deadlines:
     """Deadlines of the blocked-path timer interrupts (sources and checks: module docstring); ``maps``:
     the capture's maps when ``t`` is one chunk of it, else they come from ``t`` itself."""
-    blocked = _blocked(interrupts)
-    saves = timer_saves(t, vcpus)
-    held = held_cvals(t, blocked, saves)
     mono = maps.mono if maps is not None else mono_clock(t)
-    bg = _background(t, mono, vcpus)
+    given = _Inputs.of(t, interrupts, vcpus, mono)
+    blocked, held = given.blocked, given.held
     if maps is None:
-        maps = deadline_maps(mono, deadline_evidence(t, interrupts, vcpus, mono))
+        maps = deadline_maps(mono, given.evidence(t))
     counter, fitted = maps.calibrated, maps.fitted
-    from_bg = _from_background(blocked, bg)
+    from_bg = _from_background(blocked, given.bg)
     exact = _rows(from_bg.filter(~pl.col("armed_late")).rename({"expires_ns": "deadline_ns"}), "hrtimer",
                   pl.lit(mono.spread_ns if mono else 0))
     parts = []
