@@ -35,7 +35,7 @@ from pathlib import Path
 import polars as pl
 
 from kvmtrace.analysis.latency import ChunkContext, LatencyAnalysis, missing_event_notes, unknown_deadline_notes
-from kvmtrace.analysis.native import NativeAnalysis, NativeChunk, missing_events, wakeup_notes
+from kvmtrace.analysis.native import NativeAnalysis, NativeChunk, cyclictest_intervals, missing_events, wakeup_notes
 from kvmtrace.analysis.window import Window, resolve_window
 from kvmtrace.capture import Capture, Manifest, find_trace, open_capture, phases_with_manifest
 from kvmtrace.ingest.tables import EventTables, pid_column
@@ -43,12 +43,11 @@ from kvmtrace.model.blame import SHARE_SCHEMA
 from kvmtrace.model.chunking import owned_rows
 from kvmtrace.model.clocks import MonoClock, MonoEvidence, mono_evidence, mono_from
 from kvmtrace.model.deadlines import DeadlineEvidence, DeadlineMaps, Deadlines, deadline_evidence, deadline_maps
-from kvmtrace.model.hrtimers import timer_wakeups
 from kvmtrace.model.interrupts import interrupts
 from kvmtrace.model.phases import phases_from_markers
 from kvmtrace.model.throttling import throttling_of
 from kvmtrace.model.vcpus import VCPU_SCHEMA
-from kvmtrace.model.wakeups import MIN_WAKEUPS, SleepFit, irq_wakeups, own_sleeps, sleep_fits
+from kvmtrace.model.wakeups import SleepFit, any_timer_wakeups, own_sleeps, realtime_threads, sleep_fits, woken_enough
 from kvmtrace.progress import step
 
 DEFAULT_CHUNK_MB = 256  # trace data per chunk: about 8 M events, about 2 GB of tables and models
@@ -238,21 +237,20 @@ class _Wakers:
             return
         sw = t.table("sched_switch")
         self.seen |= set(sw["next_pid"].unique().to_list())
-        self.realtime |= set(sw.filter(pl.col("next_prio") < 100)["next_pid"].unique().to_list())
-        tw = timer_wakeups(t, mono) if t.has("hrtimer_expire_entry") else irq_wakeups(t, None)
-        self.timer_wakeups.append(owned_rows(tw, s.start_ns, s.end_ns, "w_ts").group_by("pid").len())
-        self.sleeps.append(owned_rows(own_sleeps(t, None, mono), s.start_ns, s.end_ns, "w_ts").select(
-            "pid", "now_ns", "expires_ns"))
+        self.realtime |= realtime_threads(sw)
+        tw = owned_rows(any_timer_wakeups(t, None, mono), s.start_ns, s.end_ns, "w_ts")
+        self.timer_wakeups.append(tw.group_by("pid").len())
+        self.sleeps.append(own_sleeps(tw).select("pid", "now_ns", "expires_ns"))
 
     def threads(self, known: list[int], exclude: set[int]) -> list[int]:
         """``measuring_threads`` over the whole capture, without the vCPU threads."""
         known = [k for k in known if k in self.seen]
         if known:
             return [k for k in known if k not in exclude]
-        counts = (pl.concat(self.timer_wakeups).group_by("pid").agg(pl.col("len").sum()) if self.timer_wakeups
-                  else pl.DataFrame(schema={"pid": pl.Int32(), "len": pl.UInt32()}))
-        return sorted(int(pid) for pid, n in counts.iter_rows()
-                      if n >= MIN_WAKEUPS and pid in self.realtime and pid not in exclude)
+        if not self.timer_wakeups:
+            return []
+        counts = pl.concat(self.timer_wakeups).group_by("pid").agg(pl.col("len").sum())
+        return [tid for tid in woken_enough(counts, self.realtime).to_list() if tid not in exclude]
 
     def fits(self, tids: list[int], intervals: dict[int, int]) -> dict[int, SleepFit]:
         """``sleep_fits`` of these threads over all chunks: what one read of the whole capture would fit."""
@@ -369,8 +367,7 @@ def analyze_chunked(path: Path, spec: str | None, worst_n: int, chunk_bytes: int
     native = bool(tids) and not missing_events(lambda name: name in p.names)
     if not guest and not native:
         return None  # nothing to explain: read it whole (for the error that says so)
-    intervals = {int(r["tid"]): int(r["interval_us"]) * 1000 for r in summary.cyclictest.to_dicts()}
-    fitted = (p.mono, wakers.fits(tids, intervals)) if native else (None, {})
+    fitted = (p.mono, wakers.fits(tids, cyclictest_intervals(summary.cyclictest))) if native else (None, {})
     folder = tempfile.TemporaryDirectory(prefix="kvmtrace-chunks-")
     pieces = _Pieces(Path(folder.name))
     hosts = _NativePieces()

@@ -87,7 +87,7 @@ class NativeAnalysis:
     def table(self) -> pl.DataFrame:
         """One row per wakeup of a measuring thread in the window (model/wakeups.py WAKEUP_SCHEMA + causes)."""
         t = self.capture.tables
-        intervals = {int(r["tid"]): int(r["interval_us"]) * 1000 for r in self.capture.cyclictest.to_dicts()}
+        intervals = cyclictest_intervals(self.capture.cyclictest)
         w = thread_wakeups(t, self.tids, intervals, self.chunk.fitted if self.chunk is not None else None)
         w = w.filter(pl.col("deadline_ns").is_between(self.start_ns, self.end_ns))
         if self.chunk is not None:
@@ -223,6 +223,11 @@ class NativeChunk:
     fitted: tuple[MonoClock | None, dict[int, SleepFit]]  # the capture's mono clock, each thread's deadlines
     start_ns: int
     end_ns: int | None  # None: open (the last chunk)
+
+
+def cyclictest_intervals(cyclictest: pl.DataFrame) -> dict[int, int]:
+    """Each cyclictest thread's interval in ns, from its own summary lines (``Capture.cyclictest``)."""
+    return {int(r["tid"]): int(r["interval_us"]) * 1000 for r in cyclictest.to_dicts()}
 
 
 def wakeup_notes(w: pl.DataFrame, has: Callable[[str], bool]) -> list[str]:

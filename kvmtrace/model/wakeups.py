@@ -77,10 +77,14 @@ def irq_wakeups(t: EventTables, tids: pl.Series | None) -> pl.DataFrame:
         pl.lit(None, pl.Boolean).alias("armed_late"))
 
 
-def own_sleeps(t: EventTables, tids: pl.Series | None, mono: MonoClock | None) -> pl.DataFrame:
-    """Timer wakeups of threads from their own sleeps (TIMER_WAKEUP_SCHEMA): the evidence of ``sleep_fits``."""
-    tw = timer_wakeups(t, mono, tids) if t.has("hrtimer_expire_entry") else irq_wakeups(t, tids)
-    return tw.filter(pl.col("st_pid").is_null() | (pl.col("st_pid") == pl.col("pid")))
+def any_timer_wakeups(t: EventTables, tids: pl.Series | None, mono: MonoClock | None) -> pl.DataFrame:
+    """Timer wakeups (TIMER_WAKEUP_SCHEMA): by hrtimer expiries when traced, else by hard IRQs."""
+    return timer_wakeups(t, mono, tids) if t.has("hrtimer_expire_entry") else irq_wakeups(t, tids)
+
+
+def own_sleeps(timer_wakeups: pl.DataFrame) -> pl.DataFrame:
+    """The timer wakeups of threads from their own sleeps: the evidence of ``sleep_fits``."""
+    return timer_wakeups.filter(pl.col("st_pid").is_null() | (pl.col("st_pid") == pl.col("pid")))
 
 
 @dataclass(frozen=True)
@@ -117,7 +121,7 @@ def sleep_fits(sleeps: pl.DataFrame, intervals: dict[int, int] | None = None) ->
 
 def _raw(t: EventTables, tids: pl.Series | None, mono: MonoClock | None) -> pl.DataFrame:
     """Timer wakeups with IRQ, switch-in and return to user space (no deadlines yet)."""
-    tw = own_sleeps(t, tids, mono)
+    tw = own_sleeps(any_timer_wakeups(t, tids, mono))
     irqs = irq_context(t).select(pl.col("cpu").alias("ev_cpu"), pl.col("idx").alias("irq_idx"),
                                  pl.col("ts").alias("irq_ns"), pl.col("name").alias("irq_name"),
                                  pl.col("end_idx").alias("irq_end"))
@@ -222,9 +226,18 @@ def measuring_threads(t: EventTables, known: list[int] | None = None) -> pl.Seri
     (sched_switch priority < 100) with at least MIN_WAKEUPS timer wakeups."""
     if known:
         return pl.Series("tid", known, dtype=pl.Int32)
-    tw = timer_wakeups(t, mono_clock(t)) if t.has("hrtimer_expire_entry") else irq_wakeups(t, None)
+    tw = any_timer_wakeups(t, None, mono_clock(t))
     if tw.height == 0 or not t.has("sched_switch"):
         return pl.Series("tid", [], dtype=pl.Int32)
-    rt = t.table("sched_switch").filter(pl.col("next_prio") < 100).select(pl.col("next_pid").alias("pid")).unique()
-    counts = tw.group_by("pid").len().join(rt, on="pid").filter(pl.col("len") >= MIN_WAKEUPS)
-    return counts.sort("pid")["pid"].cast(pl.Int32).rename("tid")
+    return woken_enough(tw.group_by("pid").len(), realtime_threads(t.table("sched_switch")))
+
+
+def realtime_threads(sched_switch: pl.DataFrame) -> set[int]:
+    """The threads switched in at a real-time priority."""
+    return set(sched_switch.filter(pl.col("next_prio") < 100)["next_pid"].unique().to_list())
+
+
+def woken_enough(counts: pl.DataFrame, realtime: set[int]) -> pl.Series:
+    """The real-time threads of ``counts`` (pid, len: timer wakeups) woken at least MIN_WAKEUPS times."""
+    enough = counts.filter(pl.col("len") >= MIN_WAKEUPS, pl.col("pid").is_in(list(realtime)))
+    return enough.sort("pid")["pid"].cast(pl.Int32).rename("tid")
