@@ -10,7 +10,7 @@ from typing import Any
 
 import polars as pl
 
-from kvmtrace.analysis.latency import LatencyAnalysis, analyze, choose_window
+from kvmtrace.analysis.latency import LatencyAnalysis, Window, analyze, choose_window
 from kvmtrace.analysis.loops import Loops, loop_table, loop_verdicts
 from kvmtrace.analysis.native import NativeAnalysis, analysis_document, native_analysis, native_document
 from kvmtrace.capture import Capture
@@ -85,10 +85,7 @@ def chunked_report(path: Path, window: str | None, worst_n: int, chunk_mb: int |
         return None
     native = analysis_document(found.native, output) if found.native is not None else None
     if found.latency is None:
-        assert native is not None
-        doc = {"kvmtrace_analyze": NO_GUEST_VERSION, "capture": str(found.capture.path),
-               "window": found.window.to_dict(), "native": native, "cyclictest": found.capture.cyclictest.to_dicts()}
-        return AnalyzeReport(doc, None, found.native)
+        return AnalyzeReport(_no_guest_document(found.capture, found.window, native), None, found.native)
     doc = found.latency.document()
     doc["native"] = native
     doc["guest"] = None
@@ -99,10 +96,13 @@ def _no_guest(cap: Capture, window: str | None, worst_n: int, output: Cyclictest
     """A host without guests: its own real-time threads woken by their timers."""
     w = choose_window(cap, window)
     native = native_analysis(cap, w.start_ns, w.end_ns, worst_n)  # one clear line when events are missing
-    doc = {"kvmtrace_analyze": NO_GUEST_VERSION, "capture": str(cap.path), "window": w.to_dict(),
-           "native": native_document(cap, w.start_ns, w.end_ns, worst_n, output),
-           "cyclictest": cap.cyclictest.to_dicts()}
-    if doc["native"] is None:
+    doc = _no_guest_document(cap, w, native_document(cap, w.start_ns, w.end_ns, worst_n, output))
+    return AnalyzeReport(doc, None, native)
+
+
+def _no_guest_document(cap: Capture, w: Window, native: dict[str, Any] | None) -> dict[str, Any]:
+    if native is None:
         raise CaptureError(cap.path, None, "no guest (no kvm:kvm_entry) and no real-time thread woken by "
                                            "its own timer at least 50 times: nothing to explain")
-    return AnalyzeReport(doc, None, native)
+    return {"kvmtrace_analyze": NO_GUEST_VERSION, "capture": str(cap.path), "window": w.to_dict(),
+            "native": native, "cyclictest": cap.cyclictest.to_dicts()}

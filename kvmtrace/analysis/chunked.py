@@ -38,7 +38,7 @@ from kvmtrace.analysis.latency import ChunkContext, LatencyAnalysis, missing_eve
 from kvmtrace.analysis.native import NativeAnalysis, NativeChunk, cyclictest_intervals, missing_events, wakeup_notes
 from kvmtrace.analysis.window import Window, resolve_window
 from kvmtrace.capture import Capture, Manifest, find_trace, open_capture, phases_with_manifest
-from kvmtrace.ingest.tables import EventTables, pid_column
+from kvmtrace.ingest.tables import EventTables
 from kvmtrace.model.blame import SHARE_SCHEMA
 from kvmtrace.model.chunking import owned_rows
 from kvmtrace.model.clocks import MonoClock, MonoEvidence, mono_evidence, mono_from
@@ -46,7 +46,7 @@ from kvmtrace.model.deadlines import DeadlineEvidence, DeadlineMaps, Deadlines, 
 from kvmtrace.model.interrupts import interrupts
 from kvmtrace.model.phases import phases_from_markers
 from kvmtrace.model.throttling import throttling_of
-from kvmtrace.model.vcpus import VCPU_SCHEMA
+from kvmtrace.model.vcpus import VCPU_SCHEMA, entries_by_thread, entry_event
 from kvmtrace.model.wakeups import SleepFit, any_timer_wakeups, own_sleeps, realtime_threads, sleep_fits, woken_enough
 from kvmtrace.progress import step
 
@@ -119,16 +119,9 @@ def _scan(t: EventTables, start_ns: int, end_ns: int | None) -> ChunkScan:
     if n:
         scan.first_ts, scan.last_ts = int(ts[before]), int(ts[before + n - 1])
     scan.names = {name for name, tab in t.by_event.items() if tab.height}
-    entry = "kvm_entry" if t.has("kvm_entry") else "kvm_exit"
+    entry = entry_event(t)
     if t.has(entry):
-        e = owned_rows(t.table(entry), start_ns, end_ns, "ts")
-        pid = pid_column(e)
-        scan.vcpus = (e.group_by(pl.col(pid).alias("vcpu_tid"))
-                      .agg(pl.len().cast(pl.UInt32).alias("entries"), pl.col("cpu").unique().alias("cpus"),
-                           pl.col("idx").last().alias("last_idx"), pl.col("ts").min().alias("first_entry_ns"),
-                           pl.col("ts").max().alias("last_entry_ns"))
-                      .with_columns(t.at(pl.col("last_idx"), "comm").alias("comm")).drop("last_idx"))
-        scan.vcpus = _compact(scan.vcpus)
+        scan.vcpus = _compact(entries_by_thread(t, owned_rows(t.table(entry), start_ns, end_ns, "ts")))
     if t.has("sched_switch"):
         scan.last_switch = (owned_rows(t.table("sched_switch"), start_ns, end_ns, "ts")
                             .group_by("cpu").agg(pl.col("ts").max().alias("last_switch_ns")))
@@ -337,7 +330,7 @@ def _keep(pieces: _Pieces, a: LatencyAnalysis, s: ChunkScan, offset: int) -> Non
 @dataclass
 class ChunkedAnalyses:
     """What ``analyze`` finds in a capture read in chunks: the guest's interrupts (None: no guest) and
-    the host's own real-time threads (None: none, or, beside a guest, not analysable in chunks)."""
+    the host's own real-time threads (None: none, or the events they need are missing)."""
 
     capture: Capture  # the capture's facts, markers and phases, without its events
     window: Window
@@ -348,8 +341,8 @@ class ChunkedAnalyses:
 def analyze_chunked(path: Path, spec: str | None, worst_n: int, chunk_bytes: int = DEFAULT_CHUNK_MB << 20
                     ) -> ChunkedAnalyses | None:
     """``analyze`` of a window of a large trace.dat, read in chunks of about ``chunk_bytes`` of trace data;
-    None when it fits in one chunk, or when its host threads' deadlines need a fit over all of it
-    (then read it whole)."""
+    None when it fits in one chunk, or has neither a guest nor host threads to explain (then read it
+    whole, which says so)."""
     trace, manifest = find_trace(path)
     from kvmtrace.ingest.tracedat.reader import time_chunks
 

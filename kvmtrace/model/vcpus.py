@@ -30,17 +30,24 @@ STATE_SCHEMA = {"vcpu_tid": pl.Int32(), "state": pl.String(), "start_ns": pl.Int
 @requires_events("kvm:kvm_entry", "kvm:kvm_exit", analysis="vCPU discovery", any_of=True)
 def vcpu_threads(t: EventTables) -> pl.DataFrame:
     """One row per vCPU thread: vcpu_tid, comm, entries (kvm_entry count), cpus it entered the guest on."""
-    name = "kvm_entry" if t.has("kvm_entry") else "kvm_exit"
-    entries = t.table(name)
+    return entries_by_thread(t, t.table(entry_event(t))).select(list(VCPU_SCHEMA)).cast(VCPU_SCHEMA)  # type: ignore[arg-type]
+
+
+def entry_event(t: EventTables) -> str:
+    """The event that marks a vCPU thread: ``kvm_entry``, else ``kvm_exit``."""
+    return "kvm_entry" if t.has("kvm_entry") else "kvm_exit"
+
+
+def entries_by_thread(t: EventTables, entries: pl.DataFrame) -> pl.DataFrame:
+    """Per thread of ``entries`` (rows of ``entry_event``): vcpu_tid, comm (at its last entry), entries,
+    cpus it entered the guest on, first_entry_ns, last_entry_ns; by vcpu_tid."""
     pid = pid_column(entries)
-    last = entries.group_by(pid).agg(pl.col("idx").last())  # the comm of each thread's last entry
-    comm = last.select(pl.col(pid).alias("vcpu_tid"), t.at(pl.col("idx"), "comm").alias("comm"))
-    return (entries.select(pl.col(pid).alias("vcpu_tid"), "cpu")
-            .group_by("vcpu_tid")
-            .agg(pl.len().cast(pl.UInt32).alias("entries"), pl.col("cpu").unique().sort().alias("cpus"))
-            .join(comm, on="vcpu_tid").select("vcpu_tid", "comm", "entries", "cpus")
-            .sort("vcpu_tid")
-            .cast(VCPU_SCHEMA))  # type: ignore[arg-type]
+    return (entries.group_by(pl.col(pid).alias("vcpu_tid"))
+            .agg(pl.len().cast(pl.UInt32).alias("entries"), pl.col("cpu").unique().sort().alias("cpus"),
+                 pl.col("idx").last().alias("last_idx"), pl.col("ts").min().alias("first_entry_ns"),
+                 pl.col("ts").max().alias("last_entry_ns"))
+            .with_columns(t.at(pl.col("last_idx"), "comm").alias("comm")).drop("last_idx")
+            .sort("vcpu_tid"))
 
 
 def state_transitions(t: EventTables, vcpus: pl.Series) -> pl.DataFrame:
