@@ -3,6 +3,8 @@ that damage or reorder pages."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 from kvmtrace.fileformats.writer import TraceDatWriter
@@ -30,3 +32,38 @@ def write_real_pages(path: Path, pages_per_cpu: int, reorder: dict[int, list[int
             w.add_raw_pages(cpu.cpu, b"".join(data[p * f.page_size:(p + 1) * f.page_size].tobytes() for p in order))
         w.write(path)
     return path
+
+
+MISSED_EVENTS = 1 << 31
+MISSED_STORED = 1 << 30
+COMMIT_MASK = (1 << 27) - 1
+
+
+def mark_lost(capture: Path, out: Path, at_ns: list[int], count: int) -> list[tuple[int, int, int | None]]:
+    """A copy of the capture folder ``capture`` whose trace.dat (rewritten v6 uncompressed by ``trace-cmd
+    convert``) says events were lost just before CPU 0's first page starting at or after each time of
+    ``at_ns``, as the kernel writes it: the page's commit word gets MISSED_EVENTS, and MISSED_STORED with
+    ``count`` after the data when the page has room for it. Returns (page, page start ns, count or None)."""
+    shutil.copytree(capture, out, ignore=shutil.ignore_patterns("trace.dat", ".kvmtrace-cache"))
+    trace = out / "trace.dat"
+    subprocess.run(["trace-cmd", "convert", "--file-version", "6", "--compression", "none",
+                    "-i", str(capture / "trace.dat"), "-o", str(trace)], check=True, capture_output=True)
+    f = read_structure(trace)
+    cpu = f.buffers[0].cpus[0]
+    data = bytearray(trace.read_bytes())
+    starts = [int.from_bytes(data[cpu.file_offset + p * f.page_size:][:8], "little")
+              for p in range(cpu.length // f.page_size)]
+    marked = []
+    for when in at_ns:
+        page = next(p for p, t in enumerate(starts) if t >= when)
+        at = cpu.file_offset + page * f.page_size
+        commit = int.from_bytes(data[at + 8:at + 16], "little")
+        room = (commit & COMMIT_MASK) + 8 <= f.page_size - 16
+        commit |= MISSED_EVENTS | (MISSED_STORED if room else 0)
+        data[at + 8:at + 16] = commit.to_bytes(8, "little")
+        if room:
+            end = at + 16 + (commit & COMMIT_MASK)
+            data[end:end + 8] = count.to_bytes(8, "little")
+        marked.append((page, starts[page], count if room else None))
+    trace.write_bytes(bytes(data))
+    return marked

@@ -43,6 +43,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from kvmtrace.ingest.tables import EventTables
@@ -216,3 +217,52 @@ def test_cpustat_overruns_keyed_by_buffer(recording: Recording, tables: EventTab
 def test_top_level_state_untouched(recording: Recording) -> None:
     assert recording.top_after == recording.top_before
     assert recording.leftover_instances == []
+
+
+EVENT_CPU_TIME = re.compile(r"\[(\d+)\]\s+(?:\S+\s+)?(\d+)\.(\d{6}):")
+
+
+def next_events_after_drops(path: Path) -> list[tuple[int, int]]:
+    """From ``trace-cmd report``: for each DROPPED line, (cpu, the µs time of that CPU's next event)."""
+    text = subprocess.run(["trace-cmd", "report", "-i", str(path)], check=True,
+                          capture_output=True, text=True).stdout
+    waiting: set[int] = set()
+    found = []
+    for line in text.splitlines():
+        dropped = DROPPED.search(line)
+        if dropped:
+            waiting.add(int(dropped.group(1)))
+            continue
+        event = EVENT_CPU_TIME.search(line)
+        if event and int(event.group(1)) in waiting:
+            cpu = int(event.group(1))
+            waiting.discard(cpu)
+            found.append((cpu, int(event.group(2)) * 1_000_000 + int(event.group(3))))
+    return found
+
+
+def test_losses_are_timed_by_their_page(recording: Recording, tables: EventTables) -> None:
+    """Each loss carries its page's start time: our first event of that CPU at or after it is the event
+    trace-cmd report prints right after its DROPPED line, and the CPU's previous event comes before it."""
+    losses = tables.report.losses
+    assert len(losses) == len(next_events_after_drops(recording.path)) > 0
+    ours = []
+    for loss in losses:
+        assert loss.buffer == recording.instance and loss.ts_ns is not None
+        cpu_ts = tables.events.filter(pl.col("cpu") == loss.cpu)["ts"]
+        after = cpu_ts.filter(cpu_ts >= loss.ts_ns)
+        before = cpu_ts.filter(cpu_ts < loss.ts_ns)
+        assert after.len() > 0
+        assert before.len() == 0 or before.max() <= loss.ts_ns  # type: ignore[operator]
+        ours.append((loss.cpu, (int(after.min()) + 500) // 1000))  # type: ignore[arg-type]  # report rounds to µs
+    assert sorted(ours) == sorted(next_events_after_drops(recording.path))
+    total = sum(x.count or 0 for x in losses)
+    assert total == tables.report.total_lost()
+
+
+def test_a_window_keeps_the_losses_timed_inside(recording: Recording, tables: EventTables) -> None:
+    timed = sorted(x.ts_ns for x in tables.report.losses if x.ts_ns is not None)
+    middle = timed[len(timed) // 2]
+    cut = read_tracedat(recording.path, window=(middle, None))
+    assert sorted(x.ts_ns for x in cut.report.losses if x.ts_ns is not None) == [t for t in timed if t >= middle]
+    assert cut.report.total_lost() == sum(x.count or 0 for x in cut.report.losses)

@@ -105,4 +105,5 @@ def _no_guest_document(cap: Capture, w: Window, native: dict[str, Any] | None) -
         raise CaptureError(cap.path, None, "no guest (no kvm:kvm_entry) and no real-time thread woken by "
                                            "its own timer at least 50 times: nothing to explain")
     return {"kvmtrace_analyze": NO_GUEST_VERSION, "capture": str(cap.path), "window": w.to_dict(),
-            "native": native, "cyclictest": cap.cyclictest.to_dicts()}
+            "native": native, "cyclictest": cap.cyclictest.to_dicts(),
+            "read": cap.tables.report.section(w.start_ns, w.end_ns)}

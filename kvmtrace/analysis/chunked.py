@@ -38,6 +38,7 @@ from kvmtrace.analysis.latency import ChunkContext, LatencyAnalysis, missing_eve
 from kvmtrace.analysis.native import NativeAnalysis, NativeChunk, cyclictest_intervals, missing_events, wakeup_notes
 from kvmtrace.analysis.window import Window, resolve_window
 from kvmtrace.capture import Capture, Manifest, find_trace, open_capture, phases_with_manifest
+from kvmtrace.ingest.readreport import ReadReport, merge_reports
 from kvmtrace.ingest.tables import EventTables
 from kvmtrace.model.blame import SHARE_SCHEMA
 from kvmtrace.model.chunking import owned_rows
@@ -73,6 +74,7 @@ class ChunkScan:
     last_switch: pl.DataFrame = field(default_factory=pl.DataFrame)  # cpu, last_switch_ns
     markers: pl.DataFrame = field(default_factory=pl.DataFrame)
     mono: MonoEvidence | None = None
+    read: ReadReport = field(default_factory=ReadReport)  # of its own span
 
 
 @dataclass
@@ -128,6 +130,7 @@ def _scan(t: EventTables, start_ns: int, end_ns: int | None) -> ChunkScan:
     scan.markers = _compact(owned_rows(t.markers(), start_ns, end_ns, "ts").with_columns(
         (pl.col("idx").cast(pl.Int64) - before).alias("idx")))  # made global in plan()
     scan.mono = mono_evidence(t).owned(start_ns, end_ns)
+    scan.read = t.report.within(start_ns, None if end_ns is None else end_ns - 1, t.events.slice(before, n))
     return scan
 
 
@@ -194,6 +197,7 @@ def plan(path: Path, edges: list[int]) -> Plan:
             first.tables = _empty_like(cap.tables)
         del cap
         gc.collect()
+    first.tables.report = merge_reports([s.read for s in scans])
     before = [0]
     for s in scans:
         before.append(before[-1] + s.events)

@@ -24,6 +24,7 @@ class ExitsReport:
     by_thread: pl.DataFrame
     by_phase: pl.DataFrame
     notes: list[str]
+    read: dict[str, Any]  # ReadReport.section of the window
     kind: str = "exits"
 
     def rows(self) -> pl.DataFrame:
@@ -34,7 +35,7 @@ class ExitsReport:
         return {"kvmtrace_exits": 1, "capture": self.capture, "arch": self.arch, "window": self.window,
                 "span_ns": self.span_ns, "exits": self.exits.height,
                 "by_class": self.by_class.to_dicts(), "by_thread": self.by_thread.to_dicts(),
-                "by_phase": self.by_phase.to_dicts(), "notes": self.notes}
+                "by_phase": self.by_phase.to_dicts(), "read": self.read, "notes": self.notes}
 
 
 def exits_report(t: EventTables, phases: pl.DataFrame, capture: str,
@@ -54,4 +55,5 @@ def exits_report(t: EventTables, phases: pl.DataFrame, capture: str,
                 .with_columns((pl.col("count") / (pl.col("duration_ns") / 1e9)).alias("rate_per_s"))
                 .drop("duration_ns"))
     return ExitsReport(capture, table.arch, name, span, ex, summarise(ex, ["exit_class"], span),
-                       summarise(ex, ["vcpu_tid", "exit_class"], span), by_phase, table.notes)
+                       summarise(ex, ["vcpu_tid", "exit_class"], span), by_phase, table.notes,
+                       t.report.section(start, end))

@@ -5,6 +5,7 @@ stage-2 ones. The per-fault table comes from :mod:`kvmtrace.model.faults`."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import polars as pl
 
@@ -90,6 +91,7 @@ class FaultsReport:
     notes: list[str]
     stage1: pl.DataFrame | None = None   # phase, stage2_faults, stage1_faults (with --guest)
     stage1_events: list[str] = field(default_factory=list)
+    read: dict[str, Any] = field(default_factory=dict)  # ReadReport.section of the window
     kind: str = "faults"
 
     def rows(self) -> pl.DataFrame:
@@ -109,7 +111,7 @@ class FaultsReport:
             "by_phase": self.by_phase().to_dicts(), "by_region": self.by_region().to_dicts(),
             "regions": self.regions.to_dicts(), "timeline": self.timeline.to_dicts(),
             "stage1": self.stage1.to_dicts() if self.stage1 is not None else None,
-            "stage1_events": self.stage1_events, "notes": self.notes,
+            "stage1_events": self.stage1_events, "read": self.read, "notes": self.notes,
         }
 
 
@@ -135,7 +137,7 @@ def faults_report(t: EventTables, phases: pl.DataFrame, capture: str,
     else:
         start, end = int(t.events["ts"].min()), int(t.events["ts"].max())  # type: ignore[arg-type]
     report = FaultsReport(capture, window[0] if window else None, focus, f, table.regions, phases, sp,
-                          timeline(f, start, end), text, table.notes)
+                          timeline(f, start, end), text, table.notes, read=t.report.section(start, end))
     if guest is not None:
         _add_stage1(report, *guest, guest_offset_ns)
     return report

@@ -269,6 +269,7 @@ class LatencyAnalysis:
             "stalls": self._stalls_in_window().to_dicts(),
             "rt_throttling": self.throttling.to_dict(),
             "cyclictest": cap.cyclictest.to_dicts(),
+            "read": cap.tables.report.section(self.window.start_ns, self.window.end_ns),
             "notes": list(dict.fromkeys(self.notes)),
         }
 

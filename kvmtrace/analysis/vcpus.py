@@ -27,6 +27,7 @@ class VcpusReport:
     timeline: pl.DataFrame
     holders: pl.DataFrame
     throttling: Throttling
+    read: dict[str, Any]  # ReadReport.section of the window
     kind: str = "vcpus"
 
     @property
@@ -38,7 +39,8 @@ class VcpusReport:
 
     def to_json(self) -> dict[str, Any]:
         return {"kvmtrace_vcpus": 1, "vcpus": self.threads.to_dicts(), "time_per_state": self.time_per_state.to_dicts(),
-                "waiting_holders": self.holders.to_dicts(), "rt_throttling": self.throttling.to_dict()}
+                "waiting_holders": self.holders.to_dicts(), "rt_throttling": self.throttling.to_dict(),
+                "read": self.read}
 
 
 def timeline_in(tables: EventTables, threads: pl.DataFrame, window: Window) -> pl.DataFrame:
@@ -55,4 +57,4 @@ def vcpus_report(cap: Capture, window: Window) -> VcpusReport:
     timeline = timeline_in(tables, threads, window)
     throttling = rt_throttling(tables, cap.manifest.host if cap.manifest else None)
     holders = waiting_holders(timeline, cpu_segments(tables, stalls(tables)), throttling)
-    return VcpusReport(threads, timeline, holders, throttling)
+    return VcpusReport(threads, timeline, holders, throttling, tables.report.section(window.start_ns, window.end_ns))

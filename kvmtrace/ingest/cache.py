@@ -43,9 +43,10 @@ import polars as pl
 
 from kvmtrace import __version__
 from kvmtrace.fileformats.formats import parse_event_format
-from kvmtrace.ingest.tables import CaptureMeta, EventTables, ReadReport, SkippedRegion
+from kvmtrace.ingest.readreport import ReadReport
+from kvmtrace.ingest.tables import CaptureMeta, EventTables
 
-CACHE_LAYOUT = 2
+CACHE_LAYOUT = 3
 SEAL = "seal.json"
 META = "meta.json"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -237,20 +238,8 @@ def _tables(trace: Path, files: dict[str, bytes]) -> EventTables:
         formats[fmt.name] = fmt
     meta = CaptureMeta(**{**doc["meta"], "path": str(trace)})
     return EventTables(events=frames[0], by_event=dict(zip(doc["tables"].values(), frames[1:], strict=True)),
-                       formats=formats, meta=meta, report=_report(doc["report"]),
+                       formats=formats, meta=meta, report=ReadReport.from_dict(doc["report"]),
                        cmdlines={int(k): v for k, v in doc["cmdlines"].items()})
-
-
-def _report(d: dict[str, Any]) -> ReadReport:
-    def per_cpu(x: dict[str, dict[str, int]]) -> dict[str, dict[int, int]]:
-        return {b: {int(c): n for c, n in v.items()} for b, v in x.items()}
-
-    return ReadReport(
-        lost_events=per_cpu(d["lost_events"]), lost_unknown_pages=per_cpu(d["lost_unknown_pages"]),
-        kernel_overruns=per_cpu(d["kernel_overruns"]),
-        skipped=[SkippedRegion(**s) for s in d["skipped"]],
-        unknown_events=dict(d["unknown_events"]), unparsed_lines=int(d["unparsed_lines"]),
-    )
 
 
 # ------------------------------------------------------------------ storing an entry

@@ -29,13 +29,14 @@ other arrays as List of integers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import polars as pl
 
 from kvmtrace.fileformats.formats import EventFormat
 from kvmtrace.ingest.dtypes import field_dtype
+from kvmtrace.ingest.readreport import ReadReport, SkippedRegion
 
 COMMON_SCHEMA: dict[str, pl.DataType] = {
     "idx": pl.UInt32(),
@@ -171,40 +172,6 @@ def _field_problems(name: str, table: pl.DataFrame) -> list[str]:
 
 
 @dataclass
-class SkippedRegion:
-    """A part of the input that could not be decoded and was skipped (never silently)."""
-
-    where: str  # "buffer '' cpu 1 page 17 (file offset 0x1a000)" or "line 1234"
-    reason: str
-    records_lost: int | None = None  # None when unknown
-
-
-@dataclass
-class ReadReport:
-    """Everything a reader could not turn into rows, counted: nothing is lost silently."""
-
-    lost_events: dict[str, dict[int, int]] = field(default_factory=dict)  # buffer -> cpu -> count
-    lost_unknown_pages: dict[str, dict[int, int]] = field(default_factory=dict)  # pages flagged, count not stored
-    kernel_overruns: dict[str, dict[int, int]] = field(default_factory=dict)  # from CPUSTAT / per_cpu stats
-    skipped: list[SkippedRegion] = field(default_factory=list)
-    unknown_events: dict[str, int] = field(default_factory=dict)  # "id 123" or text event name -> count
-    unparsed_lines: int = 0
-
-    def total_lost(self) -> int:
-        return sum(n for per_cpu in self.lost_events.values() for n in per_cpu.values())
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "lost_events": {b: {str(c): n for c, n in v.items()} for b, v in self.lost_events.items()},
-            "lost_unknown_pages": {b: {str(c): n for c, n in v.items()} for b, v in self.lost_unknown_pages.items()},
-            "kernel_overruns": {b: {str(c): n for c, n in v.items()} for b, v in self.kernel_overruns.items()},
-            "skipped": [s.__dict__ for s in self.skipped],
-            "unknown_events": dict(self.unknown_events),
-            "unparsed_lines": self.unparsed_lines,
-        }
-
-
-@dataclass
 class CaptureMeta:
     """Facts about the input file itself."""
 
@@ -290,7 +257,7 @@ class EventTables:
         first = int(ts.search_sorted(start_ns, side="left")) if start_ns is not None else 0
         last = int(ts.search_sorted(end_ns, side="right")) if end_ns is not None else ts.len()
         if first == 0 and last == ts.len():
-            return self
+            return replace(self, report=self.report.within(start_ns, end_ns, self.events))
         events = self.events.slice(first, max(0, last - first)).with_columns(
             pl.int_range(pl.len(), dtype=pl.UInt32).alias("idx"))
         by_event = {}
@@ -300,7 +267,7 @@ class EventTables:
             if kept.height:  # as a read makes tables only for the events it met
                 by_event[name] = kept.with_columns((pl.col(idx) - first).cast(pl.UInt32))
         return EventTables(events=events, by_event=by_event, formats=self.formats, meta=self.meta,
-                           report=self.report, cmdlines=self.cmdlines)
+                           report=self.report.within(start_ns, end_ns, events), cmdlines=self.cmdlines)
 
     def markers(self) -> pl.DataFrame:
         """Marker events (``print`` / ``tracing_mark_write``): idx, ts, cpu, pid, comm, text."""

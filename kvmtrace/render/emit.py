@@ -52,6 +52,9 @@ def terminal(report: Report, console: Console, **options: Any) -> None:
         render_vcpus(report, console)
     else:
         raise TypeError(f"no terminal view for a {report.kind!r} report")
+    read = report.document.get("read") if isinstance(report, AnalyzeReport) else getattr(report, "read", None)
+    for problem in (read or {}).get("problems", []):
+        console.print(f"[bold yellow]warning:[/bold yellow] {problem}", highlight=False)
 
 
 def sections(report: Report) -> Sections:

@@ -7,8 +7,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from kvmtrace.ingest.readreport import SKIPPED_SHOWN, read_problems
 from kvmtrace.render.tables import facts_table
 from kvmtrace.units import seconds
+
+SKIPPED_LISTED = 20  # skipped regions listed one per line
 
 
 def render_info(doc: dict[str, Any], console: Console) -> None:
@@ -88,21 +91,9 @@ def _phases_table(doc: dict[str, Any]) -> Table:
 
 
 def _problems(doc: dict[str, Any]) -> list[str]:
-    read = doc["read"]
-    out = []
-    lost = sum(n for per in read["lost_events"].values() for n in per.values())
-    if lost:
-        out.append(f"{lost:,} events were lost in the ring buffer (see the table above)")
-    flagged = sum(n for per in read["lost_unknown_pages"].values() for n in per.values())
-    if flagged:
-        out.append(f"{flagged} pages say events were lost before them without a count")
-    if read["skipped"]:
-        out.append(f"{len(read['skipped'])} regions could not be decoded and were skipped:")
-        out.extend(f"  {s['where']}: {s['reason']}" for s in read["skipped"][:20])
-    if read["unknown_events"]:
-        out.append("records of unknown event types: "
-                   + ", ".join(f"{k} x{v}" for k, v in read["unknown_events"].items()))
-    if read["unparsed_lines"]:
-        out.append(f"{read['unparsed_lines']:,} text lines did not parse")
-    return out
+    """The read report's sentences (ingest/readreport.py), every skipped region named when there are many."""
+    skipped = doc["read"]["skipped"]
+    many = len(skipped) > SKIPPED_SHOWN
+    listed = [f"  {s['where']}: {s['reason']}" for s in skipped[:SKIPPED_LISTED]] if many else []
+    return [*read_problems(doc["read"]), *listed]
 

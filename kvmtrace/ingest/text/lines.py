@@ -20,6 +20,7 @@ from kvmtrace.errors import CaptureError
 from kvmtrace.ingest.files import open_regular, os_error
 from kvmtrace.ingest.inflate import InflateError, inflate_stream
 from kvmtrace.ingest.limits import INFLATE, MAX_CPU_ID, MAX_PID, MAX_TS_SECONDS, LimitExceeded, inflate_limit
+from kvmtrace.ingest.readreport import Loss
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -67,8 +68,7 @@ class ClassifiedLines:
 
     events: pl.DataFrame  # line (0-based), PREFIX_COLUMNS
     cpus: int | None
-    lost: dict[str, dict[int, int]] = field(default_factory=dict)
-    lost_unknown: dict[str, dict[int, int]] = field(default_factory=dict)
+    losses: list[Loss] = field(default_factory=list)
     unparsed: pl.DataFrame = field(default_factory=pl.DataFrame)  # line, text, why (None: not an event line)
     total_lines: int = 0
 
@@ -175,7 +175,7 @@ def classify(lines: pl.Series, path: Path, require_events: bool = True) -> Class
         .select("line", "text", pl.col("text").str.extract_groups(LOST_LINE).alias("m"))
         .unnest("m")
     )
-    lost, lost_unknown = _lost_counts(lost_frame.filter(pl.col("cpu").is_not_null()))
+    losses = _losses(lost_frame.filter(pl.col("cpu").is_not_null()))
     unparsed = pl.concat([
         lost_frame.filter(pl.col("cpu").is_null()).select("line", "text", pl.lit(None, pl.String).alias("why")),
         out_of_range,
@@ -185,8 +185,7 @@ def classify(lines: pl.Series, path: Path, require_events: bool = True) -> Class
     return ClassifiedLines(
         events=events,
         cpus=cpus,
-        lost=lost,
-        lost_unknown=lost_unknown,
+        losses=losses,
         unparsed=unparsed,
         total_lines=lines.len(),
     )
@@ -211,19 +210,11 @@ def _cpus_line(other: pl.DataFrame) -> int | None:
     return int(value) if value is not None else None
 
 
-def _lost_counts(
-    frame: pl.DataFrame,
-) -> tuple[dict[str, dict[int, int]], dict[str, dict[int, int]]]:
-    lost: dict[str, dict[int, int]] = {}
-    unknown: dict[str, dict[int, int]] = {}
-    for row in frame.iter_rows(named=True):
-        buffer = row["buffer"] or ""
-        cpu = int(row["cpu"])
-        count = row["n1"] or row["n2"] or row["n3"]
-        target = lost if count is not None else unknown
-        per_cpu = target.setdefault(buffer, {})
-        per_cpu[cpu] = per_cpu.get(cpu, 0) + (int(count) if count is not None else 1)
-    return lost, unknown
+def _losses(frame: pl.DataFrame) -> list[Loss]:
+    """One Loss per LOST EVENTS / EVENTS DROPPED line (untimed: the line carries no time)."""
+    return [Loss(row["buffer"] or "", int(row["cpu"]), None,
+                 next((int(n) for n in (row["n1"], row["n2"], row["n3"]) if n), None))
+            for row in frame.iter_rows(named=True)]
 
 
 def raise_no_events(path: Path, lines: pl.Series, unparsed: pl.DataFrame) -> None:

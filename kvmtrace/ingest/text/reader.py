@@ -35,13 +35,12 @@ from kvmtrace.errors import CaptureError
 from kvmtrace.fileformats.formats import EventFormat
 from kvmtrace.ingest.limits import LINE, LimitExceeded, line_limit
 from kvmtrace.ingest.memory import without_hugepage_advice
+from kvmtrace.ingest.readreport import ReadReport, SkippedRegion
 from kvmtrace.ingest.tables import (
     COMMON_SCHEMA,
     TYPED_KEY_COLUMNS,
     CaptureMeta,
     EventTables,
-    ReadReport,
-    SkippedRegion,
     typed_key_names,
 )
 from kvmtrace.ingest.text.bytetext import (
@@ -578,7 +577,7 @@ def _forms(by_event: dict[str, pl.DataFrame], formats: dict[str, EventFormat]) -
 
 
 def _report(classified: ClassifiedLines, frame: Framing) -> ReadReport:
-    report = ReadReport(lost_events=classified.lost, lost_unknown_pages=classified.lost_unknown)
+    report = ReadReport().with_losses(classified.losses)
     report.unparsed_lines = classified.unparsed.height
     why = classified.unparsed["why"] if "why" in classified.unparsed.columns else None
     for k, (row, text) in enumerate(classified.unparsed.select("line", "text").head(SKIPPED_LIMIT).iter_rows()):

@@ -20,12 +20,11 @@ from kvmtrace.errors import CaptureError
 from kvmtrace.fileformats.formats import EventFormat
 from kvmtrace.ingest import kernels
 from kvmtrace.ingest.limits import MAX_CPU_ID, MAX_TS_NS, check_tables
+from kvmtrace.ingest.readreport import Loss, ReadReport, SkippedRegion
 from kvmtrace.ingest.tables import (
     COMMON_SCHEMA,
     CaptureMeta,
     EventTables,
-    ReadReport,
-    SkippedRegion,
     typed_key_names,
 )
 from kvmtrace.ingest.tracedat import native
@@ -278,6 +277,7 @@ def _account(report: ReadReport, f: TraceDatFile, buf: BufferData, cpu: CpuData,
     report.lost_events.setdefault(buf.name, {})[cpu.cpu] = lost
     if flagged:
         report.lost_unknown_pages.setdefault(buf.name, {})[cpu.cpu] = flagged
+    report.losses.extend(_losses(f, buf, cpu, rec, first_page))
     for bad in rec.bad_pages:
         page = first_page + bad.page
         where = (f"buffer '{buf.name}' cpu {cpu.cpu} page {page}"
@@ -285,6 +285,18 @@ def _account(report: ReadReport, f: TraceDatFile, buf: BufferData, cpu: CpuData,
         kept = "" if bad.data_offset == 0 else "; the page's records before it are kept"
         report.skipped.append(SkippedRegion(where, bad.reason + kept,
                                             None))
+
+
+def _losses(f: TraceDatFile, buf: BufferData, cpu: CpuData, rec: PageRecords, first_page: int) -> list[Loss]:
+    """One Loss per page whose header says events were lost before it, timed by the page's start."""
+    pages = np.flatnonzero((rec.lost_per_page > 0) | rec.lost_flag_pages)
+    if pages.size == 0:
+        return []
+    header_bytes = ((first_page + pages) * buf.page_size)[:, None] + np.arange(8)
+    raw = f.cpu_pages(cpu)[header_bytes].copy().view(f.endian_char + "u8").ravel().astype(np.int64)
+    ts = _correct(raw, cpu.cpu, f.correction, top_buffer=buf.name == "", path=f.path)
+    return [Loss(buf.name, cpu.cpu, int(t), None if bool(rec.lost_flag_pages[p]) else int(rec.lost_per_page[p]))
+            for p, t in zip(pages.tolist(), ts.tolist(), strict=True)]
 
 
 def _correct(ts: np.ndarray, cpu: int, c: TimestampCorrection, top_buffer: bool, path: str) -> np.ndarray:
