@@ -31,7 +31,7 @@ from kvmtrace.errors import CaptureError
 HERE = Path(__file__).parent
 SOURCE = HERE / "tracedat" / "kernels.c"
 SOURCES = (SOURCE, HERE / "text" / "kernels.c")  # compiled into the one library
-ABI_VERSION = 2
+ABI_VERSION = 3
 _P = ctypes.c_void_p
 _I64 = ctypes.c_int64
 _I32 = ctypes.c_int32
@@ -176,6 +176,8 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.kt_text_modal_codes.argtypes = [_P, _I64, _P, _P, _I64, _I64, _I64, *[_P] * 3]
     lib.kt_text_modal_fill.restype = _I64
     lib.kt_text_modal_fill.argtypes = [_P, _I64, _I64, *[_P] * 20]
+    lib.kt_dynamic_spans.restype = _I64
+    lib.kt_dynamic_spans.argtypes = [_P, _I64, _P, _P, _I64, _I64, _I32, _I32, _P, _P]
     lib.kt_text_intern.restype = _I64
     lib.kt_text_intern.argtypes = [_P, _I64, *[_P] * 4]
     lib.kt_text_move.restype = None

@@ -28,7 +28,15 @@ from kvmtrace.ingest.tables import (
     typed_key_names,
 )
 from kvmtrace.ingest.tracedat import native
-from kvmtrace.ingest.tracedat.fields import Blob, event_columns, field_extent, field_series, plain_extent, plain_series
+from kvmtrace.ingest.tracedat.fields import (
+    Blob,
+    dynamic_series,
+    event_columns,
+    field_extent,
+    field_series,
+    plain_extent,
+    plain_series,
+)
 from kvmtrace.ingest.tracedat.pages import PageRecords, walk_pages
 from kvmtrace.ingest.tracedat.reader import BufferData, CpuData, TimestampCorrection, TraceDatFile
 
@@ -476,12 +484,17 @@ def _typed_tables_native(blob: Blob, types: list[native.TypeColumns], report: Re
         lengths = None if col.length is None else col.length.astype(np.int32)
         fields = []
         mine: list[str] = []
+        wide: np.ndarray | None = None  # the addresses as intp, for the numpy gathers
         for fld in fmt.payload_fields:
             if fld.name in col.raw:
                 fields.append(plain_series(fld, col.raw[fld.name]))
-            else:
-                assert col.addr is not None and lengths is not None
-                fields.append(field_series(blob, col.addr.astype(np.intp), lengths, fld, mine))
+                continue
+            assert col.addr is not None and lengths is not None
+            if fld.is_dynamic:
+                fields.append(dynamic_series(blob, col.addr, lengths, fld, mine))
+                continue
+            wide = col.addr.astype(np.intp) if wide is None else wide
+            fields.append(field_series(blob, wide, lengths, fld, mine))
         notes.extend((fmt.name, note) for note in _short_notes(fmt, col.short, col.max_len) + mine)
         return fmt.name, pl.DataFrame(keys + fields)
 

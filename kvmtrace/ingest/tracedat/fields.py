@@ -10,6 +10,7 @@ bytes and decoded once per distinct value.
 from __future__ import annotations
 
 import ctypes
+import sys
 
 import numpy as np
 import polars as pl
@@ -189,6 +190,23 @@ def field_series(blob: Blob, payload: np.ndarray, length: np.ndarray, f: FieldFo
     return pl.Series(f.name, values, dtype=field_dtype(f))
 
 
+def dynamic_series(blob: Blob, payload: np.ndarray, length: np.ndarray, f: FieldFormat,
+                   notes: list[str] | None = None) -> pl.Series:
+    """field_series of a ``__data_loc`` / ``__rel_loc`` field, from uint32 payload addresses and int32
+    lengths: where each value lies found in one pass by kt_dynamic_spans when the kernels are loaded."""
+    lib = kernels.library()
+    if lib is None:
+        return _dynamic_field(blob, payload.astype(np.intp), length, f, notes)
+    payload = np.ascontiguousarray(payload, np.uint32)
+    length = np.ascontiguousarray(length, np.int32)
+    start, span = np.empty(len(payload), np.int64), np.empty(len(payload), np.int64)
+    swap = (blob.e == ">") != (sys.byteorder == "big")
+    cut = int(lib.kt_dynamic_spans(kernels.ptr(blob.data), len(blob.data), kernels.ptr(payload), kernels.ptr(length),
+                                   len(payload), f.offset, int(f.rel_loc), int(swap), kernels.ptr(start),
+                                   kernels.ptr(span)))
+    return _dynamic_values(blob, start, span, cut, f, notes)
+
+
 def _dynamic_field(blob: Blob, payload: np.ndarray, length: np.ndarray, f: FieldFormat,
                    notes: list[str] | None) -> pl.Series:
     loc = blob.uint(payload, 4, f.offset).astype(np.int64)
@@ -196,6 +214,11 @@ def _dynamic_field(blob: Blob, payload: np.ndarray, length: np.ndarray, f: Field
     offset, span = loc & 0xFFFF, loc >> 16
     start = (payload + f.offset + 4 + offset) if f.rel_loc else (payload + offset)
     start, span, cut = within_record(start, span, payload, length)
+    return _dynamic_values(blob, start, span, cut, f, notes)
+
+
+def _dynamic_values(blob: Blob, start: np.ndarray, span: np.ndarray, cut: int, f: FieldFormat,
+                    notes: list[str] | None) -> pl.Series:
     if cut and notes is not None:
         notes.append(f"field {f.name}: {cut} values point past their record: cut at its end")
     if f.is_string:

@@ -8,6 +8,7 @@
  *   kt_merge_scatter   the per-CPU streams merged into global time order, each record written to
  *                      the common columns and copied into its type's columns (keys, fixed fields)
  *   kt_type_max_len    the longest record of each type (fields are read only inside records)
+ *   kt_dynamic_spans   where each record's __data_loc / __rel_loc field points, cut to the record
  *
  * Each has a numpy twin with the same results (pages.py, decode.py, fields.py): the tests run
  * both on every capture and compare them.
@@ -15,7 +16,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#define ABI_VERSION 2
+#define ABI_VERSION 3
 #define TYPE_DATA_MAX 28
 #define TYPE_PADDING 29
 #define TYPE_TIME_EXTEND 30
@@ -188,6 +189,35 @@ void kt_type_max_len(const uint16_t *type, const int16_t *len, int64_t n, int64_
         if (t < n_types && len[i] > max_len[t])
             max_len[t] = len[i];
     }
+}
+
+/*
+ * A dynamic field (u32 at `field_offset`: byte offset in the low 16 bits, length in the high 16) of each
+ * record at payload[i] of len[i] bytes, in one pass: start[i] the blob address its bytes begin at
+ * (from the payload, or for __rel_loc from the end of the field), span[i] how many of them lie inside
+ * the record. A record too short for the field reads it as 0. Returns how many spans were cut.
+ * The numpy twin is fields._dynamic_field.
+ */
+int64_t kt_dynamic_spans(const uint8_t *blob, int64_t blob_len, const uint32_t *payload, const int32_t *len,
+                         int64_t n, int64_t field_offset, int32_t rel_loc, int32_t swap, int64_t *start,
+                         int64_t *span) {
+    int64_t cut = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t at = (int64_t)payload[i];
+        const int64_t end = at + len[i];
+        uint32_t loc = 0;
+        if (len[i] >= field_offset + 4 && at + field_offset + 4 <= blob_len)
+            loc = read_u32(blob + at + field_offset, swap);
+        const int64_t want = loc >> 16;
+        const int64_t from = at + (loc & 0xFFFF) + (rel_loc ? field_offset + 4 : 0);
+        int64_t inside = (from + want < end ? from + want : end) - from;
+        if (inside < 0)
+            inside = 0;
+        start[i] = from;
+        span[i] = inside;
+        cut += inside != want;
+    }
+    return cut;
 }
 
 /* The inputs and outputs of kt_merge_scatter (one time part of the merge). */
