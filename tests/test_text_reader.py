@@ -242,6 +242,22 @@ def test_lost_event_lines_are_counted(tmp_path: Path) -> None:
     assert tables.report.unparsed_lines == 0
 
 
+def test_values_that_do_not_read_are_said_not_silently_null(tmp_path: Path) -> None:
+    """A sched_switch line whose priority is damaged: its fields are null, and the report says how many
+    rows of which fields; the undamaged capture says nothing."""
+    default = report_text(X86, tmp_path / "x86.txt")
+    text = default.read_text()
+    damaged = re.sub(r"(sched_switch: .*?) \[(\d+)\] ([RSD]\+?) ==>", r"\1 [1x\2] \3 ==>", text, count=2)
+    assert damaged != text
+    path = tmp_path / "damaged.txt"
+    path.write_text(damaged)
+    reasons = [s.reason for s in read_text(path).report.skipped if s.where == "event sched_switch"]
+    height = read_text(default).by_event["sched_switch"].height
+    assert reasons == [f"2 of {height:,} rows: fields prev_comm, prev_pid, prev_prio, next_comm, next_pid, "
+                       "next_prio could not be read from the text (null)"]
+    assert [s for s in read_text(default).report.skipped if s.where.startswith("event")] == []
+
+
 def test_unknown_events_keep_their_payload_text_and_are_counted(tmp_path: Path) -> None:
     """Event names no format knows, with a printed (not -R) payload: no traceback, each counted in
     unknown_events, and the payload text kept in the typed table's ``payload`` column."""

@@ -565,8 +565,19 @@ def _rest_texts(
 
 
 def _note_payload(report: ReadReport, name: str, result: PayloadResult) -> None:
+    """Unknown events counted; values the text printed but that could not be read (null among values
+    that were read) said per field. A field null on every row is one its printed form does not show."""
     if result.fmt is None and result.how in ("none",):
         report.unknown_events[name] = report.unknown_events.get(name, 0) + result.unmatched
+    height = result.columns.height
+    unread: dict[int, list[str]] = {}  # null count -> the fields with it
+    for column, nulls in zip(result.columns.columns, result.columns.null_count().row(0), strict=True):
+        if 0 < nulls < height:
+            unread.setdefault(nulls, []).append(column)
+    for nulls, columns in unread.items():
+        report.skipped.append(SkippedRegion(f"event {name}", f"{nulls:,} of {height:,} rows: field"
+                                            f"{'s' if len(columns) > 1 else ''} {', '.join(columns)} could not be "
+                                            "read from the text (null)", 0))
 
 
 def _forms(by_event: dict[str, pl.DataFrame], formats: dict[str, EventFormat]) -> dict[str, str]:
