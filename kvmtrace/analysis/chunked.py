@@ -43,7 +43,14 @@ from kvmtrace.ingest.tables import EventTables
 from kvmtrace.model.blame import SHARE_SCHEMA
 from kvmtrace.model.chunking import owned_rows
 from kvmtrace.model.clocks import MonoClock, MonoEvidence, mono_evidence, mono_from
-from kvmtrace.model.deadlines import DeadlineEvidence, DeadlineMaps, Deadlines, deadline_evidence, deadline_maps
+from kvmtrace.model.deadlines import (
+    DEADLINES_UNKNOWN_NOTE,
+    DeadlineEvidence,
+    DeadlineMaps,
+    Deadlines,
+    deadline_evidence,
+    deadline_maps,
+)
 from kvmtrace.model.interrupts import interrupts
 from kvmtrace.model.phases import phases_from_markers
 from kvmtrace.model.throttling import throttling_of
@@ -438,8 +445,8 @@ def _merged(p: Plan, cap: Capture, window: Window, worst_n: int, pieces: _Pieces
     assert last is not None
     dtable = pl.concat(pieces.deadlines)
     compared = {k: pl.concat(v) for k, v in pieces.compared.items()}
-    unknown_note = "guest deadlines unknown"
-    notes = [n for n in dict.fromkeys(pieces.notes) if not (dtable.height and n.startswith(unknown_note))]
+    # a chunk without deadlines says they are unknown; the capture has them when another chunk found some
+    notes = [n for n in dict.fromkeys(pieces.notes) if not (dtable.height and n == DEADLINES_UNKNOWN_NOTE)]
     deadlines = Deadlines(dtable, last.counter, last.mono, compared, notes)
     throttling = throttling_of(pl.concat(pieces.throttled), manifest.host if manifest else None)
     a.notes = [*missing_event_notes(lambda name: name in p.names), *notes, *unknown_deadline_notes(table)]

@@ -59,6 +59,9 @@ CALIBRATION_SCHEMA = {"anchor_ns": pl.Int64(), "cval": pl.UInt64(), "expires_ns"
 DEADLINE_SCHEMA = {"t_idx": pl.UInt32(), "deadline_ns": pl.Int64(), "deadline_source": pl.String(),
                    "deadline_uncertainty_ns": pl.Int64()}
 
+DEADLINES_UNKNOWN_NOTE = ("guest deadlines unknown: record kvm:kvm_timer_save_state, or timer:hrtimer_start, "
+                          "hrtimer_expire_entry and hrtimer_expire_exit")
+
 
 @dataclass
 class CounterMap:
@@ -415,8 +418,7 @@ def find_deadlines(t: EventTables, interrupts: pl.DataFrame, vcpus: pl.Series,
             notes.append("deadlines approximate: " + fitted.describe())
     table = pl.concat(parts).unique("t_idx", keep="first") if parts else pl.DataFrame(schema=DEADLINE_SCHEMA)
     if table.height == 0 and blocked.height:
-        notes.append("guest deadlines unknown: record kvm:kvm_timer_save_state, or timer:hrtimer_start, "
-                     "hrtimer_expire_entry and hrtimer_expire_exit")
+        notes.append(DEADLINES_UNKNOWN_NOTE)
     return Deadlines(table, counter, mono, compared, notes, held)
 
 
