@@ -27,6 +27,10 @@ def flag(name: str, help_text: str) -> Any:
 
 JsonFlag = Annotated[bool, flag("--json", "print the JSON document")]
 NoCache = Annotated[bool, flag("--no-cache", "read the trace again, ignore the Parquet cache")]
+ChunkMb = Annotated[int | None, typer.Option(
+    "--chunk-mb", help="read a trace.dat in time chunks of about this many MB of trace data, one at a time (the "
+                       "same result in less memory); 0: never (default: chunks of 256 MB when the file is over "
+                       "512 MB)")]
 
 
 @contextmanager
@@ -61,13 +65,17 @@ def _open(capture: Path, no_cache: bool, part: tuple[int | None, int | None] | N
 
 @app.command()
 def info(capture: CaptureArg, json_out: JsonFlag = False,
-         no_cache: NoCache = False) -> None:
+         chunk_mb: ChunkMb = None, no_cache: NoCache = False) -> None:
     """Format, kernel, clock, CPUs, time span, events per type, lost events, markers and phases."""
-    from kvmtrace.analysis.info import info_dict
+    from kvmtrace.analysis.info import info_chunked, info_dict
     from kvmtrace.render.info import render_info
 
     with user_errors():
-        doc = info_dict(_open(capture, no_cache))
+        if chunk_mb is not None:
+            _positive("--chunk-mb", chunk_mb)
+        doc = info_chunked(capture, chunk_mb)
+        if doc is None:
+            doc = info_dict(_open(capture, no_cache))
     if json_out:
         sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
     else:
@@ -148,10 +156,7 @@ def analyze(capture: CaptureArg, window: Window = None,
                                 "and explain cyclictest loop by loop on both sides")] = None,
             loops_out: Annotated[Path | None, typer.Option(
                 "--loops-out", help="with a guest capture: write the loop table (.parquet, .csv, .json)")] = None,
-            chunk_mb: Annotated[int | None, typer.Option(
-                "--chunk-mb", help="read a trace.dat in time chunks of about this many MB of trace data, one at a "
-                                   "time (the same result in less memory); 0: never (default: chunks of 256 MB "
-                                   "when the file is over 512 MB)")] = None,
+            chunk_mb: ChunkMb = None,
             out: Out = None,
             no_cache: NoCache = False, fmt: Format = "table") -> None:
     """Every guest interrupt (and every wakeup of a real-time thread on the host) as a timeline of stages,

@@ -106,6 +106,18 @@ def test_cli_chunk_mb_gives_the_same_json() -> None:
     assert chunked == whole
 
 
+@pytest.mark.parametrize("name", [*REAL, "x86-host-cyclictest-stress", "x86-raw-syscalls"])
+def test_info_in_chunks_is_the_whole_captures(name: str) -> None:
+    """Events per type and CPU, time span, markers, phases and the read report: counted chunk by chunk,
+    the same document (x86-host-cyclictest-stress: an empty top buffer and a named one)."""
+    path = CAPTURES / name
+    mb = max(1, _data_bytes(path) // 6 >> 20)
+    whole = json.loads(cli("info", str(path), "--json", "--no-cache", "--chunk-mb", "0"))
+    chunked = json.loads(cli("info", str(path), "--json", "--no-cache", "--chunk-mb", str(mb)))
+    assert len(time_chunks(path / "trace.dat", mb << 20)) >= 1  # at least two chunks
+    assert chunked == whole
+
+
 def test_cli_chunk_mb_same_table_and_blame_files(tmp_path: Path) -> None:
     path = str(CAPTURES / "board-vhe-hog")
     for mb in ("0", "1"):

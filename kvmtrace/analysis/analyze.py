@@ -72,15 +72,14 @@ def chunked_report(path: Path, window: str | None, worst_n: int, chunk_mb: int |
                    output: CyclictestOutput | None = None) -> AnalyzeReport | None:
     """The report of a large trace.dat read in time chunks (analysis/chunked.py), or None to read it
     whole: a text capture, ``chunk_mb`` 0, or (``chunk_mb`` None) trace data under AUTO_CHUNK_MB."""
-    from kvmtrace.analysis.chunked import AUTO_CHUNK_MB, DEFAULT_CHUNK_MB, analyze_chunked
-    from kvmtrace.capture import find_trace, is_tracedat
+    from kvmtrace.analysis.chunked import analyze_chunked, chunk_bytes_for
+    from kvmtrace.capture import find_trace
 
     trace, _ = find_trace(path)
-    if chunk_mb == 0 or not is_tracedat(trace):
+    chunk_bytes = chunk_bytes_for(trace, chunk_mb)
+    if chunk_bytes is None:
         return None
-    if chunk_mb is None and trace.stat().st_size <= AUTO_CHUNK_MB << 20:
-        return None
-    found = analyze_chunked(path, window, worst_n, (chunk_mb or DEFAULT_CHUNK_MB) << 20)
+    found = analyze_chunked(path, window, worst_n, chunk_bytes)
     if found is None:
         return None
     native = analysis_document(found.native, output) if found.native is not None else None

@@ -37,7 +37,7 @@ import polars as pl
 from kvmtrace.analysis.latency import ChunkContext, LatencyAnalysis, missing_event_notes, unknown_deadline_notes
 from kvmtrace.analysis.native import NativeAnalysis, NativeChunk, cyclictest_intervals, missing_events, wakeup_notes
 from kvmtrace.analysis.window import Window, resolve_window
-from kvmtrace.capture import Capture, Manifest, find_trace, open_capture, phases_with_manifest
+from kvmtrace.capture import Capture, Manifest, find_trace, is_tracedat, open_capture, phases_with_manifest
 from kvmtrace.ingest.readreport import ReadReport, merge_reports
 from kvmtrace.ingest.tables import EventTables
 from kvmtrace.model.blame import SHARE_SCHEMA
@@ -82,6 +82,8 @@ class ChunkScan:
     markers: pl.DataFrame = field(default_factory=pl.DataFrame)
     mono: MonoEvidence | None = None
     read: ReadReport = field(default_factory=ReadReport)  # of its own span
+    per_type: pl.DataFrame = field(default_factory=pl.DataFrame)  # event, len: its own events per type
+    per_cpu: pl.DataFrame = field(default_factory=pl.DataFrame)  # cpu, len
 
 
 @dataclass
@@ -137,7 +139,10 @@ def _scan(t: EventTables, start_ns: int, end_ns: int | None) -> ChunkScan:
     scan.markers = _compact(owned_rows(t.markers(), start_ns, end_ns, "ts").with_columns(
         (pl.col("idx").cast(pl.Int64) - before).alias("idx")))  # made global in plan()
     scan.mono = mono_evidence(t).owned(start_ns, end_ns)
-    scan.read = t.report.within(start_ns, None if end_ns is None else end_ns - 1, t.events.slice(before, n))
+    owned = t.events.slice(before, n)
+    scan.read = t.report.within(start_ns, None if end_ns is None else end_ns - 1, owned)
+    scan.per_type = owned.group_by("event").len().with_columns(pl.col("event").cast(pl.String))
+    scan.per_cpu = owned.group_by("cpu").len()
     return scan
 
 
@@ -349,11 +354,19 @@ class ChunkedAnalyses:
     native: NativeAnalysis | None
 
 
-def analyze_chunked(path: Path, spec: str | None, worst_n: int, chunk_bytes: int = DEFAULT_CHUNK_MB << 20
-                    ) -> ChunkedAnalyses | None:
-    """``analyze`` of a window of a large trace.dat, read in chunks of about ``chunk_bytes`` of trace data;
-    None when it fits in one chunk, or has neither a guest nor host threads to explain (then read it
-    whole, which says so)."""
+def chunk_bytes_for(trace: Path, chunk_mb: int | None) -> int | None:
+    """How much trace data each chunk of ``trace`` holds, or None to read it whole: a text capture,
+    ``chunk_mb`` 0, or (``chunk_mb`` None) a file of at most AUTO_CHUNK_MB."""
+    if chunk_mb == 0 or not is_tracedat(trace):
+        return None
+    if chunk_mb is None and trace.stat().st_size <= AUTO_CHUNK_MB << 20:
+        return None
+    return (chunk_mb or DEFAULT_CHUNK_MB) << 20
+
+
+def summary_of(path: Path, chunk_bytes: int) -> tuple[Capture, Plan] | None:
+    """Pass 1 alone: the capture's facts, markers and phases without its events, and what each chunk
+    holds (``kvmtrace info`` of a large capture); None when it fits in one chunk."""
     trace, manifest = find_trace(path)
     from kvmtrace.ingest.tracedat.reader import time_chunks
 
@@ -361,7 +374,19 @@ def analyze_chunked(path: Path, spec: str | None, worst_n: int, chunk_bytes: int
     if not edges:
         return None
     p = plan(path, edges)
-    summary = _summary_capture(p, manifest)
+    return _summary_capture(p, manifest), p
+
+
+def analyze_chunked(path: Path, spec: str | None, worst_n: int, chunk_bytes: int = DEFAULT_CHUNK_MB << 20
+                    ) -> ChunkedAnalyses | None:
+    """``analyze`` of a window of a large trace.dat, read in chunks of about ``chunk_bytes`` of trace data;
+    None when it fits in one chunk, or has neither a guest nor host threads to explain (then read it
+    whole, which says so)."""
+    found = summary_of(path, chunk_bytes)
+    if found is None:
+        return None
+    summary, p = found
+    manifest = summary.manifest
     window = resolve_window(path, spec, pl.DataFrame({"ts": [p.first_ts, p.last_ts]}), summary.phases)
     wakers = _Wakers()
     maps = clock_maps(path, p, wakers)
