@@ -520,6 +520,46 @@ void kt_text_move(uint8_t *a, int64_t item, int64_t from, int64_t to, int64_t co
  * of first appearance), reps[c] the first row with code c. Returns the number of codes, -1 when out of
  * memory.
  */
+/* A hash of k bytes, eight at a time (the codes do not depend on it: only how fast equal spans meet). */
+static inline uint64_t span_hash(const uint8_t *p, int64_t k) {
+    uint64_t x = MUL1 ^ (uint64_t)k;
+    int64_t b = 0;
+    for (; b + 8 <= k; b += 8) {
+        uint64_t w;
+        memcpy(&w, p + b, 8);
+        x = (x ^ w) * MUL2;
+        x ^= x >> 32;
+    }
+    if (b < k && k >= 8) { /* the last eight bytes, overlapping: no call for a short copy */
+        uint64_t w;
+        memcpy(&w, p + k - 8, 8);
+        x = (x ^ w) * MUL2;
+    } else {
+        for (; b < k; b++)
+            x = (x ^ p[b]) * MUL2;
+    }
+    x ^= x >> 29;
+    x *= MUL1 | 1;
+    return x ^ (x >> 32);
+}
+
+/* Whether k bytes at a and b are equal, eight at a time. */
+static inline int span_equal(const uint8_t *a, const uint8_t *b, int64_t k) {
+    if (k < 8)
+        return memcmp(a, b, (size_t)k) == 0;
+    for (int64_t i = 0; i + 8 <= k; i += 8) {
+        uint64_t x, y;
+        memcpy(&x, a + i, 8);
+        memcpy(&y, b + i, 8);
+        if (x != y)
+            return 0;
+    }
+    uint64_t x, y;
+    memcpy(&x, a + k - 8, 8);
+    memcpy(&y, b + k - 8, 8);
+    return x == y;
+}
+
 int64_t kt_text_intern(const uint8_t *buf, int64_t n, const int64_t *pos, const int64_t *len, int32_t *codes,
                        int64_t *reps) {
     int64_t size = 1 << 10, count = 0;
@@ -533,15 +573,12 @@ int64_t kt_text_intern(const uint8_t *buf, int64_t n, const int64_t *pos, const 
     for (int64_t i = 0; i < n; i++) {
         const uint8_t *p = buf + pos[i];
         const int64_t k = len[i];
-        uint64_t x = MUL1 ^ (uint64_t)k;
-        for (int64_t b = 0; b < k; b++)
-            x = (x ^ p[b]) * MUL2;
-        x ^= x >> 29;
+        const uint64_t x = span_hash(p, k);
         int64_t at = (int64_t)(x >> 20) & (size - 1);
         int64_t c = -1;
         while (slot[at]) {
             const int64_t d = slot[at] - 1, r = reps[d];
-            if (hash[d] == x && len[r] == k && memcmp(buf + pos[r], p, (size_t)k) == 0) {
+            if (hash[d] == x && len[r] == k && span_equal(buf + pos[r], p, k)) {
                 c = d;
                 break;
             }
