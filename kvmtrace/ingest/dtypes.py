@@ -7,6 +7,7 @@ import numpy as np
 import polars as pl
 
 from kvmtrace.fileformats.formats import FieldFormat
+from kvmtrace.ingest.arrowlists import list_series
 
 _INTS: dict[tuple[int, bool], pl.DataType] = {
     (1, True): pl.Int8(), (1, False): pl.UInt8(),
@@ -34,12 +35,15 @@ def field_dtype(f: FieldFormat) -> pl.DataType:
 
 def lists_of(values: pl.Series, counts: np.ndarray, dtype: pl.List) -> pl.Series:
     """One list per row from the concatenated ``values``, ``counts[i]`` of them for row i: a reshape when
-    every row has as many, else a group by the (sorted) row number. No Python loop over rows."""
+    every row has as many, else (integers without nulls) straight from the flat buffer and offsets, or a group
+    by the (sorted) row number. No Python loop over rows."""
     n, width = len(counts), int(counts.max(initial=0))
     if width == 0:
         return pl.select(pl.repeat(pl.lit([], dtype=dtype), n, dtype=dtype)).to_series()
     if bool((counts == width).all()):
         return values.reshape((n, width)).cast(dtype)
+    if values.null_count() == 0 and values.dtype.is_integer():  # from flat buffers (ingest/arrowlists.py)
+        return list_series(values.name, values.to_numpy(), counts).cast(dtype)
     row = pl.Series("row", np.repeat(np.arange(n, dtype=np.int64), counts)).set_sorted()
     grouped = pl.DataFrame({"row": row, "v": values}).group_by("row", maintain_order=True).agg("v")
     rows = pl.DataFrame({"row": pl.Series("row", np.arange(n, dtype=np.int64)).set_sorted()})

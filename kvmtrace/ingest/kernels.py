@@ -178,6 +178,8 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.kt_text_modal_fill.argtypes = [_P, _I64, _I64, *[_P] * 20]
     lib.kt_dynamic_spans.restype = _I64
     lib.kt_dynamic_spans.argtypes = [_P, _I64, _P, _P, _I64, _I64, _I32, _I32, _P, _P]
+    lib.kt_gather_spans.restype = None
+    lib.kt_gather_spans.argtypes = [_P, _P, _P, _I64, _P]
     lib.kt_text_intern.restype = _I64
     lib.kt_text_intern.argtypes = [_P, _I64, *[_P] * 4]
     lib.kt_text_move.restype = None

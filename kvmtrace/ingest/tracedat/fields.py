@@ -17,6 +17,7 @@ import polars as pl
 
 from kvmtrace.fileformats.formats import EventFormat, FieldFormat
 from kvmtrace.ingest import kernels
+from kvmtrace.ingest.arrowlists import list_series
 from kvmtrace.ingest.dtypes import field_dtype, lists_of
 
 _HASH_MULT = np.uint64(0x9E3779B97F4A7C15)
@@ -237,6 +238,9 @@ def _int_lists(blob: Blob, starts: np.ndarray, spans: np.ndarray, f: FieldFormat
     n, width, total = len(counts), int(counts.max(initial=0)), int(counts.sum())
     if width == 0:
         return lists_of(pl.Series("v", [], dtype=inner), counts, pl.List(inner))
+    lib = kernels.library()
+    if lib is not None and total != n * width:
+        return _flat_lists(lib, blob, np.asarray(starts, np.int64), counts, elem, f.signed)
     if n * width <= 2 * total + 4096:
         values = pl.Series("v", _rectangle(blob, np.asarray(starts, np.int64), counts, width, elem, f.signed),
                            dtype=inner)
@@ -266,6 +270,19 @@ def _rectangle(blob: Blob, starts: np.ndarray, counts: np.ndarray, width: int, e
         table[late] = patch
         return table.reshape(-1)
     return values
+
+
+def _flat_lists(lib: ctypes.CDLL, blob: Blob, starts: np.ndarray, counts: np.ndarray, elem: int,
+                signed: bool) -> pl.Series:
+    """Lists of different lengths: every record's elements copied one after another (kt_gather_spans),
+    viewed as integers and cut by the counts (ingest/arrowlists.py)."""
+    nbytes = np.ascontiguousarray(counts * elem, np.int64)
+    starts = np.ascontiguousarray(starts, np.int64)
+    flat = np.empty(int(nbytes.sum()), np.uint8)
+    lib.kt_gather_spans(kernels.ptr(blob.data), kernels.ptr(starts), kernels.ptr(nbytes), len(starts),
+                        kernels.ptr(flat))
+    code = f"{'i' if signed else 'u'}{elem}"
+    return list_series("v", flat.view(blob.e + code).astype(code, copy=False), counts)
 
 
 def _grouped_lists(blob: Blob, starts: np.ndarray, counts: np.ndarray, elem: int, inner: pl.DataType,

@@ -9,6 +9,7 @@
  *                      the common columns and copied into its type's columns (keys, fixed fields)
  *   kt_type_max_len    the longest record of each type (fields are read only inside records)
  *   kt_dynamic_spans   where each record's __data_loc / __rel_loc field points, cut to the record
+ *   kt_gather_spans    the bytes of many spans, one after another (array fields of any length)
  *
  * Each has a numpy twin with the same results (pages.py, decode.py, fields.py): the tests run
  * both on every capture and compare them.
@@ -218,6 +219,15 @@ int64_t kt_dynamic_spans(const uint8_t *blob, int64_t blob_len, const uint32_t *
         cut += inside != want;
     }
     return cut;
+}
+
+/* The bytes blob[start[i] : start[i] + nbytes[i]] of every span, one after another in out (sized to their
+ * sum). The spans lie inside the blob (the callers cut them to their records). */
+void kt_gather_spans(const uint8_t *blob, const int64_t *start, const int64_t *nbytes, int64_t n, uint8_t *out) {
+    for (int64_t i = 0; i < n; i++) {
+        memcpy(out, blob + start[i], (size_t)nbytes[i]);
+        out += nbytes[i];
+    }
 }
 
 /* The inputs and outputs of kt_merge_scatter (one time part of the merge). */
