@@ -258,6 +258,18 @@ def test_values_that_do_not_read_are_said_not_silently_null(tmp_path: Path) -> N
     assert [s for s in read_text(default).report.skipped if s.where.startswith("event")] == []
 
 
+def test_an_unreadable_array_is_said(tmp_path: Path) -> None:
+    """sys_enter's ``args=ARRAY[...]`` with a byte that is not hex: that row's args is null, and said."""
+    raw = report_text(CAPTURES / "x86-raw-syscalls" / "trace.dat", tmp_path / "raw.txt", "-R")
+    text = raw.read_text()
+    assert "args=ARRAY[" in text
+    damaged = tmp_path / "damaged.txt"
+    damaged.write_text(text.replace("args=ARRAY[", "args=ARRAY[zz, ", 1))
+    height = read_text(raw).by_event["sys_enter"].height
+    reasons = [s.reason for s in read_text(damaged).report.skipped if s.where == "event sys_enter"]
+    assert reasons == [f"1 of {height:,} rows: field args could not be read from the text (null)"]
+
+
 def test_unknown_events_keep_their_payload_text_and_are_counted(tmp_path: Path) -> None:
     """Event names no format knows, with a printed (not -R) payload: no traceback, each counted in
     unknown_events, and the payload text kept in the typed table's ``payload`` column."""
