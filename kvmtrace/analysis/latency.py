@@ -25,7 +25,7 @@ import polars as pl
 from kvmtrace.analysis.verdicts import STAGE_WORDS, dominant_stage, verdict
 from kvmtrace.analysis.window import Window, resolve_window
 from kvmtrace.capture import Capture
-from kvmtrace.model.blame import blame_table, shares, top_cause
+from kvmtrace.model.blame import blame_table, charges
 from kvmtrace.model.blockers import cpu_segments, wait_shares
 from kvmtrace.model.chunking import owned_rows
 from kvmtrace.model.deadlines import DeadlineMaps, Deadlines, with_deadlines
@@ -134,12 +134,10 @@ class LatencyAnalysis:
         step("blockers")
         df = self._with_blockers(df)
         step("blame")
-        df = df.join(top_cause(self.shares_of(df)), on="irq_no", how="left")
+        charged = charges(df, self.states, self.segments, self.throttling, self.notes)
+        self._shares = charged.table()
+        df = df.join(charged.top(), on="irq_no", how="left")
         return df.select(list(TABLE_SCHEMA)).cast(TABLE_SCHEMA).sort("t_ns")  # type: ignore[arg-type]
-
-    def shares_of(self, df: pl.DataFrame) -> pl.DataFrame:
-        self._shares = shares(df, self.states, self.segments, self.throttling, self.notes)
-        return self._shares
 
     @cached_property
     def shares(self) -> pl.DataFrame:
