@@ -47,7 +47,7 @@ def pieces(interrupts: pl.DataFrame, states: pl.DataFrame, throttling: Throttlin
 
     ``interrupts`` needs irq_no, vcpu_tid, t_ns, deadline_ns, preempted_at_ns, entry_at_ns, irq_cpu (the span
     starts at the deadline, else at the preemption, else at the host event)."""
-    st = (states.sort("vcpu_tid", "start_ns")
+    st = (_by_thread(states)
           .with_columns(pl.col("cpu").shift(-1).over("vcpu_tid").alias("next_cpu"), pl.col("state").cast(STATE))
           .with_row_index("st_no"))
     spans = interrupts.select(
@@ -80,12 +80,26 @@ def pieces(interrupts: pl.DataFrame, states: pl.DataFrame, throttling: Throttlin
     out = rows.select("irq_no", "vcpu_tid", "state", cpu.cast(pl.Int32).alias("cpu"),
                       pl.max_horizontal("s0", "span_start").alias("start_ns"),
                       pl.min_horizontal("s1", "span_end").alias("end_ns"), pl.col("s0").alias("state_start_ns"))
-    throttled = throttling.intervals.select(pl.col("task_pid").alias("vcpu_tid"),
-                                            pl.col("start_ns").alias("state_start_ns"),
-                                            pl.lit(True).alias("throttled")).unique()
-    return (out.join(throttled, on=["vcpu_tid", "state_start_ns"], how="left")
-            .with_columns(((pl.col("state") == "preempted") & pl.col("throttled").fill_null(False)).alias("throttled"))
+    return (_with_throttled(out, throttling.intervals)
             .drop("state_start_ns").filter(pl.col("end_ns") > pl.col("start_ns"), pl.col("cpu").is_not_null()))
+
+
+def _by_thread(states: pl.DataFrame) -> pl.DataFrame:
+    """``states`` by vcpu_tid and start_ns: as they are when already so (as state_timeline makes them)."""
+    thread_step = pl.col("vcpu_tid").diff()
+    in_order = ((thread_step > 0) | ((thread_step == 0) & (pl.col("start_ns").diff() >= 0))).all()
+    return states if states.select(in_order).item() else states.sort("vcpu_tid", "start_ns")
+
+
+def _with_throttled(pieces: pl.DataFrame, intervals: pl.DataFrame) -> pl.DataFrame:
+    """Adds ``throttled``: a preempted piece whose state began with a real-time throttling interval
+    (``intervals``: Throttling.intervals) of its vCPU thread."""
+    if intervals.height == 0:
+        return pieces.with_columns(pl.lit(False).alias("throttled"))
+    throttled = intervals.select(pl.col("task_pid").alias("vcpu_tid"), pl.col("start_ns").alias("state_start_ns"),
+                                 pl.lit(True).alias("throttled")).unique()
+    return (pieces.join(throttled, on=["vcpu_tid", "state_start_ns"], how="left")
+            .with_columns(((pl.col("state") == "preempted") & pl.col("throttled").fill_null(False)).alias("throttled")))
 
 
 def shares(interrupts: pl.DataFrame, states: pl.DataFrame, segments: pl.DataFrame,
@@ -165,8 +179,9 @@ def charges(interrupts: pl.DataFrame, states: pl.DataFrame, segments: pl.DataFra
 
 def blame_table(share_rows: pl.DataFrame | pl.LazyFrame, interrupts: pl.DataFrame, by_vcpu: bool = False
                 ) -> pl.DataFrame:
-    """Causes over all interrupts: cause_kind, cause, cause_pid, total_ns, interrupts (with a share),
-    slow_top (interrupts over 1 ms whose largest share it is), share (of all latency); per vCPU on request."""
+    """Causes over all interrupts (``share_rows``: SHARE_SCHEMA, or Charges.rows): cause_kind, cause,
+    cause_pid, total_ns, interrupts (with a share), slow_top (interrupts over 1 ms whose largest share it
+    is), share (of all latency); per vCPU on request."""
     keys = ["vcpu_tid"] if by_vcpu else []
     slow = interrupts.filter(pl.col("best_latency_ns") > SLOW_NS).select("irq_no", "cause_kind", "cause", "cause_pid")
     slow_top = slow.join(interrupts.select("irq_no", "vcpu_tid"), on="irq_no").group_by(
@@ -176,6 +191,7 @@ def blame_table(share_rows: pl.DataFrame | pl.LazyFrame, interrupts: pl.DataFram
     return (share_rows.lazy().group_by(group)
             .agg(pl.col("share_ns").sum().alias("total_ns"), pl.col("irq_no").n_unique().cast(pl.UInt32)
                  .alias("interrupts"))
+            .with_columns(pl.col("cause_kind", "cause").cast(pl.String))  # categories (Charges.rows) or strings
             .join(slow_top.lazy(), on=group, how="left", nulls_equal=True)
             .with_columns(pl.col("slow_top").fill_null(0), (pl.col("total_ns") / total).round(4).alias("share"))
             .sort([*keys, "total_ns"], descending=[False] * len(keys) + [True])
