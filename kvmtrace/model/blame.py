@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from kvmtrace.model.blockers import span_shares
+from kvmtrace.model.blockers import sorted_by, span_shares
 from kvmtrace.model.throttling import Throttling
 from kvmtrace.model.vcpus import STATE
 
@@ -47,7 +47,7 @@ def pieces(interrupts: pl.DataFrame, states: pl.DataFrame, throttling: Throttlin
 
     ``interrupts`` needs irq_no, vcpu_tid, t_ns, deadline_ns, preempted_at_ns, entry_at_ns, irq_cpu (the span
     starts at the deadline, else at the preemption, else at the host event)."""
-    st = (_by_thread(states)
+    st = (sorted_by(states, "vcpu_tid", "start_ns")
           .with_columns(pl.col("cpu").shift(-1).over("vcpu_tid").alias("next_cpu"), pl.col("state").cast(STATE))
           .with_row_index("st_no"))
     spans = interrupts.select(
@@ -82,13 +82,6 @@ def pieces(interrupts: pl.DataFrame, states: pl.DataFrame, throttling: Throttlin
                       pl.min_horizontal("s1", "span_end").alias("end_ns"), pl.col("s0").alias("state_start_ns"))
     return (_with_throttled(out, throttling.intervals)
             .drop("state_start_ns").filter(pl.col("end_ns") > pl.col("start_ns"), pl.col("cpu").is_not_null()))
-
-
-def _by_thread(states: pl.DataFrame) -> pl.DataFrame:
-    """``states`` by vcpu_tid and start_ns: as they are when already so (as state_timeline makes them)."""
-    thread_step = pl.col("vcpu_tid").diff()
-    in_order = ((thread_step > 0) | ((thread_step == 0) & (pl.col("start_ns").diff() >= 0))).all()
-    return states if states.select(in_order).item() else states.sort("vcpu_tid", "start_ns")
 
 
 def _with_throttled(pieces: pl.DataFrame, intervals: pl.DataFrame) -> pl.DataFrame:
