@@ -158,8 +158,8 @@ class LatencyAnalysis:
         return blame_table(self.share_rows(), self.table, by_vcpu=True)
 
     def share_rows(self) -> pl.LazyFrame:
-        """``shares`` as a query, its causes as categories or strings (a chunked analysis keeps them on disk as
-        SHARE_SCHEMA: analysis/chunked.py)."""
+        """``shares`` as a query in no particular order, its causes as categories or strings (a chunked analysis
+        keeps them on disk as SHARE_SCHEMA: analysis/chunked.py)."""
         return self.charged.rows.lazy()
 
     def _with_blockers(self, df: pl.DataFrame) -> pl.DataFrame:

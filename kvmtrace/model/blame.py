@@ -130,14 +130,14 @@ def _owner_kinds(owners: pl.Series) -> pl.DataFrame:
 @dataclass(frozen=True)
 class Charges:
     """Every interrupt's latency charged to causes, with state, cause_kind and cause as categories (cheap to
-    group and sort): irq_no, vcpu_tid, state, cpu, cause_kind, cause, cause_pid, share_ns; by irq_no, then
-    largest share first."""
+    group and sort): irq_no, vcpu_tid, state, cpu, cause_kind, cause, cause_pid, share_ns; in no order (the
+    top causes and blame need none)."""
 
     rows: pl.DataFrame
 
     def table(self) -> pl.DataFrame:
-        """SHARE_SCHEMA rows."""
-        return self.rows.cast(SHARE_SCHEMA)  # type: ignore[arg-type]
+        """SHARE_SCHEMA rows by irq_no, then largest share first."""
+        return self.rows.sort("irq_no", "share_ns", descending=[False, True]).cast(SHARE_SCHEMA)  # type: ignore[arg-type]
 
     def top(self) -> pl.DataFrame:
         """Per interrupt the cause with the largest share: irq_no, cause_kind, cause, cause_pid, cause_ns
@@ -165,8 +165,7 @@ def charges(interrupts: pl.DataFrame, states: pl.DataFrame, segments: pl.DataFra
                          "share_ns")
             .group_by("irq_no", "state", "cpu", "cause_kind", "cause", "cause_pid")
             .agg(pl.col("vcpu_tid").first(), pl.col("share_ns").sum())  # one vCPU per interrupt
-            .select(list(categories)).cast(categories)  # type: ignore[arg-type]
-            .sort("irq_no", "share_ns", descending=[False, True]))
+            .select(list(categories)).cast(categories))  # type: ignore[arg-type]
     return Charges(rows)
 
 
