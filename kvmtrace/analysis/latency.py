@@ -25,7 +25,7 @@ import polars as pl
 from kvmtrace.analysis.verdicts import STAGE_WORDS, dominant_stage, verdict
 from kvmtrace.analysis.window import Window, resolve_window
 from kvmtrace.capture import Capture
-from kvmtrace.model.blame import blame_table, shares, top_cause
+from kvmtrace.model.blame import SHARE_SCHEMA, Charges, blame_table, charges
 from kvmtrace.model.blockers import cpu_segments, wait_shares
 from kvmtrace.model.chunking import owned_rows
 from kvmtrace.model.deadlines import DeadlineMaps, Deadlines, with_deadlines
@@ -134,18 +134,20 @@ class LatencyAnalysis:
         step("blockers")
         df = self._with_blockers(df)
         step("blame")
-        df = df.join(top_cause(self.shares_of(df)), on="irq_no", how="left")
+        self._charges = charges(df, self.states, self.segments, self.throttling, self.notes)
+        df = df.join(self._charges.top(), on="irq_no", how="left")
         return df.select(list(TABLE_SCHEMA)).cast(TABLE_SCHEMA).sort("t_ns")  # type: ignore[arg-type]
-
-    def shares_of(self, df: pl.DataFrame) -> pl.DataFrame:
-        self._shares = shares(df, self.states, self.segments, self.throttling, self.notes)
-        return self._shares
 
     @cached_property
     def shares(self) -> pl.DataFrame:
         """Every interrupt's latency charged to causes (docs/stages.md, "Blame")."""
+        return self.charged.table()
+
+    @cached_property
+    def charged(self) -> Charges:
+        """``shares`` with causes as categories (model/blame.py)."""
         _ = self.table
-        return self._shares
+        return self._charges
 
     @cached_property
     def blame(self) -> pl.DataFrame:
@@ -156,8 +158,9 @@ class LatencyAnalysis:
         return blame_table(self.share_rows(), self.table, by_vcpu=True)
 
     def share_rows(self) -> pl.LazyFrame:
-        """``shares`` as a query (a chunked analysis keeps them on disk: analysis/chunked.py)."""
-        return self.shares.lazy()
+        """``shares`` as a query in no particular order, its causes as categories or strings (a chunked analysis
+        keeps them on disk as SHARE_SCHEMA: analysis/chunked.py)."""
+        return self.charged.rows.lazy()
 
     def _with_blockers(self, df: pl.DataFrame) -> pl.DataFrame:
         waits = df.filter(pl.col("path") == "blocked").select(
@@ -171,7 +174,7 @@ class LatencyAnalysis:
 
     def causes(self, irq_no: int) -> list[dict[str, Any]]:
         """One interrupt's causes, largest first (grouped by cause and CPU)."""
-        rows = (self.share_rows().filter(pl.col("irq_no") == irq_no).collect()
+        rows = (self.share_rows().filter(pl.col("irq_no") == irq_no).collect().cast(SHARE_SCHEMA)  # type: ignore[arg-type]
                 .sort("share_ns", descending=True, maintain_order=True))
         merged = (rows.group_by("cause_kind", "cause", "cause_pid", "cpu", maintain_order=True)
                   .agg(pl.col("state").first(), pl.col("share_ns").sum())  # worded by its largest piece's state
@@ -219,9 +222,10 @@ class LatencyAnalysis:
 
     def worst(self) -> list[dict[str, Any]]:
         """The worst interrupts by best known latency, each with its causes and verdict."""
-        rows = self.table.sort(["best_latency_ns", "t_ns"], descending=[True, False], nulls_last=True)
+        order = self.table.select(pl.arg_sort_by(["best_latency_ns", "t_ns"], descending=[True, False],
+                                                 nulls_last=True).head(self.worst_n)).to_series()
         out = []
-        for r in rows.head(self.worst_n).to_dicts():
+        for r in self.table[order].to_dicts():  # sorting the key columns only, not the whole table
             causes = self.causes(r["irq_no"])
             out.append({**_clean(r), "dominant_stage": dominant_stage(r), "causes": causes[:5],
                         "verdict": verdict(r, causes, self.throttling)})

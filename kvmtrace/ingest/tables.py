@@ -208,10 +208,10 @@ class EventTables:
     def at(self, idx: pl.Series | pl.Expr, column: str) -> pl.Expr:
         """``column`` of the common table at the rows ``idx`` (idx is the row number: a gather, not a join)."""
         values = self.events.get_column(column)
-        if values.dtype == pl.Categorical:
-            values = values.cast(pl.String)
         idx_expr = pl.lit(idx) if isinstance(idx, pl.Series) else idx
-        return pl.lit(values).gather(idx_expr)
+        gathered = pl.lit(values).gather(idx_expr)
+        # categories become strings after the gather: casting the whole column costs a string per event
+        return gathered.cast(pl.String) if values.dtype == pl.Categorical else gathered
 
     def has(self, name: str) -> bool:
         return name in self.by_event and self.by_event[name].height > 0 and not self.nonconforming(name)

@@ -21,6 +21,7 @@ from kvmtrace.model.requires import requires_events
 
 STATES = ("guest", "host_handling", "blocked", "preempted", "waking")
 TASK_STATE_MASK = 0xFF  # TASK_REPORT bits; 0 means runnable (printed R or R+)
+STATE = pl.Enum(STATES)  # states as small integers while transitions are sorted and compared
 
 VCPU_SCHEMA = {"vcpu_tid": pl.Int32(), "comm": pl.String(), "entries": pl.UInt32(), "cpus": pl.List(pl.Int32())}
 STATE_SCHEMA = {"vcpu_tid": pl.Int32(), "state": pl.String(), "start_ns": pl.Int64(), "end_ns": pl.Int64(),
@@ -50,33 +51,39 @@ def entries_by_thread(t: EventTables, entries: pl.DataFrame) -> pl.DataFrame:
             .sort("vcpu_tid"))
 
 
+def _state(name: str) -> pl.Expr:
+    return pl.lit(name, dtype=STATE)
+
+
 def state_transitions(t: EventTables, vcpus: pl.Series) -> pl.DataFrame:
-    """Every event that changes a vCPU thread's state: vcpu_tid, idx, ts, cpu, to_state."""
+    """Every event that changes a vCPU thread's state: vcpu_tid, idx, ts, cpu, to_state (a STATE), by
+    vcpu_tid and idx."""
     parts = []
     for name, state in (("kvm_entry", "guest"), ("kvm_exit", "host_handling")):
         if t.has(name):
             df = t.table(name)
             parts.append(df.filter(pl.col(pid_column(df)).is_in(vcpus.implode()))
                          .select(pl.col(pid_column(df)).alias("vcpu_tid"), "idx", "ts", "cpu",
-                                 pl.lit(state).alias("to_state")))
+                                 _state(state).alias("to_state")))
     if t.has("sched_switch"):
         sw = t.table("sched_switch")
         parts.append(sw.filter(pl.col("prev_pid").is_in(vcpus.implode()))
                      .select(pl.col("prev_pid").alias("vcpu_tid"), "idx", "ts", "cpu",
-                             pl.when((pl.col("prev_state") & TASK_STATE_MASK) == 0).then(pl.lit("preempted"))
-                             .otherwise(pl.lit("blocked")).alias("to_state")))
+                             pl.when((pl.col("prev_state") & TASK_STATE_MASK) == 0).then(_state("preempted"))
+                             .otherwise(_state("blocked")).alias("to_state")))
         parts.append(sw.filter(pl.col("next_pid").is_in(vcpus.implode()))
                      .select(pl.col("next_pid").alias("vcpu_tid"), "idx", "ts", "cpu",
-                             pl.lit("host_handling").alias("to_state")))
+                             _state("host_handling").alias("to_state")))
     for name in ("sched_waking", "sched_wakeup"):
         if t.has(name):
             parts.append(t.table(name).filter(pl.col("pid").is_in(vcpus.implode()))
                          .select(pl.col("pid").alias("vcpu_tid"), "idx", "ts",
-                                 pl.col("target_cpu").alias("cpu"), pl.lit("waking").alias("to_state")))
-    schema = {"vcpu_tid": pl.Int32(), "idx": pl.UInt32(), "ts": pl.Int64(), "cpu": pl.Int32(), "to_state": pl.String()}
+                                 pl.col("target_cpu").alias("cpu"), _state("waking").alias("to_state")))
+    schema = {"vcpu_tid": pl.Int32(), "idx": pl.UInt32(), "ts": pl.Int64(), "cpu": pl.Int32(), "to_state": STATE}
     if not parts:
         return pl.DataFrame(schema=schema)
-    return pl.concat([p.cast(schema) for p in parts]).sort("vcpu_tid", "idx")  # type: ignore[arg-type]
+    by_thread_and_idx = pl.col("vcpu_tid").cast(pl.Int64) * (1 << 32) + pl.col("idx").cast(pl.Int64)  # one key
+    return pl.concat([p.cast(schema) for p in parts]).sort(by_thread_and_idx)  # type: ignore[arg-type]
 
 
 def state_timeline(t: EventTables, vcpus: pl.Series | None = None) -> pl.DataFrame:
@@ -95,7 +102,7 @@ def state_timeline(t: EventTables, vcpus: pl.Series | None = None) -> pl.DataFra
     tr = (tr.with_columns(pl.when(not_wake).then(pl.col("to_state")).forward_fill().over("vcpu_tid")
                           .shift(1).over("vcpu_tid").alias("before"))
             .filter(not_wake | (pl.col("before") == "blocked"))
-            .filter(pl.col("to_state") != pl.col("to_state").shift(1).over("vcpu_tid").fill_null(""))
+            .filter(pl.col("to_state").ne_missing(pl.col("to_state").shift(1).over("vcpu_tid")))
             .with_columns(pl.col("ts").shift(-1).over("vcpu_tid").fill_null(last_ts).alias("end_ns")))
     return (tr.select("vcpu_tid", pl.col("to_state").alias("state"), pl.col("ts").alias("start_ns"), "end_ns",
                       "cpu", pl.col("idx").alias("start_idx"))
